@@ -1,0 +1,62 @@
+"""The `skinlesion` command: one subcommand per pipeline stage, shared by Snakemake and DVC.
+
+Heavy imports (TensorFlow, pandas) happen inside the subcommands, so `skinlesion --help` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from .errors import PipelineError
+
+# subcommand -> (module with `configure(parser)` and `run(args)`, one-line help)
+COMMANDS = {
+    "fetch": ("skinlesion.commands.fetch", "write data/raw from the source params.yaml selects"),
+    "download": ("skinlesion.sources.isic.command", "download images and metadata from the ISIC Archive"),
+    "metadata": ("skinlesion.commands.metadata", "clean, label, split and impute metadata -> Parquet"),
+    "images": ("skinlesion.commands.images", "decode and resize every image once into shards"),
+    "train": ("skinlesion.commands.train", "train one model variant"),
+    "evaluate": ("skinlesion.commands.evaluate", "evaluate one trained variant on its test sets"),
+    "compare": ("skinlesion.commands.compare", "compare every evaluated variant in results/all"),
+    "predict": ("skinlesion.commands.predict", "score new images with a trained variant"),
+    "validate": ("skinlesion.commands.validate", "check params.yaml against its schema"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="skinlesion",
+        description="Reproducible ISIC dermoscopy pipeline. Every stage reads params.yaml (see README).",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        p = sub.add_parser(name, help=help_text, description=(module.__doc__ or help_text).strip())
+        module.configure(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return args._run(args) or 0
+    except PipelineError as exc:
+        print(f"skinlesion {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"skinlesion {args.command}: interrupted; nothing half-written was left behind.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""The raw layout every source writes (isic-cli's download layout), and how later stages read it.
+
+    data/raw/images/<isic_id>.jpg   (.png where the archive has a PNG)
+    data/raw/metadata.csv           isic_id, attribution, copyright_license, then the sorted union of
+                                    every other field, flattened without prefixes; empty cell = missing
+    data/raw/attribution.txt        every distinct attribution, one per line
+    data/raw/licenses/<license>.txt the license texts of the licenses in use
+    data/raw/source.json            how this folder was made (source and options): our addition
+
+Nothing after the fetch stage knows which source wrote the folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import pandas as pd
+
+from .errors import PipelineError
+
+FIRST_COLUMNS = ["isic_id", "attribution", "copyright_license"]
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+LICENSE_TEXTS = {
+    "CC-0": "CC0 1.0 Universal (public domain dedication). https://creativecommons.org/publicdomain/zero/1.0/\n",
+    "CC-BY": "Creative Commons Attribution 4.0 International. https://creativecommons.org/licenses/by/4.0/\n",
+    "CC-BY-NC": "Creative Commons Attribution-NonCommercial 4.0 International. "
+    "https://creativecommons.org/licenses/by-nc/4.0/\n",
+}
+
+
+def metadata_columns(records: Iterable[Mapping]) -> list[str]:
+    """isic-cli's column order: the three fixed columns, then the sorted union of all other keys."""
+    seen: set[str] = set()
+    for record in records:
+        seen.update(record)
+    return FIRST_COLUMNS + sorted(seen - set(FIRST_COLUMNS))
+
+
+def _cell(value) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return ""
+    if isinstance(value, bool):
+        return "True" if value else "False"
+    return str(value)
+
+
+def write_metadata_csv(records: list[Mapping], path: str | os.PathLike) -> None:
+    """Write flat records (one dict per image) as isic-cli's metadata.csv; missing keys stay empty."""
+    from .io import atomic_path
+
+    columns = metadata_columns(records)
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(columns)
+        for record in records:
+            writer.writerow([_cell(record.get(c)) for c in columns])
+
+
+def write_attribution(records: Iterable[Mapping], path: str | os.PathLike) -> None:
+    from .io import write_text
+
+    names = sorted({str(r["attribution"]) for r in records if r.get("attribution")})
+    write_text(path, "".join(f"{n}\n" for n in names))
+
+
+def write_licenses(licenses: Iterable[str], folder: str | os.PathLike, texts: Mapping[str, str] | None = None) -> None:
+    """Write licenses/<name>.txt for each license in use; `texts` overrides the built-in summaries."""
+    from .io import write_text
+
+    texts = {**LICENSE_TEXTS, **(texts or {})}
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in sorted(set(licenses)):
+        write_text(folder / f"{name}.txt", texts.get(name, f"{name}\n"))
+
+
+def read_metadata(raw_dir: str | os.PathLike) -> pd.DataFrame:
+    """metadata.csv as strings (typing is the metadata stage's job), one row per isic_id."""
+    path = Path(raw_dir) / "metadata.csv"
+    if not path.exists():
+        raise PipelineError(f"{path} not found: the fetch stage writes it (skinlesion fetch).")
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    missing = [c for c in FIRST_COLUMNS[:1] if c not in frame.columns]
+    if missing:
+        raise PipelineError(f"{path} has no '{missing[0]}' column; is it in isic-cli's layout?")
+    return frame
+
+
+def image_paths(raw_dir: str | os.PathLike) -> dict[str, Path]:
+    """isic_id -> image file under raw_dir/images (any of the usual suffixes)."""
+    folder = Path(raw_dir) / "images"
+    if not folder.is_dir():
+        raise PipelineError(f"{folder} not found: the fetch stage writes it (skinlesion fetch).")
+    return {
+        p.stem: p
+        for p in sorted(folder.iterdir())
+        if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+    }
