@@ -1,0 +1,9 @@
+"""(work in progress)"""
+
+
+def configure(parser):
+    pass
+
+
+def run(args):
+    raise NotImplementedError
