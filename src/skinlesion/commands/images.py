@@ -1,9 +1,19 @@
-"""(work in progress)"""
+"""Decode every image once, resize to images.size, and write shards + index to data/processed/shards."""
+
+from __future__ import annotations
+
+from . import add_params_argument
 
 
 def configure(parser):
-    pass
+    add_params_argument(parser)
+    parser.add_argument("--table", default="data/interim/metadata.parquet")
+    parser.add_argument("--raw", default="data/raw")
+    parser.add_argument("--out", default="data/processed/shards")
 
 
 def run(args):
-    raise NotImplementedError
+    from .. import images
+    from .. import params as P
+
+    images.run(args.table, args.raw, args.out, P.load(args.params))

@@ -1,0 +1,65 @@
+"""Reading the processed shards and the metadata table back as arrays for training and evaluation."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import PipelineError
+
+
+@dataclass
+class Split:
+    """One split's rows: metadata (aligned row for row), and images loaded on demand."""
+
+    table: pd.DataFrame
+    shards_dir: Path | None = None
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def images(self) -> np.ndarray:
+        if self.shards_dir is None:
+            raise PipelineError("this variant was loaded without images")
+        out = np.empty((len(self.table),) + _shape(self.shards_dir), dtype=np.uint8)
+        for shard, rows in self.table.groupby("shard", sort=True).groups.items():
+            data = np.load(self.shards_dir / f"shard-{int(shard):05d}.npy", mmap_mode="r")
+            positions = self.table.index.get_indexer(rows)
+            out[positions] = data[self.table.loc[rows, "row"].to_numpy()]
+        return out
+
+    def labels(self, task: str) -> np.ndarray:
+        column = "label" if task == "binary" else "label_multiclass"
+        return self.table[column].to_numpy(dtype=np.int64)
+
+
+def _shape(shards_dir: Path) -> tuple[int, ...]:
+    return np.load(shards_dir / "shard-00000.npy", mmap_mode="r").shape[1:]
+
+
+def load_splits(table_path: str | os.PathLike, shards_dir: str | os.PathLike | None, task: str) -> dict[str, Split]:
+    """train/val/test Splits, in a fixed order, restricted to rows the task has a label for.
+
+    With shards, rows whose image was unreadable (absent from the index) are left out too.
+    """
+    from .metadata import load
+
+    table = load(table_path)
+    if shards_dir is not None:
+        shards_dir = Path(shards_dir)
+        index_path = shards_dir / "index.parquet"
+        if not index_path.exists():
+            raise PipelineError(f"{index_path} not found: the images stage writes it (skinlesion images).")
+        index = pd.read_parquet(index_path, columns=["isic_id", "shard", "row"])
+        table = table.merge(index, on="isic_id", how="inner")
+    if task == "multiclass":
+        table = table[table["label_multiclass"].notna()]
+    table = table.sort_values("isic_id").reset_index(drop=True)
+    return {
+        name: Split(table[table["split"] == name].reset_index(drop=True), shards_dir)
+        for name in ("train", "val", "test")
+    }

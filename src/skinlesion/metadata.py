@@ -1,0 +1,129 @@
+"""The metadata stage: raw metadata.csv -> typed, labelled, split and imputed Parquet table.
+
+Every row that leaves is counted with its reason; imputation means are fitted on train only.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import labels, raw_layout, splits
+from .errors import PipelineError
+from .io import atomic_path, write_json
+
+log = logging.getLogger(__name__)
+
+NUMERIC = ("age_approx", "clin_size_long_diam_mm")
+TEXT = (
+    "patient_id", "lesion_id", "sex", "anatom_site_1", "diagnosis_1", "diagnosis_2", "diagnosis_3",
+    "attribution", "copyright_license", "image_type",
+)
+
+
+def typed(raw: pd.DataFrame) -> pd.DataFrame:
+    """Archive strings -> typed columns; absent optional columns appear as all-missing."""
+    frame = raw.copy()
+    for column in NUMERIC:
+        values = frame[column] if column in frame else pd.Series(np.nan, index=frame.index)
+        frame[column] = pd.to_numeric(values, errors="coerce").astype("float64")
+    for column in TEXT:
+        values = frame[column] if column in frame else pd.Series(pd.NA, index=frame.index)
+        frame[column] = values.astype("string").str.strip().replace("", pd.NA)
+    frame["sex"] = frame["sex"].str.lower().where(frame["sex"].str.lower().isin(["male", "female"]))
+    return frame
+
+
+def build(raw_dir: str | os.PathLike, params: dict) -> tuple[pd.DataFrame, dict]:
+    cfg = params.get("metadata", {})
+    raw = raw_layout.read_metadata(raw_dir)
+    images = raw_layout.image_paths(raw_dir)
+    frame = typed(raw)
+    dropped: dict[str, int] = {}
+
+    def drop(mask: pd.Series, reason: str) -> None:
+        nonlocal frame
+        count = int(mask.sum())
+        if count:
+            dropped[reason] = dropped.get(reason, 0) + count
+            log.info("metadata: dropped %d row(s): %s", count, reason)
+        frame = frame.loc[~mask]
+
+    drop(frame["isic_id"].duplicated(keep="first"), "duplicate isic_id")
+    drop(~frame["isic_id"].isin(images), "no image file in raw/images")
+    frame["image"] = frame["isic_id"].map(lambda i: images[i].name)
+
+    frame["label"] = labels.binary_label(frame["diagnosis_1"], cfg.get("indeterminate", "exclude"))
+    drop(frame["diagnosis_1"].eq("Indeterminate").fillna(False) & frame["label"].isna(),
+         "diagnosis_1 Indeterminate (metadata.indeterminate: exclude)")
+    drop(frame["label"].isna(), "diagnosis_1 missing or unknown")
+    if cfg.get("drop_missing_sex", True):
+        drop(frame["sex"].isna(), "sex missing (metadata.drop_missing_sex)")
+    if frame.empty:
+        raise PipelineError(f"no usable rows left in {raw_dir}/metadata.csv; dropped: {dropped}")
+
+    frame["label_name"] = frame["label"].map(dict(enumerate(labels.BINARY_CLASSES))).astype("string")
+    frame["label_multiclass"] = labels.multiclass_label(frame["diagnosis_1"], frame["diagnosis_3"])
+    frame["multiclass_name"] = frame["label_multiclass"].map(dict(enumerate(labels.CLASSES))).astype("string")
+    outside = int(frame["label_multiclass"].isna().sum())
+
+    frame = frame.sort_values("isic_id").reset_index(drop=True)
+    frame["group"] = splits.group_ids(frame)
+    strata = frame["label_multiclass"].astype("float").fillna(-1).astype(int) * 2 + frame["label"].astype(int)
+    split_cfg = params["split"]
+    frame["split"] = splits.assign(strata, frame["group"], split_cfg["val"], split_cfg["test"], params["seed"])
+
+    means = impute(frame, cfg.get("impute_mean", list(NUMERIC)))
+    summary = {
+        "rows_in": int(len(raw)),
+        "rows_out": int(len(frame)),
+        "dropped": dropped,
+        "outside_five_classes": outside,
+        "imputation_means_train": means,
+        "counts": counts(frame),
+        "groups": int(frame["group"].nunique()),
+    }
+    return frame, summary
+
+
+def impute(frame: pd.DataFrame, columns: list[str]) -> dict:
+    """Add <col>_missing indicators, then fill with the train mean (0 where train has no value)."""
+    means = {}
+    train = frame["split"] == "train"
+    for column in NUMERIC:
+        frame[f"{column}_missing"] = frame[column].isna()
+    for column in columns:
+        mean = frame.loc[train, column].mean()
+        means[column] = None if np.isnan(mean) else round(float(mean), 6)
+        frame[column] = frame[column].fillna(0.0 if np.isnan(mean) else mean)
+    return means
+
+
+def counts(frame: pd.DataFrame) -> dict:
+    """Images per split and class, binary and five-class, for logs and the report."""
+    out = {}
+    for name, column in (("binary", "label_name"), ("multiclass", "multiclass_name")):
+        table = frame.groupby(["split", column], observed=True).size()
+        out[name] = {s: {str(k): int(v) for k, v in table[s].items()} for s in table.index.levels[0]}
+    return out
+
+
+def run(raw_dir: str | os.PathLike, out: str | os.PathLike, params: dict) -> dict:
+    frame, summary = build(raw_dir, params)
+    with atomic_path(out) as tmp:
+        frame.to_parquet(tmp, index=False)
+    write_json(Path(out).with_name(Path(out).stem + "_summary.json"), summary)
+    log.info("metadata: %d of %d rows kept, %d groups; per split: %s", summary["rows_out"],
+             summary["rows_in"], summary["groups"], summary["counts"]["binary"])
+    return summary
+
+
+def load(path: str | os.PathLike) -> pd.DataFrame:
+    path = Path(path)
+    if not path.exists():
+        raise PipelineError(f"{path} not found: the metadata stage writes it (skinlesion metadata).")
+    return pd.read_parquet(path)
