@@ -1,9 +1,22 @@
-"""(work in progress)"""
+"""Evaluate a trained variant: metrics.json, DVC plot data and figures in results/variants/<variant>/."""
+
+from __future__ import annotations
+
+from . import add_params_argument
 
 
 def configure(parser):
-    pass
+    add_params_argument(parser)
+    parser.add_argument("variant", help="variant name from params.yaml")
+    parser.add_argument("--model", help="model folder (default: models/<variant>)")
+    parser.add_argument("--table", default="data/interim/metadata.parquet")
+    parser.add_argument("--shards", default="data/processed/shards")
+    parser.add_argument("--out", help="results folder (default: results/variants/<variant>)")
 
 
 def run(args):
-    raise NotImplementedError
+    from .. import evaluation
+    from .. import params as P
+
+    evaluation.run(P.load(args.params), args.variant, args.model or f"models/{args.variant}",
+                   args.table, args.shards, args.out or f"results/variants/{args.variant}")

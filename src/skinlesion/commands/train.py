@@ -1,9 +1,20 @@
-"""(work in progress)"""
+"""Train one variant (a name under `variants:` in params.yaml) into models/<variant>/."""
+
+from __future__ import annotations
+
+from . import add_params_argument
 
 
 def configure(parser):
-    pass
+    add_params_argument(parser)
+    parser.add_argument("variant", help="variant name from params.yaml")
+    parser.add_argument("--table", default="data/interim/metadata.parquet")
+    parser.add_argument("--shards", default="data/processed/shards")
+    parser.add_argument("--out", help="model folder (default: models/<variant>)")
 
 
 def run(args):
-    raise NotImplementedError
+    from .. import params as P
+    from .. import training
+
+    training.run(P.load(args.params), args.variant, args.table, args.shards, args.out or f"models/{args.variant}")

@@ -1,0 +1,77 @@
+"""Where ImageNet weights come from: an explicit file, the Keras cache, or a download.
+
+When none works, a synthetic run may continue from random weights (and every output says so);
+a run on real data stops with an error that names the file and the ways to supply it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import PipelineError
+
+log = logging.getLogger(__name__)
+
+MOBILENET_SIZES = (96, 128, 160, 192, 224)
+
+
+@dataclass(frozen=True)
+class Weights:
+    keras_arg: str | None  # what keras.applications takes: a file path, "imagenet" or None (random)
+    source: str  # for people: where they came from
+
+    @property
+    def imagenet(self) -> bool:
+        return self.keras_arg is not None
+
+
+def keras_cache_file(backbone: str, size: int) -> str:
+    if backbone == "mobilenet_v2":
+        s = min(MOBILENET_SIZES, key=lambda x: abs(x - size))
+        return f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{s}_no_top.h5"
+    return "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
+
+
+def _download(backbone: str, size: int, timeout: float = 20.0) -> bool:
+    """Let Keras fetch the official file into its cache; False (quickly) when offline."""
+    from . import models
+
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(timeout)
+    try:
+        models.BACKBONES[backbone](input_shape=(size, size, 3), include_top=False, weights="imagenet")
+        return True
+    except Exception as exc:  # no network, DNS failure, HTTP error: all mean "not available"
+        log.info("weights: download of %s ImageNet weights failed: %s", backbone, exc)
+        return False
+    finally:
+        socket.setdefaulttimeout(old)
+
+
+def resolve(backbone: str, explicit: str | None, size: int, allow_random: bool) -> Weights:
+    if explicit:
+        path = Path(explicit).expanduser()
+        if path.is_file():
+            return Weights(str(path.resolve()), f"ImageNet weights from {explicit}")
+        log.warning("weights: train.weights.%s = %s does not exist; trying the Keras cache", backbone, explicit)
+    cached = _cache_dir() / keras_cache_file(backbone, size)
+    if cached.is_file():
+        return Weights("imagenet", f"ImageNet weights from the Keras cache ({cached})")
+    if os.environ.get("SKINLESION_OFFLINE") != "1" and _download(backbone, size):
+        return Weights("imagenet", "ImageNet weights downloaded by Keras")
+    if allow_random:
+        log.warning("weights: no ImageNet weights for %s; training from RANDOM weights (synthetic data only)", backbone)
+        return Weights(None, f"RANDOM weights: no ImageNet weights for {backbone} were found")
+    raise PipelineError(
+        f"no ImageNet weights for {backbone}. Supply them one of three ways: set train.weights.{backbone} "
+        f"in params.yaml to a weights file (.h5, include_top=False); put {keras_cache_file(backbone, size)} "
+        f"in {_cache_dir()}; or run once with internet access so Keras downloads it."
+    )

@@ -1,0 +1,43 @@
+# Config validation and helpers shared by all rules.
+
+import yaml
+from pathlib import Path
+
+from snakemake.utils import validate
+
+from skinlesion.params import schema_path
+
+
+validate(config, schema=str(schema_path()))
+
+VARIANTS = list(config["variants"])
+
+
+def _params_file():
+    """The params file the stage commands read: the config file itself when nothing overrides it,
+    else the merged config written once under .snakemake/ (so --config / --configfile work)."""
+    files = [str(f) for f in workflow.configfiles]
+    if files and yaml.safe_load(Path(files[-1]).read_text()) == config:
+        return files[-1]
+    merged = Path(".snakemake/skinlesion/params.merged.yaml")
+    merged.parent.mkdir(parents=True, exist_ok=True)
+    text = yaml.safe_dump(dict(config), sort_keys=False)
+    if not merged.exists() or merged.read_text() != text:
+        merged.write_text(text)
+    return str(merged)
+
+
+PARAMS_FILE = _params_file()
+# Stage commands default to params.yaml; pass --params only when another file is in use, so the
+# commands read exactly as in dvc.yaml.
+P = "" if PARAMS_FILE == "params.yaml" else f" --params {PARAMS_FILE}"
+
+
+def variant_params(wildcards):
+    """Everything a variant's training reads, so a change to any of it reruns that variant only."""
+    return {
+        "seed": config["seed"],
+        "source": config["data"]["source"],
+        "train": config["train"],
+        "variant": config["variants"][wildcards.variant],
+    }

@@ -1,0 +1,68 @@
+# Data stages: source -> raw layout -> metadata table -> image shards.
+
+
+rule fetch:
+    output:
+        directory("data/raw"),
+    params:
+        p=P,
+        seed=config["seed"],
+        data=config["data"],
+    conda:
+        "../envs/skinlesion.yaml"
+    log:
+        "logs/fetch.log",
+    benchmark:
+        "logs/benchmarks/fetch.tsv"
+    resources:
+        mem_mb=2000,
+        runtime=240,
+    shell:
+        "skinlesion fetch{params.p} --out {output} 2> {log}"
+
+
+rule metadata:
+    input:
+        "data/raw",
+    output:
+        table="data/interim/metadata.parquet",
+        summary="data/interim/metadata_summary.json",
+    params:
+        p=P,
+        seed=config["seed"],
+        metadata=config["metadata"],
+        split=config["split"],
+    conda:
+        "../envs/skinlesion.yaml"
+    log:
+        "logs/metadata.log",
+    benchmark:
+        "logs/benchmarks/metadata.tsv"
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    shell:
+        "skinlesion metadata{params.p} --raw {input} --out {output.table} 2> {log}"
+
+
+rule images:
+    input:
+        table="data/interim/metadata.parquet",
+        raw="data/raw",
+    output:
+        directory("data/processed/shards"),
+    params:
+        p=P,
+        images=config["images"],
+    threads: config["images"].get("workers", 1)
+    conda:
+        "../envs/skinlesion.yaml"
+    log:
+        "logs/images.log",
+    benchmark:
+        "logs/benchmarks/images.tsv"
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    shell:
+        "skinlesion images{params.p} --table {input.table} --raw {input.raw} --out {output} 2> {log}"

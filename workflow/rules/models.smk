@@ -1,0 +1,59 @@
+# One training and one evaluation job per variant in params.yaml.
+
+
+rule train:
+    input:
+        table="data/interim/metadata.parquet",
+        shards="data/processed/shards",
+    output:
+        directory("models/{variant}"),
+    params:
+        p=P,
+        cfg=variant_params,
+    wildcard_constraints:
+        variant="|".join(VARIANTS),
+    threads: 2
+    conda:
+        "../envs/skinlesion.yaml"
+    log:
+        "logs/train/{variant}.log",
+    benchmark:
+        "logs/benchmarks/train/{variant}.tsv"
+    resources:
+        mem_mb=8000,
+        runtime=720,
+        # gpu=1 on a GPU partition: set it per rule in a profile (see workflow/profiles/slurm).
+    shell:
+        "skinlesion train{params.p} {wildcards.variant} --table {input.table} --shards {input.shards} "
+        "--out {output} 2> {log}"
+
+
+rule evaluate:
+    input:
+        model="models/{variant}",
+        table="data/interim/metadata.parquet",
+        shards="data/processed/shards",
+    output:
+        metrics="results/variants/{variant}/metrics.json",
+        plots=directory("results/variants/{variant}/plots"),
+        figures=directory("results/variants/{variant}/figures"),
+        predictions="results/variants/{variant}/predictions.csv",
+    params:
+        p=P,
+        seed=config["seed"],
+        evaluate=config["evaluate"],
+    wildcard_constraints:
+        variant="|".join(VARIANTS),
+    threads: 2
+    conda:
+        "../envs/skinlesion.yaml"
+    log:
+        "logs/evaluate/{variant}.log",
+    benchmark:
+        "logs/benchmarks/evaluate/{variant}.tsv"
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    shell:
+        "skinlesion evaluate{params.p} {wildcards.variant} --model {input.model} --table {input.table} "
+        "--shards {input.shards} --out results/variants/{wildcards.variant} 2> {log}"
