@@ -82,6 +82,8 @@ def _fit_logreg(cfg: dict, train: dataset.Split, val: dataset.Split, out: Path, 
     )
     model.fit(features.matrix(train.table, feats), train.labels(cfg["task"]))
     joblib.dump({"model": model, "features": feats, "task": cfg["task"]}, out / "model.joblib")
+    # No epochs to report: an empty table (header only) keeps the plot files uniform across variants.
+    pd.DataFrame(columns=["epoch", "phase", "loss", "val_loss"]).to_csv(out / "history.csv", index=False)
     return {"kind": "logreg", "features": feats, "weights": "not applicable (metadata model)", "imagenet_weights": None}
 
 
