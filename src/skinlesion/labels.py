@@ -41,6 +41,9 @@ def binary_label(diagnosis_1: pd.Series, indeterminate: str = "exclude") -> pd.S
 
 def multiclass_label(diagnosis_1: pd.Series, diagnosis_3: pd.Series) -> pd.Series:
     """Index into CLASSES, or <NA> for anything outside the five classes (e.g. Keratoacanthoma)."""
-    names = diagnosis_3.map(MALIGNANT_DIAGNOSIS_3).where(diagnosis_1 == "Malignant")
-    names = names.mask(diagnosis_1 == "Benign", "benign")
+    # fillna(False): a missing diagnosis_1 compares as <NA>, which must not count as a match
+    malignant = (diagnosis_1 == "Malignant").fillna(False).astype(bool)
+    benign = (diagnosis_1 == "Benign").fillna(False).astype(bool)
+    names = diagnosis_3.map(MALIGNANT_DIAGNOSIS_3).where(malignant)
+    names = names.mask(benign, "benign")
     return names.map({c: i for i, c in enumerate(CLASSES)}).astype("Int8")

@@ -6,6 +6,7 @@ from pathlib import Path
 from snakemake.utils import validate
 
 from skinlesion.params import schema_path
+from skinlesion.stages import values
 
 
 validate(config, schema=str(schema_path()))
@@ -33,11 +34,6 @@ PARAMS_FILE = _params_file()
 P = "" if PARAMS_FILE == "params.yaml" else f" --params {PARAMS_FILE}"
 
 
-def variant_params(wildcards):
-    """Everything a variant's training reads, so a change to any of it reruns that variant only."""
-    return {
-        "seed": config["seed"],
-        "source": config["data"]["source"],
-        "train": config["train"],
-        "variant": config["variants"][wildcards.variant],
-    }
+def stage_params(stage):
+    """The params.yaml values `stage` reads (skinlesion.stages.STAGE_PARAMS, shared with dvc.yaml)."""
+    return lambda wildcards: values(config, stage, **dict(wildcards.items()))

@@ -6,8 +6,7 @@ rule fetch:
         directory("data/raw"),
     params:
         p=P,
-        seed=config["seed"],
-        data=config["data"],
+        cfg=stage_params("fetch"),
     conda:
         "../envs/skinlesion.yaml"
     log:
@@ -29,9 +28,7 @@ rule metadata:
         summary="data/interim/metadata_summary.json",
     params:
         p=P,
-        seed=config["seed"],
-        metadata=config["metadata"],
-        split=config["split"],
+        cfg=stage_params("metadata"),
     conda:
         "../envs/skinlesion.yaml"
     log:
@@ -53,7 +50,7 @@ rule images:
         directory("data/processed/shards"),
     params:
         p=P,
-        images=config["images"],
+        cfg=stage_params("images"),
     threads: config["images"].get("workers", 1)
     conda:
         "../envs/skinlesion.yaml"

@@ -9,7 +9,7 @@ rule train:
         directory("models/{variant}"),
     params:
         p=P,
-        cfg=variant_params,
+        cfg=stage_params("train"),
     wildcard_constraints:
         variant="|".join(VARIANTS),
     threads: 2
@@ -40,8 +40,7 @@ rule evaluate:
         predictions="results/variants/{variant}/predictions.csv",
     params:
         p=P,
-        seed=config["seed"],
-        evaluate=config["evaluate"],
+        cfg=stage_params("evaluate"),
     wildcard_constraints:
         variant="|".join(VARIANTS),
     threads: 2

@@ -9,6 +9,7 @@ rule compare:
         directory("results/all"),
     params:
         p=P,
+        cfg=stage_params("compare"),
     conda:
         "../envs/skinlesion.yaml"
     log:

@@ -1,0 +1,133 @@
+"""Shared fixtures: small hand-made raw folders, the repo paths, the tiny-pipeline params."""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from skinlesion import raw_layout
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+HAM10000 = SHARED / "data" / "ham10000"
+MOBILENET_WEIGHTS = SHARED / "weights" / "mobilenet_v2_1.0_224_no_top_imagenet.h5"
+BIN = Path(sys.executable).parent
+
+
+def tool(name: str) -> str:
+    """A console script of this environment (snakemake, dvc, skinlesion), found beside python."""
+    path = BIN / name
+    return str(path) if path.exists() else name
+
+
+def run(cmd: list[str], cwd: Path, timeout: int = 900, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "SKINLESION_OFFLINE": "1"}
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def base_params() -> dict:
+    return yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def tiny_params(**variants) -> dict:
+    """The default params, shrunk to a run of about a minute, with the offline MobileNetV2 weights."""
+    params = base_params()
+    params["data"] = {"source": "synthetic", "synthetic": {**params["data"]["synthetic"], "n_patients": 120}}
+    params["train"]["weights"] = {"mobilenet_v2": str(MOBILENET_WEIGHTS), "resnet50": None}
+    params["train"]["epochs"] = 30
+    params["train"]["patience"] = 5
+    params["variants"] = variants or {
+        "logreg": {"kind": "logreg", "task": "binary"},
+        "mobilenet_frozen": {"kind": "transfer", "task": "binary", "backbone": "mobilenet_v2", "freeze": True,
+                             "dense_units": 64},
+    }
+    return params
+
+
+def write_params(path: Path, params: dict) -> Path:
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+def copy_workflow(dest: Path) -> Path:
+    """The files a user's clone has that the runners need (no data, no outputs)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("Snakefile", "dvc.yaml", ".dvcignore"):
+        if (REPO / name).exists():
+            shutil.copy2(REPO / name, dest / name)
+    shutil.copytree(REPO / "workflow", dest / "workflow")
+    return dest
+
+
+def lesion_image(rng: np.random.Generator, size: int = 64, dark: bool = False) -> Image.Image:
+    """A skin-coloured square with a round lesion; `dark` lesions are darker (a visible signal)."""
+    pixels = np.zeros((size, size, 3), dtype=np.uint8) + np.array([220, 180, 160], dtype=np.uint8)
+    yy, xx = np.mgrid[:size, :size]
+    radius = size * (0.3 if dark else 0.2)
+    mask = (yy - size / 2) ** 2 + (xx - size / 2) ** 2 < radius ** 2
+    pixels[mask] = (40, 30, 30) if dark else (140, 100, 80)
+    noise = rng.integers(0, 12, size=pixels.shape, dtype=np.uint8)
+    return Image.fromarray(pixels + noise)
+
+
+@pytest.fixture
+def make_raw(tmp_path):
+    """make_raw(records) -> a raw folder in isic-cli layout with one small JPEG per record."""
+
+    def _make(records: list[dict], name: str = "raw", corrupt: tuple[str, ...] = ()) -> Path:
+        raw = tmp_path / name
+        (raw / "images").mkdir(parents=True)
+        rng = np.random.default_rng(0)
+        for record in records:
+            path = raw / "images" / f"{record['isic_id']}.jpg"
+            if record["isic_id"] in corrupt:
+                path.write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg")
+            else:
+                lesion_image(rng, dark=record.get("diagnosis_1") == "Malignant").save(path, quality=90)
+        full = [{"attribution": "test", "copyright_license": "CC-0", **r} for r in records]
+        raw_layout.write_metadata_csv(full, raw / "metadata.csv")
+        raw_layout.write_attribution(full, raw / "attribution.txt")
+        raw_layout.write_licenses({"CC-0"}, raw / "licenses")
+        return raw
+
+    return _make
+
+
+def records(n_patients: int = 30, seed: int = 0) -> list[dict]:
+    """ISIC-shaped metadata rows: 2 images per patient, a third malignant, some fields missing."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for p in range(n_patients):
+        malignant = p % 3 == 0
+        for k in range(2):
+            rows.append({
+                "isic_id": f"ISIC_{p * 10 + k:07d}",
+                "patient_id": f"IP_{p:07d}",
+                "lesion_id": f"IL_{p:07d}",
+                "age_approx": "" if p % 7 == 0 else str(int(rng.integers(6, 17)) * 5),
+                "sex": "" if p == 5 else ("male" if p % 2 else "female"),
+                "clin_size_long_diam_mm": "" if p % 4 == 0 else f"{rng.uniform(2, 12):.1f}",
+                "anatom_site_1": "Trunk",
+                "diagnosis_1": "Malignant" if malignant else "Benign",
+                "diagnosis_2": "Malignant melanocytic proliferations (Melanoma)" if malignant else "Benign melanocytic proliferations",
+                "diagnosis_3": "Melanoma Invasive" if malignant else "Nevus",
+            })
+    return rows
+
+
+def params_for_raw(**overrides) -> dict:
+    params = copy.deepcopy(base_params())
+    params.update(overrides)
+    return params
