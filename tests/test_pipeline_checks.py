@@ -1,0 +1,61 @@
+"""The pipeline checks CI relies on: lint clean, the DAG builds under both runners, CLI errors are clear."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from conftest import REPO, base_params, copy_workflow, run, tool, write_params
+
+
+def test_snakemake_lint_is_clean():
+    proc = run([tool("snakemake"), "--lint"], cwd=REPO, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Congratulations" in proc.stdout + proc.stderr
+
+
+def test_snakemake_dry_run_and_dvc_dag_succeed():
+    run([tool("snakemake"), "-n", "results/all"], cwd=REPO)
+    dag = run([tool("dvc"), "dag", "--md"], cwd=REPO).stdout
+    for stage in ("fetch", "metadata", "images", "compare"):
+        assert stage in dag
+    for variant in base_params()["variants"]:
+        assert f"train@{variant}" in dag and f"evaluate@{variant}" in dag
+
+
+def test_snakemake_refuses_an_invalid_config(tmp_path):
+    wf = copy_workflow(tmp_path / "wf")
+    params = base_params()
+    params["images"]["size"] = "big"
+    write_params(wf / "params.yaml", params)
+    proc = run([tool("snakemake"), "-n", "results/all"], cwd=wf, check=False)
+    assert proc.returncode != 0
+    assert "images" in proc.stdout + proc.stderr and "'big'" in proc.stdout + proc.stderr
+
+
+def test_new_variant_in_params_adds_stages_to_both_runners(tmp_path):
+    wf = copy_workflow(tmp_path / "wf")
+    params = base_params()
+    params["variants"]["extra_cnn"] = {"kind": "cnn", "task": "binary", "epochs": 2}
+    write_params(wf / "params.yaml", params)
+    run(["git", "init", "-q"], cwd=wf)
+    run([tool("dvc"), "init", "-q"], cwd=wf)
+    assert "evaluate@extra_cnn" in run([tool("dvc"), "dag", "--md"], cwd=wf).stdout
+    assert "results/variants/extra_cnn/metrics.json" in run([tool("snakemake"), "-n", "-p", "results/all"], cwd=wf).stdout
+
+
+def test_cli_errors_are_one_line_with_exit_code_2(tmp_path):
+    bad = base_params()
+    bad["variants"]["logreg"]["kind"] = "svm"
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    proc = run([tool("skinlesion"), "validate", "--params", str(path)], cwd=tmp_path, check=False)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert "variants.logreg.kind" in proc.stderr and "Allowed" in proc.stderr
+
+
+@pytest.mark.parametrize("command", ["fetch", "download", "metadata", "images", "train", "evaluate", "compare", "predict"])
+def test_every_command_documents_itself(command):
+    proc = run([tool("skinlesion"), command, "--help"], cwd=REPO)
+    assert "usage: skinlesion" in proc.stdout and len(proc.stdout.splitlines()) > 3
