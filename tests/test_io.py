@@ -1,0 +1,47 @@
+import os
+import zipfile
+
+import pytest
+
+from skinlesion import io
+
+
+def test_atomic_path_replaces_whole_or_leaves_old(tmp_path):
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError):
+        with io.atomic_path(target) as tmp:
+            tmp.mkdir()
+            (tmp / "half.txt").write_text("half")
+            raise RuntimeError("stage failed")
+    assert sorted(p.name for p in target.iterdir()) == ["old.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+    with io.atomic_path(target) as tmp:
+        tmp.mkdir()
+        (tmp / "new.txt").write_text("new")
+    assert sorted(p.name for p in target.iterdir()) == ["new.txt"]
+
+
+def test_write_json_is_byte_stable(tmp_path):
+    io.write_json(tmp_path / "a.json", {"b": 1, "a": [1.5, None]})
+    io.write_json(tmp_path / "b.json", {"a": [1.5, None], "b": 1})
+    assert (tmp_path / "a.json").read_bytes() == (tmp_path / "b.json").read_bytes()
+
+
+def test_keras_archive_made_reproducible(tmp_path):
+    def archive(path, stamp):
+        with zipfile.ZipFile(path, "w") as z:
+            z.writestr(zipfile.ZipInfo("metadata.json", date_time=stamp),
+                       f'{{"keras_version": "3", "date_saved": "{stamp}"}}')
+            z.writestr(zipfile.ZipInfo("model.weights.h5", date_time=stamp), b"weights")
+        io.make_keras_archive_reproducible(path)
+        return path.read_bytes()
+
+    a = archive(tmp_path / "a.keras", (2026, 1, 1, 10, 0, 0))
+    b = archive(tmp_path / "b.keras", (2026, 2, 3, 11, 5, 6))
+    assert a == b
+    with zipfile.ZipFile(tmp_path / "a.keras") as z:
+        assert z.read("model.weights.h5") == b"weights"
+        assert "date_saved" not in z.read("metadata.json").decode()
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".")]
