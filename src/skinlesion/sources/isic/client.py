@@ -1,0 +1,167 @@
+"""The ISIC Archive API v2 for metadata: paged image search, selection size, one image, license texts.
+
+Every JSON call goes through `get_json`, which retries 429/503 (after Retry-After), 500/502/504 and network
+faults (with backoff), and fails at once with the server's message on 400 (bad query), 422 (bad cursor) and
+any other client error.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, Iterator
+
+import requests
+
+from ...errors import PipelineError
+from .options import Options
+from .retry import NETWORK_ERRORS, RETRY_STATUSES, RetryPolicy, server_message, sleep
+
+log = logging.getLogger(__name__)
+
+PAGE_SIZE = 100  # the API's maximum
+USER_AGENT = "skinlesion-isic/0.1 (+https://api.isic-archive.com)"
+
+
+def new_session(pool: int = 1) -> requests.Session:
+    """A session without requests' own retries (ours are explicit) and a pool sized for its thread(s)."""
+    session = requests.Session()
+    adapter = requests.adapters.HTTPAdapter(pool_connections=pool, pool_maxsize=pool, max_retries=0)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    session.headers["User-Agent"] = USER_AGENT
+    return session
+
+
+class IsicClient:
+    def __init__(self, options: Options, stop: threading.Event | None = None):
+        self.options = options
+        self.base = options.api_url.rstrip("/")
+        self.policy = RetryPolicy(options.retries, options.backoff, options.max_backoff)
+        self.timeout = (options.connect_timeout, options.read_timeout)
+        self.stop = stop
+        self.session = new_session()
+
+    def close(self) -> None:
+        self.session.close()
+
+    def __enter__(self) -> "IsicClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def url(self, path: str) -> str:
+        return f"{self.base}/{path.lstrip('/')}"
+
+    # -- one request, retried -------------------------------------------------------------------
+
+    def get(self, url: str, params: dict | None = None, *, what: str, retries: int | None = None) -> requests.Response:
+        """GET with our retry rules; returns a 2xx response or raises PipelineError."""
+        policy = self.policy if retries is None else RetryPolicy(retries, self.policy.backoff, self.policy.max_backoff)
+        failures = 0
+        while True:
+            if self.stop is not None and self.stop.is_set():
+                raise KeyboardInterrupt
+            response = None
+            try:
+                response = self.session.get(url, params=params, timeout=self.timeout)
+                if response.ok:
+                    return response
+                if response.status_code not in RETRY_STATUSES:
+                    raise self._client_error(response, what)
+                problem = f"HTTP {response.status_code} {server_message(response)}"
+            except NETWORK_ERRORS as exc:
+                problem = f"{type(exc).__name__}: {exc}"
+            except requests.RequestException as exc:  # invalid URL and the like: no point retrying
+                raise PipelineError(f"could not request {what} from {url}: {exc}. Check the API URL.") from None
+            failures += 1
+            if failures > policy.retries:
+                raise PipelineError(
+                    f"gave up on {what} after {failures} attempts ({url}); last problem: {problem}. "
+                    f"Check the network and the API URL ({self.base}; ISIC_API_URL overrides it), "
+                    "or raise retries."
+                )
+            wait = policy.delay(failures, response)
+            log.warning("%s: %s; retry %d/%d in %.2f s", what, problem, failures, policy.retries, wait)
+            sleep(wait, self.stop)
+
+    def _client_error(self, response: requests.Response, what: str) -> PipelineError:
+        message = server_message(response)
+        status = response.status_code
+        if status == 400:
+            return PipelineError(
+                f"the ISIC API rejected the search ({status}): {message} Check the query syntax, e.g. "
+                '`diagnosis_1:Malignant AND age_approx:[20 TO 40]` or `diagnosis_3:"Melanoma Invasive"` '
+                "(AND/OR/TO upper case, values with spaces in double quotes)."
+            )
+        if status == 422:
+            return PipelineError(
+                f"the ISIC API rejected the paging cursor ({status}): {message} The archive may have changed "
+                "during paging; run the command again (finished files are kept)."
+            )
+        return PipelineError(f"the ISIC API answered {status} for {what} ({response.url}): {message}")
+
+    def get_json(self, url: str, params: dict | None = None, *, what: str) -> Any:
+        response = self.get(url, params, what=what)
+        try:
+            return response.json()
+        except ValueError:
+            raise PipelineError(
+                f"the ISIC API sent something other than JSON for {what} ({response.url}): "
+                f"{response.text[:200]!r}. Is the API URL ({self.base}) right?"
+            ) from None
+
+    # -- the endpoints ----------------------------------------------------------------------------
+
+    @staticmethod
+    def search_params(query: str, collections: tuple[int, ...], limit: int | None = None) -> dict:
+        params: dict[str, Any] = {}
+        if query:
+            params["query"] = query
+        if collections:
+            params["collections"] = ",".join(str(c) for c in collections)
+        params["limit"] = max(1, min(PAGE_SIZE, limit or PAGE_SIZE))
+        return params
+
+    def search_pages(
+        self, query: str, collections: tuple[int, ...], page_size: int | None = None
+    ) -> Iterator[tuple[int | None, list[dict]]]:
+        """Yield (count, results) per page, following `next` until null; count is set on the first page only."""
+        url: str | None = self.url("images/search/")
+        params: dict | None = self.search_params(query, collections, page_size)
+        page = 0
+        while url:
+            body = self.get_json(url, params, what=f"image search page {page + 1}")
+            if not isinstance(body, dict) or not isinstance(body.get("results"), list):
+                raise PipelineError(f"unexpected search answer from {url}: no 'results' list.")
+            yield (body.get("count") if page == 0 else None), body["results"]
+            url, params = body.get("next"), None  # `next` is absolute and carries every parameter
+            page += 1
+
+    def search_count(self, query: str, collections: tuple[int, ...]) -> int:
+        for count, _ in self.search_pages(query, collections, page_size=1):
+            return int(count or 0)
+        return 0
+
+    def search_size(self, query: str, collections: tuple[int, ...]) -> int:
+        params = self.search_params(query, collections)
+        params.pop("limit")
+        body = self.get_json(self.url("images/search/size/"), params, what="selection size")
+        try:
+            return int(body["size"])
+        except (KeyError, TypeError, ValueError):
+            raise PipelineError(f"unexpected answer from images/search/size/: {body!r}") from None
+
+    def image(self, isic_id: str) -> dict:
+        return self.get_json(self.url(f"images/{isic_id}/"), what=f"image {isic_id}")
+
+    def license_text(self, name: str) -> str:
+        """The license text from zip-download/license-file/<name>/ (two retries: there is a fallback)."""
+        response = self.get(
+            self.url(f"zip-download/license-file/{name}/"), what=f"license {name}", retries=min(2, self.policy.retries)
+        )
+        text = response.text
+        if not text.strip():
+            raise PipelineError(f"empty license text for {name}")
+        return text if text.endswith("\n") else text + "\n"

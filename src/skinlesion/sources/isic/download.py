@@ -1,0 +1,210 @@
+"""One download, shared by `skinlesion download` and the isic source: select, check disk, write, fetch.
+
+`download(options, folder)` works in place: it can be interrupted at any point and run again with the
+same options, and then fetches only what is missing or incomplete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import shutil
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from ...errors import PipelineError
+from ...io import write_json
+from ...raw_layout import IMAGE_SUFFIXES
+from .client import IsicClient
+from .layout import write_small_files
+from .options import Options
+from .retry import RetryPolicy
+from .selection import Selection, describe, file_info, file_name, select
+from .transfer import Downloader, Job, Report, bytes_present, failure_message
+
+log = logging.getLogger(__name__)
+
+DISK_MARGIN_BYTES = 100 * 1024**2  # keep at least this much free beyond the download...
+DISK_MARGIN_FRACTION = 0.05  # ...or 5 % of it, whichever is more
+LOCK_NAME = ".isic-download.lock"
+STATE_NAME = ".isic-download.json"  # what an unfinished download in this folder is fetching
+
+
+@dataclass
+class Outcome:
+    summary: dict  # deterministic (goes into source.json): options, counts, bytes
+    report: Report
+    line: str  # the closing summary line
+
+
+def jobs_for(records: list[dict], images: Path, thumbnails: bool) -> list[Job]:
+    jobs = []
+    for record in records:
+        url, size = file_info(record, thumbnails)
+        jobs.append(Job(str(record["isic_id"]), url, size, images / file_name(record, thumbnails)))
+    return jobs
+
+
+def disk_margin(needed: int) -> int:
+    return max(DISK_MARGIN_BYTES, int(needed * DISK_MARGIN_FRACTION))
+
+
+def free_bytes(folder: Path) -> int:
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    return shutil.disk_usage(probe).free
+
+
+def check_disk(folder: Path, needed: int) -> None:
+    free = free_bytes(folder)
+    margin = disk_margin(needed)
+    if needed + margin > free:
+        raise PipelineError(
+            f"not enough free disk space in {folder}: the download needs {human(needed)} ({needed} bytes) "
+            f"plus a margin of {human(margin)}, but only {human(free)} is free. Free some space, choose another "
+            "--out, or narrow the selection (--limit, --max-per-class, --thumbnails)."
+        )
+
+
+def human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n} B"
+
+
+@contextlib.contextmanager
+def exclusive(folder: Path) -> Iterator[None]:
+    """One download per folder at a time (two would fight over the same .part files)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        yield
+        return
+    path = folder / LOCK_NAME
+    with open(path, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise PipelineError(
+                f"another download is writing into {folder} right now; wait for it or choose another --out."
+            ) from None
+        try:
+            yield
+        finally:
+            path.unlink(missing_ok=True)
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def check_same_kind(folder: Path, options: Options) -> None:
+    """Full files and thumbnails share names (<isic_id>.jpg): never let one replace the other in a folder."""
+    for name in ("source.json", STATE_NAME):
+        try:
+            recorded = json.loads((folder / name).read_text(encoding="utf-8")).get("files")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if recorded and recorded != options.file_kind:
+            raise PipelineError(
+                f"{folder} holds {recorded} files from an earlier download, and this one asks for "
+                f"{options.file_kind}. Use another --out so full images and thumbnails never mix."
+            )
+
+
+def summary_of(options: Options, selection: Selection, total_bytes: int, licenses: dict | None = None) -> dict:
+    summary = {
+        **options.selection(),
+        "files": options.file_kind,
+        "matched": selection.matched,
+        "selected": len(selection),
+        "per_class": selection.per_class,
+        "bytes": total_bytes,
+    }
+    if licenses is not None:
+        summary["licenses"] = licenses
+    return summary
+
+
+def dry_run(options: Options, folder: Path | None = None, progress: bool | None = None) -> dict:
+    """How many images and bytes the selection would fetch, without fetching any image byte.
+
+    Full files without per-class caps: the first page's count and images/search/size/ (two small calls).
+    Otherwise the selection is made from the records and their files.*.size summed.
+    """
+    with IsicClient(options) as client:
+        if not options.caps and not options.thumbnails:
+            count = client.search_count(options.query, options.collections)
+            if options.limit is None or options.limit >= count:
+                size = client.search_size(options.query, options.collections)
+                return {**options.selection(), "files": "full", "images": count, "bytes": size,
+                        "method": "images/search/size/"}
+        selection = select(client, options, progress)
+    total = sum(file_info(r, options.thumbnails)[1] or 0 for r in selection.records)
+    result = {**options.selection(), "files": options.file_kind, "images": len(selection), "bytes": total,
+              "per_class": selection.per_class, "method": "records"}
+    if folder is not None and (folder / "images").is_dir():
+        jobs = jobs_for(selection.records, folder / "images", options.thumbnails)
+        result["bytes_to_fetch"] = total - sum(bytes_present(j) for j in jobs)
+    return result
+
+
+def download(
+    options: Options, folder: Path, progress: bool | None = None, rerun: str = "Run the same command again"
+) -> Outcome:
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise PipelineError(f"{folder} exists and is not a folder; choose another --out.")
+    folder.mkdir(parents=True, exist_ok=True)
+    stop = threading.Event()
+    with exclusive(folder):
+        check_same_kind(folder, options)
+        with IsicClient(options, stop) as client:
+            log.info("isic: selecting from %s (%s)", options.api_url, describe(options))
+            selection = select(client, options, progress)
+            if not selection.records:
+                raise PipelineError(
+                    f"the selection matched no images ({describe(options)}). Check the query and the collection "
+                    "ids (e.g. 70 = 2020 challenge training set); try --dry-run to see counts."
+                )
+            images = folder / "images"
+            jobs = jobs_for(selection.records, images, options.thumbnails)
+            total = sum(j.size or 0 for j in jobs)
+            needed = total - sum(bytes_present(j) for j in jobs) if images.is_dir() else total
+            check_disk(folder, needed)
+            images.mkdir(exist_ok=True)
+            write_json(folder / STATE_NAME, {**options.selection(), "files": options.file_kind})
+            licenses = write_small_files(selection.records, folder, client)
+        downloader = Downloader(
+            RetryPolicy(options.retries, options.backoff, options.max_backoff),
+            (options.connect_timeout, options.read_timeout),
+            options.workers,
+            stop,
+        )
+        report = downloader.run(jobs, progress)
+    wanted = {j.dest.name for j in jobs}
+    extra = [p for p in images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+             and p.name not in wanted]
+    if extra:
+        log.warning("%d image(s) in %s are not in this selection (left from an earlier download?); "
+                    "metadata.csv lists only the selection", len(extra), images)
+    if report.failed:
+        raise failure_message(report.failed, len(jobs) - len(report.failed), images, rerun)
+    (folder / STATE_NAME).unlink(missing_ok=True)
+    return Outcome(summary_of(options, selection, total, licenses), report, closing_line(report, folder))
+
+
+def closing_line(report: Report, folder: Path) -> str:
+    done, present = report.count("done"), report.count("present")
+    rate = done / report.seconds if report.seconds > 0 else 0.0
+    mbps = report.received / report.seconds / 1e6 if report.seconds > 0 else 0.0
+    parts = [f"isic: {done + present} images complete in {folder}", f"{done} downloaded ({human(report.received)})"]
+    if present:
+        parts.append(f"{present} already present")
+    if report.resumed:
+        parts.append(f"{report.resumed} resumed from partial files")
+    parts.append(f"{report.seconds:.1f} s, {rate:.1f} images/s, {mbps:.1f} MB/s")
+    return "; ".join(parts)

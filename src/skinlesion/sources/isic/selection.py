@@ -1,0 +1,144 @@
+"""Which images to fetch, decided on metadata alone: query, collections, limit and per-class caps.
+
+Without caps the search is paged in the archive's order until `limit`. With caps on diagnosis_1 each capped
+class is searched on its own (`(<query>) AND diagnosis_1:<Class>`), paging only until its cap, so a
+5000/5000 balanced subset costs about 100 pages instead of the whole archive. Classes without a cap are
+left out (a cap says "this class, up to N"); the union is then put back in ISIC id order and cut at `limit`.
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+from dataclasses import dataclass, field
+from typing import Mapping
+from urllib.parse import urlparse
+
+from tqdm.auto import tqdm
+
+from ...errors import PipelineError
+from .client import IsicClient
+from .options import Options
+
+log = logging.getLogger(__name__)
+
+FIXED = ("isic_id", "attribution", "copyright_license")
+
+
+@dataclass
+class Selection:
+    records: list[dict]
+    matched: int | None = None  # what the query and collections match before limit/caps (first page count)
+    per_class: dict[str, int] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+
+def record_class(record: Mapping) -> str | None:
+    value = ((record.get("metadata") or {}).get("clinical") or {}).get("diagnosis_1")
+    return str(value).strip().lower() if value else None
+
+
+def file_info(record: Mapping, thumbnails: bool) -> tuple[str, int | None]:
+    """(url, size) of the file to fetch: files.full, or files.thumbnail_256 in thumbnail mode."""
+    kind = "thumbnail_256" if thumbnails else "full"
+    info = (record.get("files") or {}).get(kind) or {}
+    url = info.get("url")
+    if not url:
+        raise PipelineError(f"image {record.get('isic_id')} has no files.{kind}.url in its record.")
+    size = info.get("size")
+    return url, (int(size) if size is not None else None)
+
+
+def file_name(record: Mapping, thumbnails: bool) -> str:
+    """<isic_id><ext>, the extension taken from the file URL (.jpg, sometimes .png)."""
+    url, _ = file_info(record, thumbnails)
+    ext = posixpath.splitext(urlparse(url).path)[1].lower()
+    if ext not in (".jpg", ".jpeg", ".png"):
+        ext = ".jpg"
+    isic_id = str(record["isic_id"])
+    if not isic_id or "/" in isic_id or isic_id.startswith("."):
+        raise PipelineError(f"refusing an unsafe isic_id from the API: {isic_id!r}")
+    return isic_id + ext
+
+
+def flatten(record: Mapping) -> dict:
+    """One metadata.csv row: the fixed fields, then acquisition and clinical keys without their prefix."""
+    row = {key: record.get(key) for key in FIXED}
+    metadata = record.get("metadata") or {}
+    for section in ("acquisition", "clinical"):
+        for key, value in (metadata.get(section) or {}).items():
+            if key not in FIXED:
+                row[key] = value
+    return row
+
+
+def capped_query(query: str, cls: str) -> str:
+    term = f"diagnosis_1:{cls.capitalize()}"
+    return f"({query}) AND {term}" if query else term
+
+
+def _collect(client: IsicClient, query: str, collections, want: int | None, bar, seen: set) -> tuple[list[dict], int | None]:
+    records: list[dict] = []
+    matched = None
+    pages = client.search_pages(query, collections, page_size=want)
+    for count, results in pages:
+        if count is not None:
+            matched = int(count)
+            if bar is not None:
+                bar.total = (bar.total or 0) + (min(matched, want) if want else matched)
+                bar.refresh()
+        for record in results:
+            isic_id = record.get("isic_id")
+            if not isic_id or isic_id in seen:
+                continue
+            seen.add(isic_id)
+            records.append(record)
+            if bar is not None:
+                bar.update(1)
+            if want is not None and len(records) >= want:
+                pages.close()
+                return records, matched
+    return records, matched
+
+
+def select(client: IsicClient, options: Options, progress: bool | None = None) -> Selection:
+    disable = None if progress is None else not progress
+    with tqdm(desc="metadata", unit=" img", total=0, disable=disable, leave=False) as bar:
+        seen: set[str] = set()
+        caps = options.caps
+        if not caps:
+            records, matched = _collect(client, options.query, options.collections, options.limit, bar, seen)
+        else:
+            records, matched = [], 0
+            for cls, cap in caps.items():
+                want = min(cap, options.limit) if options.limit else cap
+                if want == 0:
+                    continue
+                found, count = _collect(client, capped_query(options.query, cls), options.collections, want, bar, seen)
+                # trust the record over the query: keep only what really is of this class
+                kept = [r for r in found if record_class(r) == cls]
+                if len(kept) < len(found):
+                    log.warning("%d record(s) found for %s had another diagnosis_1; left out", len(found) - len(kept), cls)
+                records.extend(kept)
+                matched += count or 0
+            records.sort(key=lambda r: str(r["isic_id"]))
+            if options.limit:
+                records = records[: options.limit]
+    per_class: dict[str, int] = {}
+    for record in records:
+        key = record_class(record) or "unknown"
+        per_class[key] = per_class.get(key, 0) + 1
+    return Selection(records=records, matched=matched, per_class=dict(sorted(per_class.items())))
+
+
+def describe(options: Options) -> str:
+    parts = [f"query={options.query!r}" if options.query else "query=(all)"]
+    parts.append(f"collections={','.join(map(str, options.collections))}" if options.collections else "collections=(all)")
+    if options.limit:
+        parts.append(f"limit={options.limit}")
+    if options.caps:
+        parts.append("max_per_class=" + ",".join(f"{k}={v}" for k, v in options.caps.items()))
+    parts.append("thumbnails" if options.thumbnails else "full files")
+    return ", ".join(parts)

@@ -1,0 +1,340 @@
+"""Parallel, resumable, all-or-nothing file downloads.
+
+Each file is streamed into a hidden sibling `.<name>.part` and renamed onto its final name only when
+complete (its size equals the size the archive states). A `.part` left by an interrupted run is continued
+with an HTTP Range request when the server answers 206, and restarted when it answers 200. So whatever
+stops a run (Ctrl-C, kill -9, network loss), the next run fetches only what is missing or incomplete and
+no truncated file ever carries a final name.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import logging
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import requests
+from tqdm.auto import tqdm
+
+from ...errors import PipelineError
+from .client import new_session
+from .retry import NETWORK_ERRORS, RETRY_STATUSES, RetryPolicy, server_message, sleep
+
+log = logging.getLogger(__name__)
+
+CHUNK = 256 * 1024
+CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
+
+
+@dataclass(frozen=True)
+class Job:
+    isic_id: str
+    url: str
+    size: int | None  # bytes the archive states; None = trust Content-Length
+    dest: Path
+
+    @property
+    def part(self) -> Path:
+        return self.dest.with_name(f".{self.dest.name}.part")
+
+
+@dataclass
+class Result:
+    job: Job
+    status: str  # "done" | "present" | "failed"
+    bytes: int = 0  # bytes received over the network
+    resumed: bool = False  # continued a .part with a 206 answer
+    restarted: bool = False  # had a .part but the server sent the whole file (200)
+    attempts: int = 0
+    error: str = ""
+
+
+@dataclass
+class Report:
+    results: list[Result] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def count(self, status: str) -> int:
+        return sum(1 for r in self.results if r.status == status)
+
+    @property
+    def failed(self) -> list[Result]:
+        return [r for r in self.results if r.status == "failed"]
+
+    @property
+    def received(self) -> int:
+        return sum(r.bytes for r in self.results)
+
+    @property
+    def resumed(self) -> int:
+        return sum(1 for r in self.results if r.resumed)
+
+
+def is_complete(job: Job) -> bool:
+    try:
+        size = job.dest.stat().st_size
+    except FileNotFoundError:
+        return False
+    return size == job.size if job.size is not None else size > 0
+
+
+def bytes_present(job: Job) -> int:
+    """Bytes of this file already on disk (complete file or usable .part)."""
+    if is_complete(job):
+        return job.size or job.dest.stat().st_size
+    try:
+        have = job.part.stat().st_size
+    except FileNotFoundError:
+        return 0
+    return have if job.size is None or have <= job.size else 0
+
+
+class _Progress:
+    """One tqdm bar over bytes (rate, ETA) whose label counts images; thread-safe."""
+
+    def __init__(self, n_images: int, total_bytes: int, initial: int, done: int, enabled: bool | None):
+        self.n_images = n_images
+        self.done = done
+        self.lock = threading.Lock()
+        self.bar = tqdm(
+            total=total_bytes or None,
+            initial=initial,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            desc=self._label(),
+            disable=None if enabled is None else not enabled,
+            smoothing=0.1,
+            dynamic_ncols=True,
+        )
+
+    def _label(self) -> str:
+        return f"images {self.done}/{self.n_images}"
+
+    def add(self, n: int) -> None:
+        with self.lock:
+            self.bar.update(n)
+
+    def finish_image(self) -> None:
+        with self.lock:
+            self.done += 1
+            self.bar.set_description_str(self._label(), refresh=False)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+class Downloader:
+    def __init__(
+        self,
+        policy: RetryPolicy,
+        timeout: tuple[float, float],
+        workers: int,
+        stop: threading.Event | None = None,
+    ):
+        self.policy = policy
+        self.timeout = timeout
+        self.workers = max(1, workers)
+        self.stop = stop or threading.Event()
+        self._local = threading.local()
+        self._sessions: list[requests.Session] = []
+        self._lock = threading.Lock()
+        self.progress: _Progress | None = None
+
+    def _session(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = new_session()
+            with self._lock:
+                self._sessions.append(session)
+        return session
+
+    def _add(self, n: int) -> None:
+        if self.progress is not None and n:
+            self.progress.add(n)
+
+    # -- one file ----------------------------------------------------------------------------------
+
+    def fetch(self, job: Job) -> Result:
+        result = Result(job, "failed")
+        if is_complete(job):
+            result.status = "present"
+            return result
+        failures = 0
+        problem = ""
+        best = _part_size(job)  # progress = the partial file grew past anything it had before
+        while True:
+            if self.stop.is_set():
+                raise KeyboardInterrupt
+            result.attempts += 1
+            response = None
+            try:
+                outcome, response = self._attempt(job, result)
+                if outcome == "done":
+                    result.status = "done"
+                    return result
+                problem = outcome
+            except _Fatal as exc:
+                result.error = str(exc)
+                return result
+            except NETWORK_ERRORS as exc:
+                problem = f"{type(exc).__name__}: {_short(exc)}"
+            except OSError as exc:  # disk full, permissions: retrying will not help
+                result.error = f"could not write {job.part}: {exc}"
+                return result
+            size = _part_size(job)
+            progressed = size > best
+            best = max(best, size)
+            if not progressed:  # a drop after new bytes is not a failure: the next try resumes from there
+                failures += 1
+            if failures > self.policy.retries:
+                result.error = f"{problem} (gave up after {result.attempts} attempts)"
+                return result
+            wait = self.policy.delay(failures, response) if not progressed else 0.0
+            log.debug("%s: %s; retrying in %.2f s", job.isic_id, problem, wait)
+            sleep(wait, self.stop)
+
+    def _attempt(self, job: Job, result: Result) -> tuple[str, requests.Response | None]:
+        have = _part_size(job)
+        if job.size is not None and have > job.size:  # cannot be a prefix of the file: start over
+            job.part.unlink()
+            have = 0
+        if job.size is not None and have == job.size:  # complete but not yet renamed (killed in between)
+            self._commit(job)
+            return "done", None
+        headers = {"Accept-Encoding": "identity"}  # byte offsets must be file offsets
+        if have:
+            headers["Range"] = f"bytes={have}-"
+        response = self._session().get(job.url, headers=headers, stream=True, timeout=self.timeout)
+        with response:
+            status = response.status_code
+            if status == 416 and have:
+                job.part.unlink(missing_ok=True)
+                self._add(-have)
+                return "416 Range Not Satisfiable for the partial file; starting over", response
+            if status in RETRY_STATUSES:
+                return f"HTTP {status} {server_message(response)[:120]}", response
+            if status not in (200, 206):
+                raise _Fatal(f"HTTP {status} {server_message(response)[:200]}")
+            length = response.headers.get("Content-Length")
+            if status == 200 and job.size is not None and length is not None and int(length) != job.size:
+                return f"server sends {length} bytes but the record says {job.size}", response
+            mode = "wb"
+            if status == 206:
+                match = CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
+                if not have or not match or int(match.group(1)) != have:
+                    # not the continuation we asked for: drop the partial file and ask for everything
+                    job.part.unlink(missing_ok=True)
+                    self._add(-have)
+                    return "unexpected partial answer; starting over", response
+                mode = "ab"
+                result.resumed = True
+            elif have:
+                result.restarted = True
+                self._add(-have)
+                have = 0
+            expected = job.size if job.size is not None else (have + int(length) if length else None)
+            with open(job.part, mode) as fh:
+                try:
+                    for chunk in _chunks(response):
+                        if self.stop.is_set():
+                            raise KeyboardInterrupt
+                        fh.write(chunk)
+                        result.bytes += len(chunk)
+                        have += len(chunk)
+                        self._add(len(chunk))
+                except NETWORK_ERRORS as exc:
+                    return f"body cut short: connection lost after {have} of {expected} bytes ({type(exc).__name__})", response
+                fh.flush()
+                os.fsync(fh.fileno())
+        if expected is not None and have != expected:
+            what = "body cut short" if have < expected else "body longer than stated"
+            return f"{what} ({have} of {expected} bytes)", response
+        self._commit(job)
+        return "done", response
+
+    @staticmethod
+    def _commit(job: Job) -> None:
+        os.replace(job.part, job.dest)
+
+    # -- many files ---------------------------------------------------------------------------------
+
+    def run(self, jobs: list[Job], progress: bool | None = None) -> Report:
+        report = Report()
+        started = time.monotonic()
+        total = sum(j.size or 0 for j in jobs)
+        present = [j for j in jobs if is_complete(j)]
+        initial = sum(bytes_present(j) for j in jobs)
+        self.progress = _Progress(len(jobs), total, initial, len(present), progress)
+        pool = cf.ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="isic-dl")
+        try:
+            futures = {pool.submit(self._fetch_counted, j) for j in jobs}
+            pending = futures
+            while pending:
+                finished, pending = cf.wait(pending, timeout=0.5, return_when=cf.FIRST_COMPLETED)
+                for future in finished:
+                    report.results.append(future.result())
+        except BaseException:
+            self.stop.set()  # workers stop between chunks; their .part files stay for the next run
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        finally:
+            pool.shutdown(wait=True)
+            self.progress.close()
+            for session in self._sessions:
+                session.close()
+        report.seconds = time.monotonic() - started
+        return report
+
+    def _fetch_counted(self, job: Job) -> Result:
+        result = self.fetch(job)
+        if result.status != "failed" and self.progress is not None:
+            if result.status == "done":
+                self.progress.finish_image()
+        return result
+
+
+class _Fatal(Exception):
+    """An answer that retrying cannot fix (404, 403, ...)."""
+
+
+def _chunks(response: requests.Response) -> Iterator[bytes]:
+    """The body as it arrives. read1 hands over every byte received before a connection drops, so the
+    .part keeps them; iter_content would lose the unfinished chunk with the exception."""
+    raw = response.raw
+    if hasattr(raw, "read1"):
+        while True:
+            data = raw.read1(CHUNK, decode_content=False)
+            if not data:
+                return
+            yield data
+    else:  # urllib3 < 2.1
+        yield from response.iter_content(16 * 1024)
+
+
+def _part_size(job: Job) -> int:
+    try:
+        return job.part.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc)
+    return text if len(text) < 160 else text[:157] + "..."
+
+
+def failure_message(failed: list[Result], kept: int, folder: Path, rerun: str) -> PipelineError:
+    shown = "\n".join(f"  {r.job.isic_id}: {r.error}" for r in failed[:20])
+    more = f"\n  ... and {len(failed) - 20} more" if len(failed) > 20 else ""
+    return PipelineError(
+        f"{len(failed)} image(s) could not be downloaded:\n{shown}{more}\n"
+        f"The other {kept} image(s) are complete in {folder}; partial files are kept hidden there. "
+        f"{rerun} to fetch only what is missing."
+    )

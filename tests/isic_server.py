@@ -1,0 +1,586 @@
+"""A local ISIC Archive API v2 look-alike on 127.0.0.1, for the tests and the download benchmark.
+
+It behaves like the archive as described in ../shared/isic-api.md (docs/isic.md): paged images/search/ with
+opaque cursors and `count` on the first page only, images/search/size/, images/{id}/, the license files,
+and the image bytes (real JPEGs and some PNGs made with Pillow) under S3-like URLs on the same server, with
+Range support that can be switched off. Faults are injected per test:
+
+    server.faults.append(Fault("/s3/images/", status=503, retry_after="1", times=2))   # per file: 2x 503
+    server.faults.append(Fault("/s3/", drop_after=1000))       # headers with full length, 1000 bytes, close
+    server.faults.append(Fault("/images/search/", delay=0.5))   # a slow answer
+    server.bad_cursor_page = 2                                  # page 2's `next` carries a broken cursor
+    server.range_support = False; server.latency = 0.05; server.rate = 200_000   # bytes/s per file body
+
+Every request is logged in `server.log` (path, query, Range header, status, bytes sent).
+
+Run on its own (the benchmark does): python tests/isic_server.py --images 200 --latency 0.05
+prints the API URL on the first line of stdout and serves until killed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import functools
+import io
+import json
+import random
+import re
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
+from urllib.parse import parse_qs, urlencode, urlparse
+
+from PIL import Image
+
+API = "/api/v2"
+ATTRIBUTIONS = [
+    "Memorial Sloan Kettering Cancer Center",
+    "Hospital Clínic de Barcelona",
+    "ViDIR Group, Department of Dermatology, Medical University of Vienna",
+    "Anonymous",
+]
+LICENSES = ["CC-BY-NC", "CC-0", "CC-BY"]
+LICENSE_BODIES = {name: f"Fake ISIC license text for {name}.\nSecond line of {name}.\n" for name in LICENSES}
+SITES = ["Head and neck", "Trunk", "Upper extremity", "Lower extremity", "Anogenital region"]
+MALIGNANT = [
+    ("Malignant melanocytic proliferations (Melanoma)", "Melanoma Invasive"),
+    ("Malignant melanocytic proliferations (Melanoma)", "Melanoma in situ"),
+    ("Malignant adnexal epithelial proliferations - Follicular", "Basal cell carcinoma"),
+    ("Malignant epidermal proliferations", "Squamous cell carcinoma in situ"),
+]
+BENIGN = [("Benign melanocytic proliferations", "Nevus"), ("Benign epidermal proliferations", "Seborrheic keratosis")]
+
+
+# ---------------------------------------------------------------------------------------------------
+# the data
+
+
+@dataclass
+class Dataset:
+    records: list[dict]  # as the API sends them, with URLs relative to the server ("/s3/...")
+    blobs: dict[str, bytes]  # URL path -> file bytes
+    collections: dict[int, list[str]]  # collection id -> isic ids
+
+
+def _image_bytes(rng: random.Random, width: int, height: int, fmt: str) -> bytes:
+    # noise compresses badly, so the sizes stay close to what the dimensions suggest
+    image = Image.frombytes("RGB", (width, height), rng.randbytes(width * height * 3))
+    buffer = io.BytesIO()
+    if fmt == "PNG":
+        image.save(buffer, "PNG", compress_level=1)
+    else:
+        image.save(buffer, "JPEG", quality=rng.choice([80, 85, 90]))
+    return buffer.getvalue()
+
+
+@functools.lru_cache(maxsize=8)
+def make_dataset(n: int = 30, seed: int = 7, scale: float = 1.0) -> Dataset:
+    """n images in creation order (ids ascending) with varied metadata; `scale` grows the pictures."""
+    rng = random.Random(seed)
+    records, blobs = [], {}
+    collections: dict[int, list[str]] = {70: [], 65: [], 212: []}
+    for i in range(n):
+        isic_id = f"ISIC_{9000000 + i * 7:07d}"
+        roll = rng.random()
+        diagnosis_1 = "Benign" if roll < 0.55 else "Malignant" if roll < 0.85 else "Indeterminate" if roll < 0.93 else None
+        clinical: dict = {
+            "age_approx": rng.choice([None, 25, 30, 45, 50, 60, 70, 85]),
+            "sex": rng.choice(["male", "female", "female", None]),
+            "anatom_site_1": rng.choice(SITES + [None]),
+            "patient_id": f"IP_{rng.randrange(10**7):07d}",
+            "lesion_id": f"IL_{rng.randrange(10**7):07d}",
+            "diagnosis_confirm_type": rng.choice(["histopathology", "serial imaging showing no change", None]),
+        }
+        if diagnosis_1:
+            clinical["diagnosis_1"] = diagnosis_1
+            pair = rng.choice(MALIGNANT if diagnosis_1 == "Malignant" else BENIGN)
+            if diagnosis_1 != "Indeterminate":
+                clinical["diagnosis_2"], clinical["diagnosis_3"] = pair
+            clinical["melanocytic"] = "melanocytic" in pair[0]
+        if rng.random() < 0.3:
+            clinical["clin_size_long_diam_mm"] = rng.choice([2.5, 4.0, 6.3, "7.5"])
+        if rng.random() < 0.2:
+            clinical["fitzpatrick_skin_type"] = rng.choice(["I", "II", "III", "IV"])
+        fmt = "PNG" if i % 5 == 3 else "JPEG"
+        width = int(rng.randint(150, 330) * scale) if fmt == "JPEG" else int(rng.randint(50, 90) * scale)
+        height = int(width * rng.choice([0.66, 0.75, 1.0]))
+        acquisition: dict = {"pixels_x": width, "pixels_y": height, "image_type": "dermoscopic"}
+        if rng.random() < 0.6:
+            acquisition["dermoscopic_type"] = rng.choice(["contact polarized", "contact non-polarized"])
+        ext = ".png" if fmt == "PNG" else ".jpg"
+        full_path = f"/s3/images/{isic_id}{ext}"
+        thumb_path = f"/s3/thumbnails/{isic_id}_thumbnail.jpg"
+        blobs[full_path] = _image_bytes(rng, width, height, fmt)
+        blobs[thumb_path] = _image_bytes(rng, 64, 48, "JPEG")
+        record = {
+            "isic_id": isic_id,
+            "public": True,
+            "copyright_license": LICENSES[i % 3],
+            "attribution": ATTRIBUTIONS[i % len(ATTRIBUTIONS)],
+            "files": {
+                "full": {"url": full_path, "size": len(blobs[full_path])},
+                "thumbnail_256": {"url": thumb_path, "size": len(blobs[thumb_path])},
+            },
+            "metadata": {
+                # a field with no value is left out, never sent as null
+                "acquisition": {k: v for k, v in acquisition.items() if v is not None},
+                "clinical": {k: v for k, v in clinical.items() if v is not None},
+            },
+        }
+        records.append(record)
+        collections[70 if i % 3 else 65].append(isic_id)
+        if i % 4 == 0:
+            collections[212].append(isic_id)
+    return Dataset(records, blobs, collections)
+
+
+def flat(record: dict) -> dict:
+    out = {k: record[k] for k in ("isic_id", "attribution", "copyright_license") if k in record}
+    for section in ("acquisition", "clinical"):
+        out.update(record["metadata"].get(section, {}))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# the query language (the part of it the archive documents)
+
+
+class QueryError(ValueError):
+    pass
+
+
+TOKEN = re.compile(r'\s*(?:(\()|(\))|("[^"]*")|(\[[^\]]*\])|([^\s()"\[\]]+))')
+
+
+def _tokens(text: str) -> list[str]:
+    out, pos = [], 0
+    text = text.strip()
+    while pos < len(text):
+        match = TOKEN.match(text, pos)
+        if not match or match.end() == pos:
+            raise QueryError(text)
+        out.append(next(g for g in match.groups() if g is not None))
+        pos = match.end()
+        while pos < len(text) and text[pos].isspace():
+            pos += 1
+    return out
+
+
+def parse_query(text: str) -> Callable[[dict], bool]:
+    """Lucene-like: field:value, field:"a b", field:[a TO b], AND / OR / NOT / -, parentheses."""
+    tokens = _tokens(text)
+    if not tokens:
+        return lambda row: True
+    pos = 0
+
+    def peek():
+        return tokens[pos] if pos < len(tokens) else None
+
+    def take():
+        nonlocal pos
+        if pos >= len(tokens):
+            raise QueryError("unexpected end")
+        pos += 1
+        return tokens[pos - 1]
+
+    def parse_or():
+        left = parse_and()
+        while peek() == "OR":
+            take()
+            right = parse_and()
+            left = (lambda a, b: lambda row: a(row) or b(row))(left, right)
+        return left
+
+    def parse_and():
+        left = parse_unary()
+        while peek() not in (None, ")", "OR"):
+            if peek() == "AND":
+                take()
+            right = parse_unary()
+            left = (lambda a, b: lambda row: a(row) and b(row))(left, right)
+        return left
+
+    def parse_unary():
+        token = peek()
+        if token in ("NOT", "-"):
+            take()
+            inner = parse_unary()
+            return lambda row: not inner(row)
+        if token and token.startswith("-") and len(token) > 1:
+            tokens[pos] = token[1:]
+            inner = parse_atom()
+            return lambda row: not inner(row)
+        return parse_atom()
+
+    def parse_atom():
+        token = take()
+        if token == "(":
+            inner = parse_or()
+            if take() != ")":
+                raise QueryError("missing )")
+            return inner
+        if token in (")", "AND", "OR") or ":" not in token:
+            raise QueryError(token)
+        field, _, value = token.partition(":")
+        if not re.fullmatch(r"[a-z_][a-z0-9_]*", field):
+            raise QueryError(field)
+        if not value:
+            value = take()
+            if not (value.startswith('"') or value.startswith("[")):
+                raise QueryError(value)
+        return _term(field, value)
+
+    predicate = parse_or()
+    if pos != len(tokens):
+        raise QueryError("trailing input")
+    return predicate
+
+
+def _term(field: str, value: str) -> Callable[[dict], bool]:
+    if value.startswith("["):
+        low, sep, high = value[1:-1].partition(" TO ")
+        if not sep:
+            raise QueryError(value)
+
+        def in_range(row):
+            try:
+                number = float(row[field])
+            except (KeyError, TypeError, ValueError):
+                return False
+            return (low.strip() == "*" or number >= float(low)) and (high.strip() == "*" or number <= float(high))
+
+        return in_range
+    value = value.strip('"')
+
+    def equal(row):
+        if field not in row:
+            return False
+        have = row[field]
+        if value == "*":
+            return True
+        if isinstance(have, bool):
+            return value.lower() == str(have).lower()
+        if isinstance(have, (int, float)):
+            try:
+                return float(value) == float(have)
+            except ValueError:
+                return False
+        return str(have) == value
+
+    return equal
+
+
+# ---------------------------------------------------------------------------------------------------
+# the server
+
+
+@dataclass
+class Fault:
+    """Answer requests whose path contains `path` badly, `times` times per distinct path (None: always)."""
+
+    path: str = ""
+    status: int | None = None  # answer with this status and a JSON {"message": ...}
+    retry_after: str | None = None  # Retry-After header value
+    drop_after: int | None = None  # for files: send full headers, then this many body bytes, then close
+    delay: float = 0.0  # sleep this long before answering
+    times: int | None = 1
+    message: str = "Injected fault."
+
+
+class FakeIsic:
+    def __init__(self, n: int = 30, seed: int = 7, scale: float = 1.0):
+        self.data = make_dataset(n, seed, scale)
+        self.faults: list[Fault] = []
+        self.range_support = True
+        self.latency = 0.0  # seconds before every answer
+        self.rate: float | None = None  # bytes per second for file bodies
+        self.bad_cursor_page: int | None = None  # this page's `next` link carries a broken cursor
+        self.log: list[dict] = []
+        self._lock = threading.Lock()
+        self._fault_hits: dict[tuple[int, str], int] = {}
+        self.httpd: ThreadingHTTPServer | None = None
+        self.thread: threading.Thread | None = None
+
+    # -- lifecycle
+
+    def start(self) -> "FakeIsic":
+        handler = functools.partial(_Handler, self)
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self.httpd is not None:
+            self.httpd.shutdown()
+            self.httpd.server_close()
+
+    def __enter__(self) -> "FakeIsic":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    @property
+    def api_url(self) -> str:
+        return self.origin + API
+
+    # -- what tests compare against
+
+    @property
+    def records(self) -> list[dict]:
+        return [self.absolute(r) for r in self.data.records]
+
+    def absolute(self, record: dict) -> dict:
+        record = json.loads(json.dumps(record))
+        for info in record["files"].values():
+            info["url"] = self.origin + info["url"]
+        return record
+
+    def matching(self, query: str = "", collections: tuple[int, ...] = ()) -> list[dict]:
+        predicate = parse_query(query)
+        allowed = None
+        if collections:
+            allowed = {i for c in collections for i in self.data.collections.get(int(c), [])}
+        return [
+            self.absolute(r)
+            for r in self.data.records
+            if (allowed is None or r["isic_id"] in allowed) and predicate(flat(r))
+        ]
+
+    def file_bytes(self, record: dict, kind: str = "full") -> bytes:
+        return self.data.blobs[urlparse(record["files"][kind]["url"]).path]
+
+    def requests_to(self, fragment: str) -> list[dict]:
+        with self._lock:
+            return [entry for entry in self.log if fragment in entry["path"]]
+
+    # -- faults
+
+    def fault_for(self, path: str) -> Fault | None:
+        with self._lock:
+            for index, fault in enumerate(self.faults):
+                if fault.path not in path:
+                    continue
+                key = (index, path)
+                hits = self._fault_hits.get(key, 0)
+                if fault.times is not None and hits >= fault.times:
+                    continue
+                self._fault_hits[key] = hits + 1
+                return fault
+        return None
+
+    def record_request(self, entry: dict) -> None:
+        with self._lock:
+            self.log.append(entry)
+
+
+def _cursor(offset: int) -> str:
+    return base64.urlsafe_b64encode(f"o={offset}&n={random.randrange(10**6)}".encode()).decode().rstrip("=")
+
+
+def _offset(cursor: str) -> int:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        match = re.fullmatch(r"o=(\d+)&n=\d+", text)
+    except (ValueError, UnicodeDecodeError):
+        match = None
+    if not match:
+        raise ValueError(cursor)
+    return int(match.group(1))
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def __init__(self, server_state: FakeIsic, *args, **kwargs):
+        self.state = server_state
+        super().__init__(*args, **kwargs)
+
+    def log_message(self, *args) -> None:  # quiet
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802
+        url = urlparse(self.path)
+        entry = {"path": url.path, "query": parse_qs(url.query), "range": self.headers.get("Range"),
+                 "status": None, "sent": 0, "time": time.monotonic()}
+        self.state.record_request(entry)  # logged on arrival; status and bytes are filled in as it goes
+        try:
+            if self.state.latency:
+                time.sleep(self.state.latency)
+            fault = self.state.fault_for(url.path)
+            if fault is not None and fault.delay:
+                time.sleep(fault.delay)
+            if fault is not None and fault.status:
+                headers = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
+                self._json(entry, fault.status, {"message": fault.message}, headers)
+            elif url.path.startswith("/s3/"):
+                self._file(entry, url.path, fault)
+            else:
+                self._api(entry, url.path, parse_qs(url.query))
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+
+    # -- API
+
+    def _api(self, entry: dict, path: str, query: dict) -> None:
+        if not path.startswith(API + "/"):
+            return self._json(entry, 404, {"message": "Not found."})
+        route = path[len(API):]
+        if route == "/images/search/":
+            return self._search(entry, query)
+        if route == "/images/search/size/":
+            try:
+                rows = self._select(query)
+            except QueryError:
+                return self._json(entry, 400, {"message": "Could not parse search query."})
+            return self._json(entry, 200, {"size": sum(r["files"]["full"]["size"] for r in rows)})
+        match = re.fullmatch(r"/images/([A-Za-z0-9_]+)/", route)
+        if match:
+            for record in self.state.data.records:
+                if record["isic_id"] == match.group(1):
+                    return self._json(entry, 200, self.state.absolute(record))
+            return self._json(entry, 404, {"message": "Not found."})
+        match = re.fullmatch(r"/zip-download/license-file/([A-Za-z0-9-]+)/", route)
+        if match and match.group(1) in LICENSE_BODIES:
+            return self._send(entry, 200, LICENSE_BODIES[match.group(1)].encode(), "text/plain; charset=utf-8")
+        return self._json(entry, 404, {"message": "Not found."})
+
+    def _select(self, query: dict) -> list[dict]:
+        text = query.get("query", [""])[0]
+        collections = tuple(int(c) for c in query.get("collections", [""])[0].split(",") if c.strip())
+        predicate = parse_query(text)
+        allowed = None
+        if collections:
+            allowed = {i for c in collections for i in self.state.data.collections.get(c, [])}
+        return [r for r in self.state.data.records if (allowed is None or r["isic_id"] in allowed) and predicate(flat(r))]
+
+    def _search(self, entry: dict, query: dict) -> None:
+        try:
+            rows = self._select(query)
+        except QueryError:
+            return self._json(entry, 400, {"message": "Could not parse search query."})
+        limit = int(query.get("limit", ["0"])[0] or 0)
+        limit = 100 if limit <= 0 else min(limit, 100)
+        cursor = query.get("cursor", [None])[0]
+        if cursor is None:
+            offset, page = 0, 1
+        else:
+            try:
+                offset = _offset(cursor)
+            except ValueError:
+                return self._json(entry, 422, {"message": "Invalid cursor."})
+            page = offset // limit + 1
+        chunk = rows[offset: offset + limit]
+        following = None
+        if offset + limit < len(rows):
+            params = {k: v[0] for k, v in query.items() if k != "cursor"}
+            token = "not-a-valid-cursor!" if self.state.bad_cursor_page == page else _cursor(offset + limit)
+            params["cursor"] = token
+            following = f"{self.state.api_url}/images/search/?{urlencode(params)}"
+        body = {
+            "count": len(rows) if cursor is None else None,
+            "next": following,
+            "previous": None,
+            "results": [self.state.absolute(r) for r in chunk],
+        }
+        self._json(entry, 200, body)
+
+    # -- files
+
+    def _file(self, entry: dict, path: str, fault: Fault | None) -> None:
+        blob = self.state.data.blobs.get(path)
+        if blob is None:
+            return self._send(entry, 404, b"<Error><Code>NoSuchKey</Code></Error>", "application/xml")
+        total = len(blob)
+        start, status, headers = 0, 200, {"Accept-Ranges": "bytes"} if self.state.range_support else {}
+        wanted = self.headers.get("Range")
+        if wanted and self.state.range_support:
+            match = re.fullmatch(r"bytes=(\d+)-(\d*)", wanted.strip())
+            if match:
+                start = int(match.group(1))
+                end = int(match.group(2)) if match.group(2) else total - 1
+                if start >= total:
+                    headers["Content-Range"] = f"bytes */{total}"
+                    return self._send(entry, 416, b"", "text/plain", headers)
+                blob = blob[start: min(end, total - 1) + 1]
+                status = 206
+                headers["Content-Range"] = f"bytes {start}-{start + len(blob) - 1}/{total}"
+        limit = fault.drop_after if fault is not None and fault.drop_after is not None else None
+        self._send(entry, status, blob, "image/png" if path.endswith(".png") else "image/jpeg", headers,
+                   cut=limit, rate=self.state.rate)
+
+    # -- sending
+
+    def _json(self, entry: dict, status: int, body, headers: dict | None = None) -> None:
+        self._send(entry, status, json.dumps(body).encode(), "application/json", headers)
+
+    def _send(self, entry, status, payload: bytes, content_type: str, headers: dict | None = None,
+              cut: int | None = None, rate: float | None = None) -> None:
+        entry["status"] = status
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(payload)))  # the full length, even when cutting short
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        body = payload if cut is None else payload[:cut]
+        if rate:
+            step = 16 * 1024
+            for i in range(0, len(body), step):
+                self.wfile.write(body[i: i + step])
+                self.wfile.flush()
+                entry["sent"] += len(body[i: i + step])
+                time.sleep(len(body[i: i + step]) / rate)
+        else:
+            self.wfile.write(body)
+            entry["sent"] = len(body)
+        if cut is not None and cut < len(payload):
+            self.wfile.flush()
+            self.close_connection = True
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+def client_config(server: FakeIsic, **overrides) -> dict:
+    """A data.isic-shaped config pointing at `server`, with fast retries for tests."""
+    cfg = {"api_url": server.api_url, "workers": 4, "retries": 3, "backoff": 0.01, "max_backoff": 0.05,
+           "connect_timeout": 2.0, "read_timeout": 5.0}
+    cfg.update(overrides)
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--scale", type=float, default=1.0, help="grow the pictures (and file sizes)")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds before every answer")
+    parser.add_argument("--rate", type=float, default=None, help="bytes/s per file body")
+    args = parser.parse_args(argv)
+    server = FakeIsic(args.images, args.seed, args.scale)
+    server.latency, server.rate = args.latency, args.rate
+    server.start()
+    print(server.api_url, flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
