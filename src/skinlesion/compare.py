@@ -1,68 +1,158 @@
 """The compare stage: every evaluated variant side by side in results/all/.
 
-    results/all/metrics.csv   one row per variant and test set
-    results/all/roc.png       the ROC curves of all binary variants on the natural test set
-    results/all/index.html    the report a person opens
+    results/all/metrics.csv   one row per variant and test set, with 95% interval bounds (<metric>_ci_low/high)
+    results/all/roc.png       the ROC curves of all variants on the natural test set (multiclass variants:
+                              malignant vs benign, score 1 - P(benign))
+    results/all/index.html    the report a person opens: self-contained (figures embedded), sortable table,
+                              figures per variant, dataset summary, params and code version
+
+The dataset part reads data/interim/metadata_summary.json and data/raw/{source.json, attribution.txt,
+licenses/} where they are; an absent file is named in the report, never an error.
 """
 
 from __future__ import annotations
 
-import html
 import logging
 import os
+import subprocess
 from pathlib import Path
 
 import pandas as pd
 
-from . import figures
+from . import __version__, figures, report
+from .report import sections
+from .errors import PipelineError
 from .io import atomic_path, read_json
 
 log = logging.getLogger(__name__)
 COLUMNS = ["roc_auc", "average_precision", "sensitivity", "specificity", "balanced_accuracy",
            "macro_roc_auc_ovr", "accuracy", "threshold", "n"]
+# Added after the original columns (and imagenet_weights), so readers of the old layout keep working.
+EXTRA = ["pauc_above_80_tpr", "sensitivity_at_90_specificity", "sensitivity_at_95_specificity",
+         "specificity_at_90_sensitivity", "specificity_at_95_sensitivity", "ppv", "npv", "ece", "ece_uncalibrated",
+         "n_malignant", "n_groups"]
+WITH_CI = ["roc_auc", "average_precision", "pauc_above_80_tpr", "sensitivity", "specificity", "balanced_accuracy",
+           "macro_roc_auc_ovr", "sensitivity_at_90_specificity", "specificity_at_90_sensitivity"]
+# Binary questions a multiclass variant answers through its malignancy score 1 - P(benign).
+BINARY_VIEW = ["roc_auc", "average_precision", "pauc_above_80_tpr", "sensitivity", "specificity", "threshold", "ppv",
+               "npv", "n_malignant", "sensitivity_at_90_specificity", "sensitivity_at_95_specificity",
+               "specificity_at_90_sensitivity", "specificity_at_95_sensitivity"]
+
+
+def _row(m: dict, task: str) -> tuple[dict, dict]:
+    source = dict(m)
+    if task != "binary" and isinstance(m.get("malignant_vs_benign"), dict):
+        mal = m["malignant_vs_benign"]
+        for key in BINARY_VIEW:
+            source[key] = mal.get(key)
+            source[f"{key}_ci95"] = mal.get(f"{key}_ci95")
+    row = {c: source.get(c) for c in COLUMNS}
+    return row, source
 
 
 def table(results: dict[str, dict]) -> pd.DataFrame:
     rows = []
     for name, result in results.items():
         for test_set in ("test_natural", "test_balanced"):
-            m = result[test_set]
-            rows.append({"variant": name, "task": result["task"], "test_set": test_set.removeprefix("test_"),
-                         **{c: m.get(c) for c in COLUMNS},
-                         "imagenet_weights": result.get("imagenet_weights")})
+            row, source = _row(result[test_set], result["task"])
+            row = {"variant": name, "task": result["task"], "test_set": test_set.removeprefix("test_"), **row,
+                   "imagenet_weights": result.get("imagenet_weights")}
+            row.update({c: source.get(c) for c in EXTRA})
+            for c in WITH_CI:
+                ci = source.get(f"{c}_ci95") or {}
+                row[f"{c}_ci_low"], row[f"{c}_ci_high"] = ci.get("low"), ci.get("high")
+            row["binary_score"] = "p_malignant" if result["task"] == "binary" else "1 - p_benign"
+            rows.append(row)
     return pd.DataFrame(rows)
 
 
-def run(variant_dirs: list[str | os.PathLike], out: str | os.PathLike) -> pd.DataFrame:
-    results = {Path(d).name: read_json(Path(d) / "metrics.json") for d in variant_dirs}
+def git_commit(cwd: str | os.PathLike | None = None) -> str:
+    try:
+        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else "unknown"
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return read_json(path)
+    except (OSError, ValueError):
+        return None
+
+
+def dataset_info(raw_dir: str | os.PathLike = "data/raw",
+                 summary_path: str | os.PathLike = "data/interim/metadata_summary.json") -> dict:
+    """What the report shows about the data; None for each file that is absent (the report says so)."""
+    raw = Path(raw_dir)
+    licenses_dir = raw / "licenses"
+    licenses = None
+    if licenses_dir.is_dir():
+        licenses = {p.stem: _read_text(p) or "" for p in sorted(licenses_dir.glob("*.txt"))}
+    info = {
+        "summary_path": str(summary_path), "summary": _read_json(Path(summary_path)),
+        "source_path": str(raw / "source.json"), "source": _read_json(raw / "source.json"),
+        "attribution_path": str(raw / "attribution.txt"), "attribution": _read_text(raw / "attribution.txt"),
+        "licenses_path": str(licenses_dir), "licenses": licenses,
+    }
+    for key in ("summary", "source", "attribution", "licenses"):
+        if info[key] is None:
+            log.warning("compare: %s not found; the report says so", info[f"{key}_path"])
+    return info
+
+
+def _figures(variant_dir: Path) -> list[Path]:
+    folder = variant_dir / "figures"
+    found = sorted(folder.glob("*.png")) if folder.is_dir() else []
+    order = {name: i for i, name in enumerate(sections.FIGURE_ORDER)}
+    return sorted(found, key=lambda p: (order.get(p.name, len(order)), p.name))
+
+
+def _binary_scores(variant_dir: Path, task: str):
+    pred = pd.read_csv(variant_dir / "predictions.csv")
+    test = pred[pred["split"] == "test"]
+    if task == "binary":
+        return test["label"].to_numpy(), test["p_malignant"].to_numpy()
+    if "p_benign" not in test:
+        return None
+    return (test["label"].to_numpy() != 0).astype(int), 1 - test["p_benign"].to_numpy()
+
+
+def run(variant_dirs: list[str | os.PathLike], out: str | os.PathLike, params_path: str | os.PathLike | None = None,
+        raw_dir: str | os.PathLike = "data/raw",
+        summary_path: str | os.PathLike = "data/interim/metadata_summary.json") -> pd.DataFrame:
+    dirs = [Path(d) for d in variant_dirs]
+    for d in dirs:
+        if not (d / "metrics.json").exists():
+            raise PipelineError(f"{d / 'metrics.json'} not found: run skinlesion evaluate {d.name} first.")
+    results = {d.name: read_json(d / "metrics.json") for d in dirs}
     frame = table(results)
     curves = {}
-    for d in variant_dirs:
-        name = Path(d).name
-        if results[name]["task"] == "binary":
-            pred = pd.read_csv(Path(d) / "predictions.csv")
-            test = pred[pred["split"] == "test"]
-            curves[name] = (test["label"].to_numpy(), test["p_malignant"].to_numpy())
+    for d in dirs:
+        scores = _binary_scores(d, results[d.name]["task"])
+        if scores is not None and len(set(scores[0].tolist())) == 2:
+            label = d.name if results[d.name]["task"] == "binary" else f"{d.name} (1 - P(benign))"
+            curves[label] = scores
+    variants = [report.Variant(d.name, results[d.name], _figures(d)) for d in dirs]
+    provenance = {"params_path": str(params_path) if params_path else "(not given)",
+                  "params_text": _read_text(Path(params_path)) if params_path else None,
+                  "version": __version__, "commit": git_commit()}
+    data = dataset_info(raw_dir, summary_path)
     with atomic_path(out) as tmp:
         tmp.mkdir(parents=True)
         frame.to_csv(tmp / "metrics.csv", index=False)
         if curves:
-            figures.roc(curves, tmp / "roc.png", "All binary variants: test set (natural distribution)")
-        (tmp / "index.html").write_text(_html(frame, bool(curves)), encoding="utf-8")
-    log.info("compare: %d variant(s) -> %s\n%s", len(results), out,
-             frame[frame["test_set"] == "natural"][["variant", "roc_auc", "sensitivity", "specificity",
-                                                   "balanced_accuracy"]].to_string(index=False))
+            figures.roc(curves, tmp / "roc.png", "All variants: test set (natural distribution)")
+        page = report.render(report.Report(frame, variants, tmp / "roc.png" if curves else None, data, provenance))
+        (tmp / "index.html").write_text(page, encoding="utf-8")
+    log.info("compare: %d variant(s) -> %s (open %s/index.html)\n%s", len(results), out, out,
+             frame[frame["test_set"] == "natural"][["variant", "roc_auc", "pauc_above_80_tpr", "sensitivity",
+                                                   "specificity", "balanced_accuracy"]].to_string(index=False))
     return frame
-
-
-def _html(frame: pd.DataFrame, has_roc: bool) -> str:
-    warn = ""
-    if (frame["imagenet_weights"] == False).any():  # noqa: E712  (None means: not an ImageNet model)
-        names = sorted(set(frame.loc[frame["imagenet_weights"] == False, "variant"]))  # noqa: E712
-        warn = f"<p><b>Warning:</b> trained from RANDOM weights (no ImageNet weights found): {html.escape(', '.join(names))}</p>"
-    img = '<img src="roc.png" alt="ROC curves of all binary variants">' if has_roc else ""
-    return (
-        "<!doctype html><html><head><meta charset='utf-8'><title>skinlesion: comparison of variants</title>"
-        "</head><body><h1>Comparison of variants</h1>" + warn
-        + frame.to_html(index=False, na_rep="", float_format=lambda x: f"{x:.3f}") + img + "</body></html>\n"
-    )

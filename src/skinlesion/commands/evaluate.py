@@ -1,4 +1,8 @@
-"""Evaluate a trained variant: metrics.json, DVC plot data and figures in results/variants/<variant>/."""
+"""Evaluate a trained variant: metrics.json, DVC plot data and figures in results/variants/<variant>/.
+
+The threshold (and, with evaluate.calibration: temperature, the calibration) is fitted on the validation
+split; test metrics carry 95% intervals from a bootstrap over patients / lesions. See docs/evaluation.md.
+"""
 
 from __future__ import annotations
 

@@ -1,0 +1,181 @@
+"""`skinlesion predict`: new image files scored exactly as evaluate scores the test set."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from skinlesion import cli, evaluation, prediction  # noqa: E402
+from skinlesion.calibration import apply_temperature  # noqa: E402
+from skinlesion.images import load_image  # noqa: E402
+from skinlesion.io import read_json, write_json  # noqa: E402
+from skinlesion.predictor import Trained  # noqa: E402
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def cnn_dir(tmp_path_factory):
+    """A tiny untrained CNN saved as the train stage saves one."""
+    from skinlesion import models
+
+    folder = tmp_path_factory.mktemp("models") / "tiny_cnn"
+    folder.mkdir()
+    cfg = {"name": "tiny_cnn", "kind": "cnn", "task": "binary", "filters": [4], "dense_units": 4}
+    models.cnn(cfg, SIZE, 2, seed=0).save(folder / "model.keras")
+    write_json(folder / "train.json", {"kind": "cnn", "config": cfg, "classes": ["benign", "malignant"],
+                                       "input_size": SIZE, "variant": "tiny_cnn", "imagenet_weights": None})
+    return folder
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    """A folder as a user has one: JPEG and PNG of other sizes, a subfolder, a corrupt file, non-images."""
+    folder = tmp_path_factory.mktemp("photos")
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (60, 80, 3), dtype=np.uint8)).save(folder / "ISIC_0000001.jpg", quality=90)
+    Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(folder / "ISIC_0000002.png")
+    (folder / "more").mkdir()
+    Image.fromarray(rng.integers(0, 255, (50, 50), dtype=np.uint8)).save(folder / "more" / "ISIC_0000003.png")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not a JPEG at all")
+    (folder / "notes.txt").write_text("not an image, not listed")
+    (folder / ".hidden.jpg").write_bytes(b"ignored")
+    return folder
+
+
+def _good(photos):
+    return sorted([photos / "ISIC_0000001.jpg", photos / "ISIC_0000002.png", photos / "more" / "ISIC_0000003.png"])
+
+
+def _expected(model_dir, files):
+    return Trained(model_dir).predict(None, np.stack([load_image(f, SIZE) for f in files]))
+
+
+def _results(tmp_path, threshold, calibration="none", temperature=1.0):
+    folder = tmp_path / "results"
+    write_json(folder / "metrics.json", {"predict": {"threshold": threshold, "calibration": calibration,
+                                                     "temperature": temperature, "classes": ["benign", "malignant"],
+                                                     "imputation_means_train": {}}})
+    return folder
+
+
+def test_folder_with_a_corrupt_file_is_scored_and_the_file_reported(cnn_dir, photos, tmp_path, caplog):
+    raw = _expected(cnn_dir, _good(photos))
+    threshold = float(np.sort(raw)[:2].mean())  # between the two lowest: one benign, two malignant
+    out = tmp_path / "pred.csv"
+    with caplog.at_level(logging.WARNING):
+        frame = prediction.run(cnn_dir, [photos], out, results_dir=_results(tmp_path, threshold))
+    written = pd.read_csv(out)
+    assert list(written.columns) == ["isic_id", "path", "p_benign", "p_malignant", "predicted", "error"]
+    assert len(written) == 4 and len(frame) == 4  # three images and the corrupt one; .txt and hidden files skipped
+    bad = written[written["isic_id"] == "broken"].iloc[0]
+    assert bad["error"].startswith("OSError: unreadable image") and pd.isna(bad["p_malignant"]) and pd.isna(bad["predicted"])
+    assert any("broken.jpg" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    good = written[written["error"].isna()].set_index("path").loc[[str(f) for f in _good(photos)]]
+    np.testing.assert_allclose(good["p_malignant"], raw, atol=1e-6)
+    np.testing.assert_allclose(good["p_benign"] + good["p_malignant"], 1.0, atol=1e-6)
+    expected_class = np.where(raw >= threshold, "malignant", "benign")
+    assert good["predicted"].tolist() == expected_class.tolist()
+    assert sorted(expected_class.tolist()) == ["benign", "malignant", "malignant"]
+
+
+def test_without_results_the_threshold_is_05_with_a_warning(cnn_dir, photos, tmp_path, caplog):
+    with caplog.at_level(logging.WARNING):
+        frame = prediction.run(cnn_dir, [photos / "ISIC_0000002.png"], tmp_path / "p.csv",
+                               results_dir=tmp_path / "nowhere")
+    assert "threshold 0.5" in caplog.text
+    p = frame["p_malignant"].iloc[0]
+    assert frame["predicted"].iloc[0] == ("malignant" if p >= 0.5 else "benign")
+
+
+def test_temperature_from_evaluation_is_applied(cnn_dir, photos, tmp_path):
+    files = _good(photos)
+    frame = prediction.run(cnn_dir, files, tmp_path / "p.csv",
+                           results_dir=_results(tmp_path, 0.5, "temperature", 2.5))
+    np.testing.assert_allclose(frame["p_malignant"], apply_temperature(_expected(cnn_dir, files), 2.5), atol=1e-6)
+
+
+def test_missing_file_and_gradcam_overlays(cnn_dir, photos, tmp_path):
+    cams = tmp_path / "cams"
+    frame = prediction.run(cnn_dir, [photos / "ISIC_0000001.jpg", tmp_path / "absent.jpg", photos],
+                           tmp_path / "p.csv", gradcam_dir=cams, results_dir=_results(tmp_path, 0.5))
+    assert "file not found" in frame.set_index("isic_id").loc["absent", "error"]
+    # ISIC_0000001 was given twice (as a file and inside the folder): both rows, both overlays.
+    assert sorted(p.name for p in cams.iterdir()) == ["ISIC_0000001-2.png", "ISIC_0000001.png",
+                                                      "ISIC_0000002.png", "ISIC_0000003.png"]
+    assert Image.open(cams / "ISIC_0000002.png").size[0] > 100
+
+
+def test_cli_exit_codes(cnn_dir, photos, tmp_path, capsys):
+    out = tmp_path / "cli.csv"
+    assert cli.main(["predict", str(cnn_dir), str(photos), "-o", str(out), "--results", str(tmp_path / "x")]) == 0
+    assert len(pd.read_csv(out)) == 4
+    assert cli.main(["predict", str(cnn_dir), str(photos / "broken.jpg"), "-o", str(out)]) == 1  # nothing scored
+    assert cli.main(["predict", str(tmp_path), str(photos), "-o", str(out)]) == 2
+    assert "no train.json" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------
+# A metadata model: imputation exactly as in training
+
+
+@pytest.fixture(scope="module")
+def metadata_run(tmp_path_factory):
+    from skinlesion import metadata, sources, training
+
+    root = tmp_path_factory.mktemp("run")
+    params = {"seed": 3, "data": {"source": "synthetic", "synthetic": {"n_patients": 40, "image_size": 32,
+                                                                       "missing_fraction": 0.3}},
+              "metadata": {}, "split": {"val": 0.25, "test": 0.25}, "images": {"size": 32},
+              "train": {"epochs": 1}, "evaluate": {},
+              "variants": {"lr": {"kind": "logreg", "task": "binary"}}}
+    sources.fetch(params, root / "raw")
+    metadata.run(root / "raw", root / "interim" / "metadata.parquet", params)
+    training.run(params, "lr", root / "interim" / "metadata.parquet", None, root / "models" / "lr")
+    return root
+
+
+def test_metadata_variant_imputes_with_the_train_means(metadata_run, tmp_path):
+    root = metadata_run
+    table = pd.read_parquet(root / "interim" / "metadata.parquet")
+    assert table["age_approx_missing"].any() or table["clin_size_long_diam_mm_missing"].any()
+    summary = root / "interim" / "metadata_summary.json"
+    frame = prediction.run(root / "models" / "lr", [root / "raw" / "images"], tmp_path / "p.csv",
+                           metadata=root / "raw" / "metadata.csv", results_dir=tmp_path / "none",
+                           summary_path=summary)
+    assert frame["error"].isna().all()
+    scored = frame.set_index("isic_id").loc[table["isic_id"], "p_malignant"].to_numpy()
+    np.testing.assert_allclose(scored, Trained(root / "models" / "lr").predict(table), atol=1e-6)
+    # evaluate records the same means in metrics.json, read back from the table itself
+    recorded = evaluation.imputation_means(table)
+    for column, mean in read_json(summary)["imputation_means_train"].items():
+        assert recorded[column] == pytest.approx(mean, abs=1e-5)
+
+
+def test_metadata_variant_needs_metadata_and_reports_missing_rows(metadata_run, tmp_path, photos):
+    model = metadata_run / "models" / "lr"
+    assert cli.main(["predict", str(model), str(photos), "-o", str(tmp_path / "x.csv")]) == 2
+    frame = prediction.run(model, [photos / "ISIC_0000001.jpg"], tmp_path / "p.csv",
+                           metadata=metadata_run / "raw" / "metadata.csv",
+                           summary_path=metadata_run / "interim" / "metadata_summary.json")
+    assert "no row for isic_id ISIC_0000001" in frame["error"].iloc[0]
+    # No files at all: every metadata row is scored.
+    every = prediction.run(model, [], tmp_path / "all.csv", metadata=metadata_run / "raw" / "metadata.csv",
+                           summary_path=metadata_run / "interim" / "metadata_summary.json")
+    assert len(every) == len(pd.read_csv(metadata_run / "raw" / "metadata.csv"))
+
+
+def test_missing_values_without_known_means_is_a_clear_error(metadata_run, tmp_path):
+    from skinlesion.errors import PipelineError
+
+    with pytest.raises(PipelineError, match="train means"):
+        prediction.run(metadata_run / "models" / "lr", [], tmp_path / "p.csv",
+                       metadata=metadata_run / "raw" / "metadata.csv", results_dir=tmp_path / "none",
+                       summary_path=tmp_path / "absent.json")
