@@ -50,7 +50,11 @@ class Trained:
         meta = features.matrix(table, self.info["features"]) if self.uses_metadata else None
         if self.kind == "logreg":
             probs = self.model.predict_proba(meta)
-            return probs[:, 1] if self.task == "binary" else probs
+            # scikit-learn has a column only per class seen in training: put each where it belongs,
+            # so a class absent from train scores 0 rather than shifting the others.
+            full = np.zeros((len(probs), len(self.classes)))
+            full[:, self.model.classes_.astype(int)] = probs
+            return full[:, 1] if self.task == "binary" else full
         if self.uses_images and images is None:
             raise PipelineError(f"variant {self.info['variant']} needs images to score")
         inputs = [images, meta] if self.kind == "dual" else (images if self.uses_images else meta)

@@ -1,0 +1,29 @@
+import joblib
+import numpy as np
+import pandas as pd
+from sklearn.linear_model import LogisticRegression
+
+from skinlesion import features, io, labels
+from skinlesion.predictor import Trained
+
+
+def test_logreg_class_absent_from_train_keeps_columns_aligned(tmp_path):
+    """A five-class logreg that never saw class 1 must still put melanoma's probability in column 2."""
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame({
+        "age_approx": rng.uniform(20, 80, 60), "age_approx_missing": False,
+        "sex": rng.choice(["male", "female"], 60),
+        "clin_size_long_diam_mm": rng.uniform(1, 10, 60), "clin_size_long_diam_mm_missing": False,
+        "anatom_site_1": "Trunk",
+    })
+    y = np.array([0, 2, 3, 4] * 15)
+    model = LogisticRegression(max_iter=500).fit(features.matrix(table), y)
+    joblib.dump({"model": model}, tmp_path / "model.joblib")
+    io.write_json(tmp_path / "train.json", {
+        "variant": "lr5", "kind": "logreg", "config": {"task": "multiclass"}, "classes": labels.CLASSES,
+        "features": features.DEFAULT_FEATURES,
+    })
+    probs = Trained(tmp_path).predict(table)
+    assert probs.shape == (60, 5)
+    assert np.allclose(probs[:, 1], 0)
+    assert np.allclose(probs[:, [0, 2, 3, 4]], model.predict_proba(features.matrix(table)))
