@@ -9,4 +9,4 @@ if ! dvc status --quiet; then
   echo "after-dvc-checkout: outputs differ from dvc.lock (see 'dvc status'); run 'dvc repro' or snakemake instead." >&2
   exit 1
 fi
-snakemake --touch --cores 1 --quiet all "${@:-results/all}"
+snakemake --touch --cores 1 "${@:-results/all}"
