@@ -30,6 +30,17 @@ def preprocessing(backbone: str) -> layers.Layer:
     return CaffePreprocess(name="preprocess")
 
 
+def has_augmentation(cfg: dict | None) -> bool:
+    """Whether a variant's `augment` settings add any random layer (flip defaults to on)."""
+    return bool(cfg) and bool(cfg.get("flip", True) or cfg.get("rotation", 0) or cfg.get("zoom", 0))
+
+
+def flips_only(cfg: dict | None) -> bool:
+    """Whether the augmentation is RandomFlip alone (four possible outcomes per image)."""
+    return has_augmentation(cfg) and bool(cfg.get("flip", True)) and not cfg.get("rotation", 0) \
+        and not cfg.get("zoom", 0)
+
+
 def augmentation(cfg: dict | None, seed: int) -> list[layers.Layer]:
     """The study's augmentation (flip, rotation, zoom); the layers are identity at inference."""
     if not cfg:
@@ -60,15 +71,22 @@ def backbone(name: str, size: int, weights: str | None) -> keras.Model:
     return base
 
 
-def head(in_dim: int, cfg: dict, n_classes: int, extra_dim: int = 0) -> keras.Model:
-    """Dense ReLU (+dropout) and the output: applied to pooled image features (and metadata)."""
+def head(in_dim: int, cfg: dict, n_classes: int, extra_dim: int = 0,
+         meta_norm: layers.Normalization | None = None) -> keras.Model:
+    """Dense ReLU (+dropout) and the output: applied to pooled image features (and metadata).
+
+    With metadata (the dual-input model) the metadata pass through `meta_norm` (a Normalization
+    fitted on train) before they are concatenated with the image features, so age in years and
+    0/1 indicators enter on one scale.
+    """
     features = keras.Input((in_dim,), name="features")
     inputs = [features]
     x = features
     if extra_dim:
         meta = keras.Input((extra_dim,), name="metadata")
         inputs.append(meta)
-        x = layers.Concatenate(name="concat")([x, meta])
+        m = meta_norm(meta) if meta_norm is not None else meta
+        x = layers.Concatenate(name="concat")([x, m])
     x = layers.Dense(cfg.get("dense_units", 128), activation="relu", name="dense")(x)
     if cfg.get("dropout", 0):
         x = layers.Dropout(cfg["dropout"], name="dropout")(x)
@@ -83,7 +101,8 @@ def transfer(cfg: dict, size: int, n_classes: int, base: keras.Model, head_model
     for layer in augmentation(cfg.get("augment"), seed):
         x = layer(x)
     x = preprocessing(cfg["backbone"])(x)
-    # training=False keeps BatchNorm statistics fixed, also while the backbone is fine-tuned.
+    # Inference-mode BatchNorm. Keras 3 lets fit()'s training=True override this training=False for the
+    # layers inside (keras-team/keras#20285): set_trainable_from keeps BatchNorm frozen for that reason.
     x = base(x, training=False)
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     inputs = [image]
@@ -104,8 +123,83 @@ def pooled_features(base: keras.Model, backbone_name: str, size: int) -> keras.M
     return keras.Model(image, layers.GlobalAveragePooling2D(name="pool")(x), name="features")
 
 
+def unfreeze_index(base: keras.Model, unfreeze_from: int | str | None) -> int:
+    """Index into base.layers of the first layer to unfreeze: an index (negative counts from the
+    top) or a layer name; None or 0 unfreezes the whole backbone."""
+    if unfreeze_from is None:
+        return 0
+    if isinstance(unfreeze_from, str):
+        names = [layer.name for layer in base.layers]
+        if unfreeze_from not in names:
+            raise ValueError(f"fine_tune.unfreeze_from: {base.name} has no layer named '{unfreeze_from}'")
+        return names.index(unfreeze_from)
+    n = len(base.layers)
+    if not -n <= unfreeze_from < n:
+        raise ValueError(f"fine_tune.unfreeze_from: {unfreeze_from} is outside {base.name}'s {n} layers")
+    return unfreeze_from % n
+
+
+def set_trainable_from(base: keras.Model, start: int) -> list[str]:
+    """Freeze base.layers[:start], unfreeze the rest except BatchNormalization; the names of the
+    layers whose weights now train.
+
+    BatchNormalization stays frozen: in Keras 3 the `training=True` of fit() reaches every layer of a
+    nested model even when the model was called with training=False (keras-team/keras#20285), and only
+    a non-trainable BatchNormalization keeps using its ImageNet moving statistics. Unfrozen, it would
+    normalise with the statistics of each small batch (and overwrite the moving ones).
+    """
+    base.trainable = True
+    for i, layer in enumerate(base.layers):
+        layer.trainable = i >= start and not isinstance(layer, layers.BatchNormalization)
+    return [layer.name for layer in base.layers[start:] if layer.trainable and layer.weights]
+
+
+def split_backbone(base: keras.Model, start: int) -> tuple[keras.Model, keras.Model] | None:
+    """(bottom, top) sub-models sharing base's layers, cut at the input of base.layers[start]:
+    bottom = base up to the cut, top = the cut to base's output. None when the cut is not clean
+    (the layer has several inputs, or a skip connection jumps over the cut)."""
+    if start <= 0:
+        return None
+    cut = base.layers[start].input
+    if isinstance(cut, (list, tuple)):
+        return None
+    try:
+        top = keras.Model(cut, base.output, name=f"{base.name}_top")
+    except ValueError:  # "not connected to inputs": a residual path bypasses the cut
+        return None
+    bottom = keras.Model(base.input, cut, name=f"{base.name}_bottom")
+    return bottom, top
+
+
+def bottom_features(bottom: keras.Model, backbone_name: str, size: int) -> keras.Model:
+    """image -> preprocess -> the frozen bottom of the backbone: computed once while the top is tuned."""
+    image = keras.Input((size, size, 3), name="image")
+    x = preprocessing(backbone_name)(image)
+    return keras.Model(image, bottom(x, training=False), name="bottom_features")
+
+
+def pooled_top(top: keras.Model) -> keras.Model:
+    """cached bottom activations -> top of the backbone -> GAP: the pooled features, from activations."""
+    cut = keras.Input(top.input_shape[1:], name="activations")
+    return keras.Model(cut, layers.GlobalAveragePooling2D(name="pool")(top(cut, training=False)),
+                       name="features")
+
+
+def top_model(top: keras.Model, head_model: keras.Model, n_meta: int = 0) -> keras.Model:
+    """cached bottom activations [+ metadata] -> trainable top of the backbone -> GAP -> head.
+
+    Shares its layers with the full model, so what it learns is what the saved model predicts with."""
+    cut = keras.Input(top.input_shape[1:], name="activations")
+    x = top(cut, training=False)
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    if n_meta:
+        meta = keras.Input((n_meta,), name="metadata")
+        return keras.Model([cut, meta], head_model([x, meta]), name="top_and_head")
+    return keras.Model(cut, head_model(x), name="top_and_head")
+
+
 def cnn(cfg: dict, size: int, n_classes: int, seed: int = 0) -> keras.Model:
-    """The study's small CNN: conv + max-pool blocks, flatten, dense ReLU, output."""
+    """The study's small CNN: conv + max-pool blocks, flatten, dense ReLU, output (trained from scratch)."""
     image = keras.Input((size, size, 3), name="image")
     x = image
     for layer in augmentation(cfg.get("augment"), seed):

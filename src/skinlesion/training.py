@@ -1,8 +1,20 @@
 """The train stage: fit one variant on the train split, early-stopped on the val split.
 
     models/<variant>/model.keras | model.joblib   the trained model (predicts from raw inputs)
-    models/<variant>/history.csv                  loss and metric per epoch (DVC plot data)
-    models/<variant>/train.json                   what was trained, on what, with which weights
+    models/<variant>/history.csv                  loss and metric per epoch and phase (DVC plot data)
+    models/<variant>/train.json                   what was trained, on what, with which weights, per phase
+    models/<variant>/timing.json                  wall seconds: the whole stage and each phase
+
+Keras variants train with Adam, early stopping on validation loss (`patience`) restoring the best
+weights (Keras 3's EarlyStopping restores them at the end of every fit, stopped early or not).
+
+Transfer and dual variants never run a frozen part of the backbone more than once per image when
+nothing random (augmentation) sits in front of it:
+  - frozen backbone, no augmentation: pooled features are computed once, the head trains on them;
+  - fine-tuning the top of the backbone from a clean cut (`fine_tune.unfreeze_from`), no augmentation:
+    the frozen bottom's activations are computed once, the top and the head train on them.
+The trained layers are shared with the full image model, which is what gets saved, so prediction
+always starts from raw images.
 """
 
 from __future__ import annotations
@@ -17,12 +29,14 @@ import pandas as pd
 
 from . import dataset, features, labels, sampling
 from . import params as P
+from .errors import PipelineError
 from .io import atomic_path, write_json
 from .reproducibility import seed_everything
 
 log = logging.getLogger(__name__)
 IMAGE_KINDS = ("cnn", "transfer", "dual")
 META_KINDS = ("logreg", "mlp", "dual")
+FEATURE_BATCH = 64  # batch size of the one-off feature / activation passes
 
 
 def class_names(task: str) -> list[str]:
@@ -41,50 +55,94 @@ def run(params: dict, name: str, table: str | os.PathLike, shards: str | os.Path
     log.info("train %s: %d training images (%s), %d validation", name, len(train),
              cfg["sampling"].get("strategy", "natural"), len(val))
     if len(train) == 0 or len(val) == 0:
-        from .errors import PipelineError
-
         raise PipelineError(f"variant {name}: the train or val split is empty; use more data or other split fractions")
+    names = class_names(cfg["task"])
+    absent = sorted(set(range(len(names))) - set(train.labels(cfg["task"]).tolist()))
+    if absent:
+        log.warning("train %s: class(es) absent from the training set: %s; the model still has an output "
+                    "for each (it is never the target)", name, [names[i] for i in absent])
 
     started = time.time()
+    timing: dict = {}
     with atomic_path(out) as tmp:
         tmp.mkdir(parents=True)
         if cfg["kind"] == "logreg":
             info = _fit_logreg(cfg, train, val, tmp, seed)
         else:
-            info = _fit_keras(cfg, params, train, val, tmp, weights, seed)
+            info = _fit_keras(cfg, params, train, val, tmp, weights, seed, timing)
         counts = pd.Series(train.labels(cfg["task"])).value_counts().sort_index()
         info.update({
             "variant": name,
             "config": cfg,
-            "classes": class_names(cfg["task"]),
+            "classes": names,
             "n_train": len(train),
             "n_val": len(val),
-            "train_class_counts": {class_names(cfg["task"])[int(k)]: int(v) for k, v in counts.items()},
+            "train_class_counts": {names[int(k)]: int(v) for k, v in counts.items()},
+            "absent_train_classes": [names[i] for i in absent],
             "class_weight": weights,
         })
         write_json(tmp / "train.json", info)
-        write_json(tmp / "timing.json", {"train_seconds": round(time.time() - started, 2)})
+        write_json(tmp / "timing.json", {"train_seconds": round(time.time() - started, 2), **timing})
     log.info("train %s: done in %.1f s (%s)", name, time.time() - started, info.get("weights", "metadata only"))
     return info
+
+
+# ----------------------------------------------------------------------------------------------------
+# logistic regression (scikit-learn)
+
+
+class AllClasses:
+    """A fitted classifier whose predict_proba has one column per class of the task, in order,
+    also for classes absent from its training data (their probability is 0)."""
+
+    def __init__(self, model, n_classes: int):
+        self.model = model
+        self.n_classes = n_classes
+
+    @property
+    def classes_(self) -> np.ndarray:
+        return np.arange(self.n_classes)
+
+    def predict_proba(self, x) -> np.ndarray:
+        probs = self.model.predict_proba(x)
+        out = np.zeros((len(probs), self.n_classes), dtype=probs.dtype)
+        out[:, self.model.classes_.astype(int)] = probs
+        return out
+
+    def predict(self, x) -> np.ndarray:
+        return self.predict_proba(x).argmax(axis=1)
 
 
 def _fit_logreg(cfg: dict, train: dataset.Split, val: dataset.Split, out: Path, seed: int) -> dict:
     import joblib
     from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import log_loss
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     feats = cfg.get("features", features.DEFAULT_FEATURES)
-    model = make_pipeline(
+    y = train.labels(cfg["task"])
+    if len(np.unique(y)) < 2:
+        raise PipelineError(f"variant {cfg['name']}: the training set has a single class; nothing to learn")
+    pipeline = make_pipeline(
         StandardScaler(),
         LogisticRegression(C=cfg.get("C", 1.0), max_iter=2000, random_state=seed,
                            class_weight="balanced" if cfg["sampling"].get("strategy") == "class_weight" else None),
     )
-    model.fit(features.matrix(train.table, feats), train.labels(cfg["task"]))
+    pipeline.fit(features.matrix(train.table, feats), y)
+    n_classes = len(class_names(cfg["task"]))
+    model = pipeline if len(pipeline.classes_) == n_classes else AllClasses(pipeline, n_classes)
     joblib.dump({"model": model, "features": feats, "task": cfg["task"]}, out / "model.joblib")
     # No epochs to report: an empty table (header only) keeps the plot files uniform across variants.
     pd.DataFrame(columns=["epoch", "phase", "loss", "val_loss"]).to_csv(out / "history.csv", index=False)
-    return {"kind": "logreg", "features": feats, "weights": "not applicable (metadata model)", "imagenet_weights": None}
+    p_val = model.predict_proba(features.matrix(val.table, feats))
+    val_loss = log_loss(val.labels(cfg["task"]), p_val, labels=list(range(n_classes)))
+    return {"kind": "logreg", "features": feats, "weights": "not applicable (metadata model)",
+            "imagenet_weights": None, "val_loss": round(float(val_loss), 6)}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Keras models
 
 
 def _callbacks(cfg: dict) -> list:
@@ -104,100 +162,238 @@ def _compile(model, cfg: dict, learning_rate: float) -> None:
     )
 
 
-def _history(hist, phase: str, offset: int) -> pd.DataFrame:
-    frame = pd.DataFrame(hist.history)
-    frame.insert(0, "epoch", np.arange(offset + 1, offset + len(frame) + 1))
-    frame.insert(1, "phase", phase)
-    return frame
+class _Phases:
+    """Runs the fit of each training phase and keeps its history, best epoch and timing."""
+
+    def __init__(self, cfg: dict, class_weight, timing: dict):
+        self.cfg = cfg
+        self.fit_args = dict(batch_size=cfg["batch_size"], class_weight=class_weight, verbose=2, shuffle=True)
+        self.frames: list[pd.DataFrame] = []
+        self.info: list[dict] = []
+        self.timing = timing
+
+    @property
+    def epochs_run(self) -> int:
+        return int(sum(len(f) for f in self.frames))
+
+    def fit(self, model, phase: str, x, y, x_val, y_val, epochs: int, learning_rate: float, **about) -> float:
+        """Compile at `learning_rate`, fit with early stopping; the best validation loss reached."""
+        _compile(model, self.cfg, learning_rate)
+        started = time.time()
+        args = self.fit_args if y is not None else {k: v for k, v in self.fit_args.items() if k != "batch_size"}
+        hist = model.fit(x, y, validation_data=(x_val, y_val), epochs=epochs, callbacks=_callbacks(self.cfg),
+                         **args)
+        self.timing[f"{phase}_seconds"] = round(time.time() - started, 2)
+        offset = self.epochs_run
+        frame = pd.DataFrame(hist.history)
+        frame.insert(0, "epoch", np.arange(offset + 1, offset + len(frame) + 1))
+        frame.insert(1, "phase", phase)
+        self.frames.append(frame)
+        best = int(frame["val_loss"].to_numpy().argmin())  # EarlyStopping keeps the first minimum too
+        self.info.append({"phase": phase, "learning_rate": learning_rate, "max_epochs": epochs,
+                          "epochs_run": len(frame), "best_epoch": offset + best + 1,
+                          "best_val_loss": round(float(frame["val_loss"].iloc[best]), 6), **about})
+        return float(frame["val_loss"].iloc[best])
+
+    def history(self) -> pd.DataFrame:
+        return pd.concat(self.frames, ignore_index=True)
 
 
-def _fit_keras(cfg, params, train, val, out: Path, class_weight, seed: int) -> dict:
+def _inputs(images_or_features, meta):
+    return [images_or_features, meta] if meta is not None else images_or_features
+
+
+def _timed_predict(model, x, timing: dict, key: str) -> np.ndarray:
+    started = time.time()
+    out = model.predict(x, batch_size=FEATURE_BATCH, verbose=0)
+    timing[key] = round(timing.get(key, 0.0) + time.time() - started, 2)
+    return out
+
+
+FLIPS = ("none", "horizontal", "vertical", "both")
+
+
+def flipped(images: np.ndarray, k: int) -> np.ndarray:
+    """The k-th of the four flips of NHWC images (FLIPS order)."""
+    if k & 1:
+        images = images[:, :, ::-1]
+    if k & 2:
+        images = images[:, ::-1]
+    return np.ascontiguousarray(images)
+
+
+def _once(model, x: np.ndarray, flips: bool, timing: dict, key: str) -> np.ndarray:
+    """model's outputs for x: (n, ...), or (4, n, ...) for the four flips of every image."""
+    if not flips:
+        return _timed_predict(model, x, timing, key)
+    return np.stack([_timed_predict(model, flipped(x, k), timing, key) for k in range(len(FLIPS))])
+
+
+def _flip_batches(variants: np.ndarray, meta, y: np.ndarray, batch_size: int, seed: int):
+    """A Keras PyDataset over precomputed outputs of the four flips of each image: every epoch, each
+    image appears once, as one flip drawn at random. That is the distribution RandomFlip
+    ("horizontal_and_vertical") feeds the network, without running the frozen part again."""
     import keras
 
-    from . import models, weights
+    class FlipBatches(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__()
+            self.rng = np.random.default_rng(seed)
+            self._draw()
 
-    task = cfg["task"]
+        def _draw(self):
+            self.order = self.rng.permutation(len(y))
+            self.flip = self.rng.integers(0, variants.shape[0], len(y))
+
+        def __len__(self):
+            return -(-len(y) // batch_size)
+
+        def __getitem__(self, i):
+            rows = self.order[i * batch_size:(i + 1) * batch_size]
+            x = variants[self.flip[rows], rows]
+            # a tuple of inputs (not a list): what tf.data's output signature of a PyDataset accepts
+            return ((x, meta[rows]) if meta is not None else x), y[rows]
+
+        def on_epoch_end(self):
+            self._draw()
+
+    return FlipBatches()
+
+
+def _fit_keras(cfg, params, train, val, out: Path, class_weight, seed: int, timing: dict) -> dict:
+    import keras
+
+    from . import models
+
+    task, kind = cfg["task"], cfg["kind"]
     n_classes = len(class_names(task))
     y_train, y_val = train.labels(task), val.labels(task)
-    fit_args = dict(batch_size=cfg["batch_size"], class_weight=class_weight, verbose=2, shuffle=True)
-    info: dict = {"kind": cfg["kind"], "weights": "not applicable (trained from scratch)", "imagenet_weights": None}
-    histories = []
+    phases = _Phases(cfg, class_weight, timing)
+    info: dict = {"kind": kind, "weights": "not applicable (trained from scratch)", "imagenet_weights": None}
 
     feats = cfg.get("features", features.DEFAULT_FEATURES)
-    meta_train = features.matrix(train.table, feats) if cfg["kind"] in META_KINDS else None
-    meta_val = features.matrix(val.table, feats) if cfg["kind"] in META_KINDS else None
-
-    if cfg["kind"] == "mlp":
-        norm = keras.layers.Normalization(name="normalize")
-        norm.adapt(meta_train)  # fitted on train only, stored in the model
-        model = models.mlp(cfg, meta_train.shape[1], n_classes, norm)
-        _compile(model, cfg, cfg["learning_rate"])
-        hist = model.fit(meta_train, y_train, validation_data=(meta_val, y_val), epochs=cfg["epochs"],
-                         callbacks=_callbacks(cfg), **fit_args)
-        histories.append(_history(hist, "train", 0))
+    meta_train = meta_val = meta_norm = None
+    if kind in META_KINDS:
+        meta_train, meta_val = features.matrix(train.table, feats), features.matrix(val.table, feats)
+        meta_norm = keras.layers.Normalization(name="normalize_metadata")
+        meta_norm.adapt(meta_train)  # fitted on train only, stored in the model
         info["features"] = feats
+
+    if kind == "mlp":
+        model = models.mlp(cfg, meta_train.shape[1], n_classes, meta_norm)
+        phases.fit(model, "train", meta_train, y_train, meta_val, y_val, cfg["epochs"], cfg["learning_rate"])
     else:
         x_train, x_val = train.images(), val.images()
         size = x_train.shape[1]
-        if cfg["kind"] == "cnn":
-            model = models.cnn(cfg, size, n_classes, seed)
-            _compile(model, cfg, cfg["learning_rate"])
-            hist = model.fit(x_train, y_train, validation_data=(x_val, y_val), epochs=cfg["epochs"],
-                             callbacks=_callbacks(cfg), **fit_args)
-            histories.append(_history(hist, "train", 0))
-        else:
-            source = params["data"]["source"]
-            w = weights.resolve(cfg["backbone"], (params["train"].get("weights") or {}).get(cfg["backbone"]),
-                                size, allow_random=source == "synthetic")
-            info.update({"weights": w.source, "imagenet_weights": w.imagenet})
-            base = models.backbone(cfg["backbone"], size, w.keras_arg)
-            base.trainable = False
-            n_meta = meta_train.shape[1] if cfg["kind"] == "dual" else 0
-            fine_tune = not cfg.get("freeze", True)
-            warmup = (cfg.get("fine_tune") or {}).get("warmup_epochs", cfg["epochs"]) if fine_tune else cfg["epochs"]
-            if not cfg.get("augment"):
-                # A frozen backbone without augmentation computes the same features every epoch:
-                # compute them once and train the head alone on them.
-                extractor = models.pooled_features(base, cfg["backbone"], size)
-                f_train = extractor.predict(x_train, batch_size=64, verbose=0)
-                f_val = extractor.predict(x_val, batch_size=64, verbose=0)
-                head = models.head(f_train.shape[1], cfg, n_classes, n_meta)
-                _compile(head, cfg, cfg["learning_rate"])
-                inputs_t = [f_train, meta_train] if n_meta else f_train
-                inputs_v = [f_val, meta_val] if n_meta else f_val
-                hist = head.fit(inputs_t, y_train, validation_data=(inputs_v, y_val), epochs=warmup,
-                                callbacks=_callbacks(cfg), **fit_args)
-                histories.append(_history(hist, "frozen", 0))
-                model = models.transfer(cfg, size, n_classes, base, head, n_meta, seed)
-            else:
-                head = models.head(base.output_shape[-1], cfg, n_classes, n_meta)
-                model = models.transfer(cfg, size, n_classes, base, head, n_meta, seed)
-                _compile(model, cfg, cfg["learning_rate"])
-                inputs_t = [x_train, meta_train] if n_meta else x_train
-                inputs_v = [x_val, meta_val] if n_meta else x_val
-                hist = model.fit(inputs_t, y_train, validation_data=(inputs_v, y_val), epochs=warmup,
-                                 callbacks=_callbacks(cfg), **fit_args)
-                histories.append(_history(hist, "frozen", 0))
-            if fine_tune:
-                ft = cfg.get("fine_tune") or {}
-                base.trainable = True
-                start = ft.get("unfreeze_from", 0)
-                for layer in base.layers[:start]:
-                    layer.trainable = False
-                _compile(model, cfg, ft.get("learning_rate", cfg["learning_rate"] / 10))
-                inputs_t = [x_train, meta_train] if n_meta else x_train
-                inputs_v = [x_val, meta_val] if n_meta else x_val
-                offset = len(histories[-1])
-                hist = model.fit(inputs_t, y_train, validation_data=(inputs_v, y_val), epochs=cfg["epochs"],
-                                 callbacks=_callbacks(cfg), **fit_args)
-                histories.append(_history(hist, "fine_tune", offset))
-            info["backbone"] = cfg["backbone"]
         info["input_size"] = size
-    if meta_train is not None:
-        info["features"] = feats
+        if kind == "cnn":
+            model = models.cnn(cfg, size, n_classes, seed)
+            phases.fit(model, "train", x_train, y_train, x_val, y_val, cfg["epochs"], cfg["learning_rate"],
+                       inputs="images")
+        else:
+            model = _fit_transfer(cfg, params, x_train, y_train, x_val, y_val, meta_train, meta_val, meta_norm,
+                                  n_classes, seed, phases, info, timing)
+
     model.save(out / "model.keras")
-    history = pd.concat(histories, ignore_index=True)
+    history = phases.history()
     history.to_csv(out / "history.csv", index=False, float_format="%.6g")
-    info["epochs_run"] = int(len(history))
-    info["best_val_loss"] = float(history["val_loss"].min())
+    kept = min(phases.info, key=lambda p: p["best_val_loss"]) if info.get("kept_phase") is None else \
+        next(p for p in phases.info if p["phase"] == info["kept_phase"])
+    info.update({"phases": phases.info, "epochs_run": phases.epochs_run,
+                 "best_epoch": kept["best_epoch"], "best_val_loss": kept["best_val_loss"]})
     return info
+
+
+def _fit_transfer(cfg, params, x_train, y_train, x_val, y_val, meta_train, meta_val, meta_norm, n_classes,
+                  seed, phases: _Phases, info: dict, timing: dict):
+    """Transfer (and dual-input) models: frozen phase, then optionally fine-tuning the backbone's top."""
+    from . import models, weights
+
+    size = x_train.shape[1]
+    source = params["data"]["source"]
+    w = weights.resolve(cfg["backbone"], (params["train"].get("weights") or {}).get(cfg["backbone"]),
+                        size, allow_random=source == "synthetic")
+    info.update({"weights": w.source, "imagenet_weights": w.imagenet, "backbone": cfg["backbone"]})
+    base = models.backbone(cfg["backbone"], size, w.keras_arg)
+    base.trainable = False
+    n_meta = meta_train.shape[1] if meta_train is not None else 0
+    augmented = models.has_augmentation(cfg.get("augment"))
+    # Flips alone have four outcomes: their outputs can be computed once too, one drawn per image and epoch.
+    flips = augmented and models.flips_only(cfg.get("augment"))
+    cacheable = not augmented or flips
+    fine_tune = not cfg.get("freeze", True)
+    ft = cfg.get("fine_tune") or {}
+    warmup = ft.get("warmup_epochs", cfg["epochs"]) if fine_tune else cfg["epochs"]
+    info["features_once"] = cacheable
+    head = models.head(base.output_shape[-1], cfg, n_classes, n_meta, meta_norm)
+    once = "of the 4 flips of each image, computed once, one flip drawn per image and epoch" if flips \
+        else "computed once"
+
+    def train_inputs(computed):
+        if flips:
+            return _flip_batches(computed, meta_train, y_train, cfg["batch_size"], seed), None
+        return _inputs(computed, meta_train), y_train
+
+    start = models.unfreeze_index(base, ft.get("unfreeze_from")) if fine_tune else 0
+    cut = models.split_backbone(base, start) if fine_tune and cacheable else None
+    if cut is not None:
+        # Fine-tuning from a clean cut: the frozen bottom's activations never change. Compute them once;
+        # the warm-up's pooled features come from them through the (still frozen) top.
+        bottom, top = cut
+        below = models.bottom_features(bottom, cfg["backbone"], size)
+        a_train = _once(below, x_train, flips, timing, "activations_seconds")
+        a_val = _timed_predict(below, x_val, timing, "activations_seconds")
+        extractor, f_source = models.pooled_top(top), (a_train, a_val)
+    elif cacheable:
+        extractor, f_source = models.pooled_features(base, cfg["backbone"], size), (x_train, x_val)
+
+    warm_best = np.inf
+    if cacheable:
+        # A frozen backbone without (random) augmentation computes the same features every epoch:
+        # compute them once and train the head alone on them.
+        if cut is not None and flips:  # the activations are already per flip: (4, n, ...)
+            f_train = np.stack([_timed_predict(extractor, a, timing, "features_seconds") for a in f_source[0]])
+        else:
+            f_train = _once(extractor, f_source[0], flips, timing, "features_seconds")
+        f_val = _timed_predict(extractor, f_source[1], timing, "features_seconds")
+        if warmup > 0:
+            x_fit, y_fit = train_inputs(f_train)
+            warm_best = phases.fit(head, "frozen", x_fit, y_fit, _inputs(f_val, meta_val), y_val, warmup,
+                                   cfg["learning_rate"], inputs=f"pooled backbone features {once}")
+            del x_fit
+        del f_train, f_source
+    model = models.transfer(cfg, size, n_classes, base, head, n_meta, seed)
+    if not cacheable and warmup > 0:
+        warm_best = phases.fit(model, "frozen", _inputs(x_train, meta_train), y_train,
+                               _inputs(x_val, meta_val), y_val, warmup, cfg["learning_rate"],
+                               inputs="images (augmented)")
+    if not fine_tune:
+        return model
+
+    # (variable, value) pairs: restoring by variable cannot depend on the order of trainable flags
+    warm_weights = [(v, v.numpy()) for v in model.weights] if np.isfinite(warm_best) else None
+    trainable = models.set_trainable_from(base, start)
+    lr = ft.get("learning_rate", cfg["learning_rate"] / 10)
+    epochs = ft.get("epochs", cfg["epochs"])
+    about = {"unfrozen_from": base.layers[start].name, "unfrozen_from_index": start,
+             "trainable_backbone_layers": len(trainable)}
+    if cut is not None:
+        tuner = models.top_model(top, head, n_meta)
+        x_fit, y_fit = train_inputs(a_train)
+        best = phases.fit(tuner, "fine_tune", x_fit, y_fit, _inputs(a_val, meta_val), y_val, epochs, lr,
+                          inputs=f"backbone activations below {base.layers[start].name} {once}", **about)
+        del a_train, x_fit
+    else:
+        best = phases.fit(model, "fine_tune", _inputs(x_train, meta_train), y_train, _inputs(x_val, meta_val),
+                          y_val, epochs, lr, inputs="images" + (" (augmented)" if augmented else ""), **about)
+    if warm_weights is not None and best >= warm_best:
+        # Fine-tuning never beat the frozen phase on validation loss: keep the frozen phase's best weights.
+        log.info("train %s: fine-tuning did not improve validation loss (%.4f >= %.4f); keeping the frozen "
+                 "phase's weights", cfg["name"], best, warm_best)
+        for variable, value in warm_weights:
+            variable.assign(value)
+        info["kept_phase"] = "frozen"
+    else:
+        info["kept_phase"] = "fine_tune"
+    info["fine_tune"] = {"learning_rate": lr, **about, "trainable_layers": trainable}
+    return model

@@ -1,0 +1,109 @@
+"""Model builders: shapes, outputs, augmentation at inference, and the backbone surgery fine-tuning uses."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from skinlesion import models  # noqa: E402
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def mobilenet():
+    return models.backbone("mobilenet_v2", SIZE, None)
+
+
+def _images(n=4, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (n, SIZE, SIZE, 3)).astype("float32")
+
+
+@pytest.mark.parametrize("task,units", [("binary", 1), ("multiclass", 5)])
+def test_output_layers(task, units):
+    cfg = {"name": "m", "task": task, "filters": [4], "dense_units": 8, "hidden_units": [8, 4], "dropout": 0.2}
+    cnn = models.cnn(cfg, SIZE, 5)
+    assert cnn.output_shape == (None, units)
+    norm = keras.layers.Normalization()
+    norm.adapt(np.random.default_rng(0).normal(size=(20, 3)).astype("float32"))
+    mlp = models.mlp(cfg, 3, 5, norm)
+    assert mlp.output_shape == (None, units)
+    assert [layer.name for layer in mlp.layers if layer.name.startswith("dense")] == ["dense0", "dense1"]
+    probs = np.asarray(cnn(_images()))
+    if task == "multiclass":
+        assert np.allclose(probs.sum(axis=1), 1, atol=1e-5)
+    else:
+        assert ((probs >= 0) & (probs <= 1)).all()
+
+
+def test_dual_head_normalises_and_concatenates_metadata():
+    norm = keras.layers.Normalization(name="normalize_metadata")
+    meta = np.random.default_rng(0).normal(50, 10, size=(30, 4)).astype("float32")
+    norm.adapt(meta)
+    head = models.head(16, {"task": "binary", "dense_units": 8}, 2, extra_dim=4, meta_norm=norm)
+    assert [i.shape for i in head.inputs] == [(None, 16), (None, 4)]
+    assert head.get_layer("concat").output.shape == (None, 20)
+    assert head.get_layer("normalize_metadata") is norm
+
+
+def test_transfer_model_and_augmentation_identity_at_inference(mobilenet):
+    cfg = {"name": "t", "task": "binary", "backbone": "mobilenet_v2", "dense_units": 8,
+           "augment": {"flip": True, "rotation": 0.2, "zoom": 0.2}}
+    head = models.head(mobilenet.output_shape[-1], cfg, 2)
+    model = models.transfer(cfg, SIZE, 2, mobilenet, head, seed=0)
+    assert [layer.name for layer in model.layers if layer.name.startswith("aug_")] == \
+        ["aug_flip", "aug_rotation", "aug_zoom"]
+    x = _images()
+    plain = models.transfer({**cfg, "augment": None}, SIZE, 2, mobilenet, head)
+    assert np.allclose(model.predict(x, verbose=0), plain.predict(x, verbose=0), atol=1e-6)
+
+
+def test_has_augmentation():
+    assert not models.has_augmentation(None) and not models.has_augmentation({})
+    assert not models.has_augmentation({"flip": False, "rotation": 0, "zoom": 0})
+    assert models.has_augmentation({"rotation": 0.1})  # flip defaults to on
+    assert models.has_augmentation({"flip": True})
+
+
+def test_unfreeze_index(mobilenet):
+    n = len(mobilenet.layers)
+    assert models.unfreeze_index(mobilenet, None) == 0
+    assert models.unfreeze_index(mobilenet, "block_13_expand") == \
+        [layer.name for layer in mobilenet.layers].index("block_13_expand")
+    assert models.unfreeze_index(mobilenet, -10) == n - 10
+    with pytest.raises(ValueError, match="no layer named"):
+        models.unfreeze_index(mobilenet, "block_99")
+    with pytest.raises(ValueError, match="outside"):
+        models.unfreeze_index(mobilenet, n)
+
+
+def test_set_trainable_from_keeps_bottom_and_batchnorm_frozen():
+    base = models.backbone("mobilenet_v2", SIZE, None)
+    start = models.unfreeze_index(base, "block_15_expand")
+    names = models.set_trainable_from(base, start)
+    assert names[0] == "block_15_expand" and "Conv_1" in names
+    assert not any(layer.trainable for layer in base.layers[:start])
+    for layer in base.layers[start:]:
+        assert layer.trainable == (not isinstance(layer, keras.layers.BatchNormalization))
+    frozen_weights = sum(w.numpy().size for layer in base.layers[:start] for w in layer.weights)
+    assert frozen_weights > 0 and base.trainable_weights  # some of each
+
+
+def test_split_backbone_is_exact_and_refuses_unclean_cuts(mobilenet):
+    names = [layer.name for layer in mobilenet.layers]
+    bottom, top = models.split_backbone(mobilenet, names.index("block_13_expand"))
+    x = keras.applications.mobilenet_v2.preprocess_input(_images())
+    assert np.allclose(top(bottom(x)), mobilenet(x), atol=1e-4)
+    assert set(map(id, top.layers[1:])) <= set(map(id, mobilenet.layers))  # shared, not copied
+    # inside a residual block the skip connection jumps over the cut: no clean split
+    assert models.split_backbone(mobilenet, names.index("block_14_project")) is None
+    assert models.split_backbone(mobilenet, names.index("block_14_add")) is None  # two inputs
+    assert models.split_backbone(mobilenet, 0) is None
+
+
+def test_caffe_preprocessing_matches_keras():
+    layer = models.preprocessing("resnet50")
+    x = _images()
+    assert np.allclose(layer(x), keras.applications.resnet50.preprocess_input(x.copy()), atol=1e-4)
