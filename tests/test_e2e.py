@@ -62,6 +62,9 @@ def test_both_runners_give_identical_metrics(runs):
     for variant in VARIANTS:
         path = f"results/variants/{variant}/metrics.json"
         assert (smk / path).read_bytes() == (dvc / path).read_bytes(), variant
+    # and the same model bytes: exact reproduction, not just equal numbers
+    model = "models/mobilenet_frozen/model.keras"
+    assert (smk / model).read_bytes() == (dvc / model).read_bytes()
     assert (dvc / "dvc.lock").exists()
 
 

@@ -30,7 +30,7 @@ import pandas as pd
 from . import dataset, features, labels, sampling
 from . import params as P
 from .errors import PipelineError
-from .io import atomic_path, write_json
+from .io import atomic_path, make_keras_archive_reproducible, write_json
 from .reproducibility import seed_everything
 
 log = logging.getLogger(__name__)
@@ -295,6 +295,7 @@ def _fit_keras(cfg, params, train, val, out: Path, class_weight, seed: int, timi
                                   n_classes, seed, phases, info, timing)
 
     model.save(out / "model.keras")
+    make_keras_archive_reproducible(out / "model.keras")  # same inputs and params -> same bytes
     history = phases.history()
     history.to_csv(out / "history.csv", index=False, float_format="%.6g")
     kept = min(phases.info, key=lambda p: p["best_val_loss"]) if info.get("kept_phase") is None else \

@@ -15,11 +15,13 @@ VARIANTS = list(config["variants"])
 
 
 def _params_file():
-    """The params file the stage commands read: the config file itself when nothing overrides it,
-    else the merged config written once under .snakemake/ (so --config / --configfile work)."""
-    files = [str(f) for f in workflow.configfiles]
-    if files and yaml.safe_load(Path(files[-1]).read_text()) == config:
-        return files[-1]
+    """The params file the stage commands read: a config file whose content is exactly the config
+    (params.yaml, or the file given with --configfile ... --replace-workflow-config), else the merged
+    config written once under .snakemake/ (so --config overrides and merged --configfile work)."""
+    candidates = [str(f) for f in workflow.overwrite_configfiles] + [str(f) for f in workflow.configfiles]
+    for path in candidates:
+        if Path(path).exists() and yaml.safe_load(Path(path).read_text()) == config:
+            return path
     merged = Path(".snakemake/skinlesion/params.merged.yaml")
     merged.parent.mkdir(parents=True, exist_ok=True)
     text = yaml.safe_dump(dict(config), sort_keys=False)
