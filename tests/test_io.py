@@ -31,7 +31,10 @@ def test_write_json_is_byte_stable(tmp_path):
 
 def test_keras_archive_made_reproducible(tmp_path):
     def archive(path, stamp):
+        address = 1000 + stamp[1]  # stands for id(obj): differs from process to process
+        config = f'{{"layers": [{{"dtype": {{"shared_object_id": {address}}}}}, {{"shared_object_id": {address}}}]}}'
         with zipfile.ZipFile(path, "w") as z:
+            z.writestr(zipfile.ZipInfo("config.json", date_time=stamp), config)
             z.writestr(zipfile.ZipInfo("metadata.json", date_time=stamp),
                        f'{{"keras_version": "3", "date_saved": "{stamp}"}}')
             z.writestr(zipfile.ZipInfo("model.weights.h5", date_time=stamp), b"weights")
@@ -44,4 +47,5 @@ def test_keras_archive_made_reproducible(tmp_path):
     with zipfile.ZipFile(tmp_path / "a.keras") as z:
         assert z.read("model.weights.h5") == b"weights"
         assert "date_saved" not in z.read("metadata.json").decode()
+        assert z.read("config.json") == b'{"layers": [{"dtype": {"shared_object_id": 0}}, {"shared_object_id": 0}]}'
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".")]

@@ -59,8 +59,9 @@ def _jsonable(obj: Any) -> Any:
 def make_keras_archive_reproducible(path: str | os.PathLike) -> None:
     """Rewrite a .keras file so equal models give equal bytes.
 
-    Keras stamps the save time into metadata.json and into the zip entry of the weights file; both
-    are pinned here (everything else in the archive already depends only on the model).
+    Keras stamps the save time into metadata.json and the zip entries, and numbers shared objects in
+    config.json by their memory address (`shared_object_id`); all three are pinned here: the times
+    fixed, the ids renumbered in order of appearance. The weights already depend only on the model.
     """
     import zipfile
 
@@ -73,7 +74,22 @@ def make_keras_archive_reproducible(path: str | os.PathLike) -> None:
                 meta = json.loads(data)
                 meta.pop("date_saved", None)
                 data = json.dumps(meta, sort_keys=True).encode()
+            elif name == "config.json":
+                data = json.dumps(_renumber_shared_objects(json.loads(data))).encode()
             info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
             info.compress_type = zipfile.ZIP_DEFLATED
             info.external_attr = 0o644 << 16
             target.writestr(info, data)
+
+
+def _renumber_shared_objects(config: Any) -> Any:
+    ids: dict[int, int] = {}
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: (ids.setdefault(v, len(ids)) if k == "shared_object_id" else walk(v)) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    return walk(config)
