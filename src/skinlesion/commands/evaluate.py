@@ -6,15 +6,12 @@ split; test metrics carry 95% intervals from a bootstrap over patients / lesions
 
 from __future__ import annotations
 
-from . import add_params_argument
+from . import add_variant_arguments
 
 
 def configure(parser):
-    add_params_argument(parser)
-    parser.add_argument("variant", help="variant name from params.yaml")
+    add_variant_arguments(parser)
     parser.add_argument("--model", help="model folder (default: models/<variant>)")
-    parser.add_argument("--table", default="data/interim/metadata.parquet")
-    parser.add_argument("--shards", default="data/processed/shards")
     parser.add_argument("--out", help="results folder (default: results/variants/<variant>)")
 
 

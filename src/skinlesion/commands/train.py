@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from . import add_params_argument
+from . import add_variant_arguments
 
 
 def configure(parser):
-    add_params_argument(parser)
-    parser.add_argument("variant", help="variant name from params.yaml")
-    parser.add_argument("--table", default="data/interim/metadata.parquet")
-    parser.add_argument("--shards", default="data/processed/shards")
+    add_variant_arguments(parser)
     parser.add_argument("--out", help="model folder (default: models/<variant>)")
 
 

@@ -21,6 +21,8 @@ the share of malignant (and indeterminate) groups is kept.
 
 from __future__ import annotations
 
+from collections import Counter
+
 import logging
 import os
 import re
@@ -185,10 +187,7 @@ def fetch(cfg: dict, out: Path, seed: int) -> dict:
 
 
 def _count(values) -> dict:
-    out: dict[str, int] = {}
-    for v in values:
-        out[v] = out.get(v, 0) + 1
-    return dict(sorted(out.items()))
+    return dict(sorted(Counter(values).items()))
 
 
 def _dirs(dirs: list[Path]) -> str:

@@ -30,6 +30,8 @@ Planted signal (deliberately strong, never perfect)
 
 from __future__ import annotations
 
+from collections import Counter
+
 import io
 import logging
 from dataclasses import dataclass
@@ -192,10 +194,7 @@ def _options(cfg: dict) -> dict:
 
 
 def _count(values) -> dict:
-    counts: dict[str, int] = {}
-    for v in values:
-        counts[v] = counts.get(v, 0) + 1
-    return dict(sorted(counts.items()))
+    return dict(sorted(Counter(values).items()))
 
 
 # ----------------------------------------------------------------------------------------------------
