@@ -12,7 +12,9 @@ Transfer and dual variants never run a frozen part of the backbone more than onc
 nothing random (augmentation) sits in front of it:
   - frozen backbone, no augmentation: pooled features are computed once, the head trains on them;
   - fine-tuning the top of the backbone from a clean cut (`fine_tune.unfreeze_from`), no augmentation:
-    the frozen bottom's activations are computed once, the top and the head train on them.
+    the frozen bottom's activations are computed once, the top and the head train on them;
+  - flip-only augmentation has four outcomes per image: the frozen part runs once on each flip, and
+    every epoch trains on one flip per image drawn at random (what RandomFlip would feed it).
 The trained layers are shared with the full image model, which is what gets saved, so prediction
 always starts from raw images.
 """
