@@ -562,6 +562,13 @@ def client_config(server: FakeIsic, **overrides) -> dict:
     return cfg
 
 
+def client_options(server: FakeIsic, **overrides):
+    """The client's parsed options for `server` (environment ignored, so ISIC_API_URL cannot leak in)."""
+    from skinlesion.sources.isic.options import from_config
+
+    return from_config(client_config(server, **overrides), env={})
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=200)

@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from isic_server import LICENSE_BODIES, FakeIsic, Fault, client_config, flat  # noqa: E402
+from isic_server import LICENSE_BODIES, FakeIsic, Fault, client_config, client_options, flat  # noqa: E402
 
 from skinlesion.errors import PipelineError  # noqa: E402
 from skinlesion.raw_layout import LICENSE_TEXTS  # noqa: E402
@@ -27,8 +27,7 @@ def server():
         yield fake
 
 
-def options(server, **overrides):
-    return from_config(client_config(server, **overrides), env={})
+options = client_options
 
 
 def ext_of(record, kind="full"):

@@ -11,7 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from isic_server import FakeIsic, Fault, client_config  # noqa: E402
+from isic_server import FakeIsic, Fault, client_config, client_options  # noqa: E402
 
 from skinlesion.errors import PipelineError  # noqa: E402
 from skinlesion.sources.isic import client as client_module  # noqa: E402
@@ -28,8 +28,7 @@ def server():
         yield fake
 
 
-def options(server, **overrides):
-    return from_config(client_config(server, **overrides), env={})
+options = client_options
 
 
 def assert_complete(server, out, records=None):

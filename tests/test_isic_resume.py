@@ -13,7 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from isic_server import FakeIsic, client_config  # noqa: E402
+from isic_server import FakeIsic, client_config, client_options  # noqa: E402
 
 from skinlesion.sources.isic.download import download  # noqa: E402
 from skinlesion.sources.isic.options import from_config  # noqa: E402
@@ -21,8 +21,7 @@ from skinlesion.sources.isic.options import from_config  # noqa: E402
 pytestmark = pytest.mark.timeout(45)
 
 
-def options(server, **overrides):
-    return from_config(client_config(server, **overrides), env={})
+options = client_options
 
 
 def name_of(record):
