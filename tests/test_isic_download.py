@@ -16,7 +16,7 @@ from skinlesion.errors import PipelineError  # noqa: E402
 from skinlesion.raw_layout import LICENSE_TEXTS  # noqa: E402
 from skinlesion.sources.isic import client as client_module  # noqa: E402
 from skinlesion.sources.isic.download import download  # noqa: E402
-from skinlesion.sources.isic.options import from_config, parse_caps, parse_collections  # noqa: E402
+from skinlesion.sources.isic.options import parse_caps, parse_collections  # noqa: E402
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -16,7 +16,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 from isic_server import FakeIsic, client_config, client_options  # noqa: E402
 
 from skinlesion.sources.isic.download import download  # noqa: E402
-from skinlesion.sources.isic.options import from_config  # noqa: E402
 
 pytestmark = pytest.mark.timeout(45)
 
