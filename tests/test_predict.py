@@ -23,13 +23,24 @@ SIZE = 32
 
 @pytest.fixture(scope="module")
 def cnn_dir(tmp_path_factory):
-    """A tiny untrained CNN saved as the train stage saves one."""
+    """A tiny CNN saved as the train stage saves one, its score rising with image brightness.
+
+    Fixed weights, not a random init: a random ReLU net can be dead on every input (then every score is
+    0.5 and the threshold test below cannot tell images apart), and its init depends on what ran before.
+    """
     from skinlesion import models
 
     folder = tmp_path_factory.mktemp("models") / "tiny_cnn"
     folder.mkdir()
     cfg = {"name": "tiny_cnn", "kind": "cnn", "task": "binary", "filters": [4], "dense_units": 4}
-    models.cnn(cfg, SIZE, 2, seed=0).save(folder / "model.keras")
+    model = models.cnn(cfg, SIZE, 2, seed=0)
+    for layer in model.layers:
+        if layer.weights:  # kernel averages its inputs, bias centres the output near 0
+            kernel, bias = layer.get_weights()
+            fan_in = int(np.prod(kernel.shape[:-1]))
+            scale = 8.0 if layer.name == "output" else 1.0
+            layer.set_weights([np.full_like(kernel, scale / fan_in), np.full_like(bias, -2.0 if layer.name == "output" else 0.0)])
+    model.save(folder / "model.keras")
     write_json(folder / "train.json", {"kind": "cnn", "config": cfg, "classes": ["benign", "malignant"],
                                        "input_size": SIZE, "variant": "tiny_cnn", "imagenet_weights": None})
     return folder
@@ -39,11 +50,11 @@ def cnn_dir(tmp_path_factory):
 def photos(tmp_path_factory):
     """A folder as a user has one: JPEG and PNG of other sizes, a subfolder, a corrupt file, non-images."""
     folder = tmp_path_factory.mktemp("photos")
-    rng = np.random.default_rng(0)
-    Image.fromarray(rng.integers(0, 255, (60, 80, 3), dtype=np.uint8)).save(folder / "ISIC_0000001.jpg", quality=90)
-    Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(folder / "ISIC_0000002.png")
+    rng = np.random.default_rng(0)  # dark, middling and bright noise: three clearly different scores
+    Image.fromarray(rng.integers(0, 80, (60, 80, 3), dtype=np.uint8)).save(folder / "ISIC_0000001.jpg", quality=90)
+    Image.fromarray(rng.integers(90, 170, (40, 40, 3), dtype=np.uint8)).save(folder / "ISIC_0000002.png")
     (folder / "more").mkdir()
-    Image.fromarray(rng.integers(0, 255, (50, 50), dtype=np.uint8)).save(folder / "more" / "ISIC_0000003.png")
+    Image.fromarray(rng.integers(180, 255, (50, 50), dtype=np.uint8)).save(folder / "more" / "ISIC_0000003.png")
     (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not a JPEG at all")
     (folder / "notes.txt").write_text("not an image, not listed")
     (folder / ".hidden.jpg").write_bytes(b"ignored")
@@ -68,6 +79,7 @@ def _results(tmp_path, threshold, calibration="none", temperature=1.0):
 
 def test_folder_with_a_corrupt_file_is_scored_and_the_file_reported(cnn_dir, photos, tmp_path, caplog):
     raw = _expected(cnn_dir, _good(photos))
+    assert raw[0] + 0.05 < raw[1] < raw[2] - 0.05, raw  # the fixture's scores follow brightness
     threshold = float(np.sort(raw)[:2].mean())  # between the two lowest: one benign, two malignant
     out = tmp_path / "pred.csv"
     with caplog.at_level(logging.WARNING):
