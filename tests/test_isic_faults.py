@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import socket
 import sys
 import time
 from pathlib import Path
@@ -114,12 +115,15 @@ def test_a_body_always_cut_without_range_gives_up(server, tmp_path):
 
 
 def test_timeouts_are_retried(server, tmp_path):
+    # The read timeout applies to every request of the download, and server and client share one process
+    # (one GIL): a pause longer than it (a full garbage collection with TensorFlow loaded took 0.7 s on a
+    # contended core) times out an undelayed request too and adds a retry. 1 s of slack, the delay 3x that.
     victim = server.records[1]
     path = "/s3/images/" + victim["isic_id"]
-    server.faults.append(Fault(path, delay=1.5, times=1))
-    server.faults.append(Fault("/images/search/", delay=1.5, times=1))
+    server.faults.append(Fault(path, delay=3.0, times=1))
+    server.faults.append(Fault("/images/search/", delay=3.0, times=1))
     out = tmp_path / "isic"
-    download(options(server, read_timeout=0.4), out, progress=False)
+    download(options(server, read_timeout=1.0), out, progress=False)
     assert_complete(server, out)
     assert len(server.requests_to(path)) == 2
     assert len(server.requests_to("/images/search/")) == 2
@@ -152,9 +156,13 @@ def test_retry_exhaustion_gives_one_clear_error_and_keeps_finished_files(server,
 
 
 def test_unreachable_server_fails_after_retries(tmp_path):
-    cfg = {"api_url": "http://127.0.0.1:9/api/v2", "retries": 1, "backoff": 0.01, "connect_timeout": 0.5}
-    with pytest.raises(PipelineError, match="after 2 attempts.*ISIC_API_URL"):
-        download(from_config(cfg, env={}), tmp_path / "x", progress=False)
+    # A port bound here but never listened on refuses connections for sure (port 9 may have a listener).
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        cfg = {"api_url": f"http://127.0.0.1:{closed.getsockname()[1]}/api/v2", "retries": 1, "backoff": 0.01,
+               "connect_timeout": 0.5}
+        with pytest.raises(PipelineError, match="after 2 attempts.*ISIC_API_URL"):
+            download(from_config(cfg, env={}), tmp_path / "x", progress=False)
 
 
 def test_bad_query_fails_at_once_with_the_server_message(server, tmp_path):

@@ -42,8 +42,10 @@ def tiny_params(variants: dict) -> dict:
 
 
 @pytest.fixture(autouse=True)
-def offline(monkeypatch):
+def offline(monkeypatch, tmp_path):
     monkeypatch.setenv("SKINLESION_OFFLINE", "1")
+    # An empty Keras cache: weights found in the machine's ~/.keras/models would make ResNet50 "ImageNet".
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
 
 
 @pytest.fixture(scope="module")
