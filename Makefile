@@ -3,15 +3,18 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 CORES ?= 8
+# The exact versions the tests and the measured results ran with (`make lock` rewrites it);
+# `make install CONSTRAINTS=` installs the newest versions pyproject.toml allows instead.
+CONSTRAINTS ?= constraints.txt
 # The stage commands (skinlesion, snakemake, dvc) come from the virtual environment.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install run test lint dag clean-outputs
+.PHONY: install run test lint dag lock clean-outputs
 
-$(BIN)/skinlesion: pyproject.toml
+$(BIN)/skinlesion: pyproject.toml $(wildcard $(CONSTRAINTS))
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet -e ".[test]" $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
 	touch $@
 
 install: $(BIN)/skinlesion
@@ -31,6 +34,12 @@ lint: install
 dag: install
 	dvc dag
 	snakemake -n results/all
+
+## lock: pin the environment's current versions into constraints.txt (after changing dependencies)
+lock:
+	{ echo "# Versions the tests and docs/results-*.md ran with: pip install -e '.[test]' -c constraints.txt"; \
+	  echo "# Regenerate with 'make lock'."; \
+	  $(BIN)/python -m pip freeze --exclude-editable; } > constraints.txt.tmp && mv constraints.txt.tmp constraints.txt
 
 clean-outputs:
 	rm -rf data/raw data/interim data/processed models results/all results/variants logs .snakemake
