@@ -36,10 +36,13 @@ dag: install
 	snakemake -n results/all
 
 ## lock: pin the environment's current versions into constraints.txt (after changing dependencies)
+# Each pin carries the Python version it was resolved on: other Pythons resolve freely.
 lock:
 	{ echo "# Versions the tests and docs/results-*.md ran with: pip install -e '.[test]' -c constraints.txt"; \
 	  echo "# Regenerate with 'make lock'."; \
-	  $(BIN)/python -m pip freeze --exclude-editable; } > constraints.txt.tmp && mv constraints.txt.tmp constraints.txt
+	  py=$$($(BIN)/python -c 'import sys; print("%d.%d" % sys.version_info[:2])'); \
+	  $(BIN)/python -m pip freeze --exclude-editable | sed "s/$$/ ; python_version == \"$$py\"/"; \
+	} > constraints.txt.tmp && mv constraints.txt.tmp constraints.txt
 
 clean-outputs:
 	rm -rf data/raw data/interim data/processed models results/all results/variants logs .snakemake
