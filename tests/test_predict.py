@@ -34,12 +34,15 @@ def cnn_dir(tmp_path_factory):
     folder.mkdir()
     cfg = {"name": "tiny_cnn", "kind": "cnn", "task": "binary", "filters": [4], "dense_units": 4}
     model = models.cnn(cfg, SIZE, 2, seed=0)
+    # Every kernel averages its inputs, so each unit carries the mean brightness b in [0, 1] and the
+    # score is sigmoid(8 b - 2).
     for layer in model.layers:
-        if layer.weights:  # kernel averages its inputs, bias centres the output near 0
+        if layer.weights:
             kernel, bias = layer.get_weights()
             fan_in = int(np.prod(kernel.shape[:-1]))
-            scale = 8.0 if layer.name == "output" else 1.0
-            layer.set_weights([np.full_like(kernel, scale / fan_in), np.full_like(bias, -2.0 if layer.name == "output" else 0.0)])
+            out = layer.name == "output"
+            layer.set_weights([np.full_like(kernel, (8.0 if out else 1.0) / fan_in),
+                               np.full_like(bias, -2.0 if out else 0.0)])
     model.save(folder / "model.keras")
     write_json(folder / "train.json", {"kind": "cnn", "config": cfg, "classes": ["benign", "malignant"],
                                        "input_size": SIZE, "variant": "tiny_cnn", "imagenet_weights": None})
