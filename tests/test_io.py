@@ -49,3 +49,23 @@ def test_keras_archive_made_reproducible(tmp_path):
         assert "date_saved" not in z.read("metadata.json").decode()
         assert z.read("config.json") == b'{"layers": [{"dtype": {"shared_object_id": 0}}, {"shared_object_id": 0}]}'
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".")]
+
+
+def test_temporaries_of_killed_writers_are_removed(tmp_path):
+    """kill -9 skips `finally`: the next writer of the same target removes what the dead one left,
+    and leaves a live writer's temporary and unrelated dot-folders alone."""
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    stale = [tmp_path / f".out.{dead_pid}.abcd1234.tmp", tmp_path / ".out.k2j4h5g6.tmp"]
+    live = tmp_path / f".out.{os.getpid()}.zzzz9999.tmp"
+    other = tmp_path / f".other.{dead_pid}.abcd1234.tmp"
+    for folder in (*stale, live, other):
+        (folder / "out").mkdir(parents=True)
+    with io.atomic_path(tmp_path / "out") as tmp:
+        tmp.write_text("new")
+    assert (tmp_path / "out").read_text() == "new"
+    assert not any(p.exists() for p in stale)
+    assert live.exists() and other.exists()
