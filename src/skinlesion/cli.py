@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 
-from .errors import PipelineError
+from .errors import PipelineError, storage_error
 
 # subcommand -> (module with `configure(parser)` and `run(args)`, one-line help)
 COMMANDS = {
@@ -24,6 +24,7 @@ COMMANDS = {
     "compare": ("skinlesion.commands.compare", "compare every evaluated variant in results/all"),
     "predict": ("skinlesion.commands.predict", "score new images with a trained variant"),
     "validate": ("skinlesion.commands.validate", "check params.yaml against its schema"),
+    "summary": ("skinlesion.commands.summary", "what the last run produced, and where its report is"),
 }
 
 
@@ -51,10 +52,19 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    from .quiet import cuda_probe_noise_filtered
+
     try:
-        return args._run(args) or 0
+        with cuda_probe_noise_filtered():
+            return args._run(args) or 0
     except PipelineError as exc:
         print(f"skinlesion {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # permission denied, read-only file system, disk full: one line, not a traceback
+        error = storage_error(exc)
+        if error is None:
+            raise
+        print(f"skinlesion {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"skinlesion {args.command}: interrupted; nothing half-written was left behind.", file=sys.stderr)

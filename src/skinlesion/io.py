@@ -11,28 +11,53 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+from .errors import PipelineError
+
 
 @contextlib.contextmanager
-def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(target: str | os.PathLike, within: str | os.PathLike | None = None) -> Iterator[Path]:
     """Yield a temporary sibling path; rename it onto `target` only if the block succeeds.
 
     Works for files and folders alike: whatever the block creates at the yielded path replaces
     `target` as a whole. On error the temporary is removed and `target` is left untouched.
+
+    With `within` (the output folder a name from outside is written into), a target that is not
+    strictly inside that folder, once `..` and links are resolved, is refused before anything is
+    created. A file never replaces a folder nor a folder a file: what is replaced is an earlier
+    output of the same kind, and nothing else is ever deleted.
     """
     target = Path(target)
+    if within is not None:
+        check_inside(target, within)
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(target)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent))
     work = tmp / target.name
     try:
         yield work
-        if target.is_dir() and not target.is_symlink():
+        if target.is_symlink():
+            target.unlink()  # the link itself, never what it points at
+        elif target.is_dir():
+            if not work.is_dir() or work.is_symlink():
+                raise PipelineError(f"{target} is a folder; refusing to replace it with a file. Move it away.")
             shutil.rmtree(target)
-        elif target.exists() or target.is_symlink():
-            target.unlink()
+        elif target.exists() and work.is_dir():
+            raise PipelineError(f"{target} is a file; refusing to replace it with a folder. Move it away.")
         os.replace(work, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_inside(target: str | os.PathLike, folder: str | os.PathLike) -> Path:
+    """`target` resolved, if it lies strictly inside `folder` (resolved); PipelineError otherwise."""
+    target, folder = Path(target), Path(folder)
+    root = folder.resolve()
+    if target.name in ("", ".", ".."):
+        raise PipelineError(f"refusing to write {str(target)!r}: not a file name inside {folder}")
+    resolved = target.parent.resolve() / target.name
+    if resolved == root or not resolved.is_relative_to(root):
+        raise PipelineError(f"refusing to write {str(target)!r}: it is outside the output folder {folder}")
+    return resolved
 
 
 def remove_stale_temporaries(target: str | os.PathLike) -> list[Path]:
@@ -66,8 +91,8 @@ def _alive(pid: str | None) -> bool:
     return True
 
 
-def write_text(path: str | os.PathLike, text: str) -> None:
-    with atomic_path(path) as tmp:
+def write_text(path: str | os.PathLike, text: str, within: str | os.PathLike | None = None) -> None:
+    with atomic_path(path, within) as tmp:
         tmp.write_text(text, encoding="utf-8")
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -24,12 +25,47 @@ from .errors import PipelineError
 FIRST_COLUMNS = ["isic_id", "attribution", "copyright_license"]
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
+# Names that come from outside (a server, a dataset folder) and become file names. Every source accepts an
+# image id only if it matches ISIC_ID whole (archive ids are ISIC_ + 7 digits; HAM10000 and the 2020 CSV use
+# the same; other local copies may use other letters, digits, _ and -): no dot, slash, NUL, newline or space,
+# at most 64 characters. A license becomes licenses/<slug>.txt only if it is such a slug.
+ISIC_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+LICENSE_SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+_-]{0,63}")
+
 LICENSE_TEXTS = {
     "CC-0": "CC0 1.0 Universal (public domain dedication). https://creativecommons.org/publicdomain/zero/1.0/\n",
     "CC-BY": "Creative Commons Attribution 4.0 International. https://creativecommons.org/licenses/by/4.0/\n",
     "CC-BY-NC": "Creative Commons Attribution-NonCommercial 4.0 International. "
     "https://creativecommons.org/licenses/by-nc/4.0/\n",
 }
+
+
+def id_problem(value) -> str | None:
+    """Why `value` cannot be an image id (None when it can): the one rule every source applies."""
+    if value is None or (isinstance(value, float) and value != value) or value == "":
+        return "missing isic_id"
+    if not isinstance(value, str) or not ISIC_ID.fullmatch(value):
+        return "bad isic_id"
+    return None
+
+
+def license_problem(value) -> str | None:
+    """Why `value` cannot be a copyright_license (None when it can, or when there is none)."""
+    if value is None or value == "" or (isinstance(value, float) and value != value):
+        return None
+    if not isinstance(value, str) or not LICENSE_SLUG.fullmatch(value) or ".." in value:
+        return "bad copyright_license"
+    return None
+
+
+def record_problem(record: Mapping) -> str | None:
+    """The reason a flat record is skipped (bad isic_id, bad copyright_license), or None."""
+    return id_problem(record.get("isic_id")) or license_problem(record.get("copyright_license"))
+
+
+def license_file_name(name: str) -> str | None:
+    """licenses/<name>.txt for a license slug; None for anything else (it is then not written)."""
+    return f"{name}.txt" if license_problem(name) is None and name else None
 
 
 def metadata_columns(records: Iterable[Mapping]) -> list[str]:
@@ -68,14 +104,19 @@ def write_attribution(records: Iterable[Mapping], path: str | os.PathLike) -> No
 
 
 def write_licenses(licenses: Iterable[str], folder: str | os.PathLike, texts: Mapping[str, str] | None = None) -> None:
-    """Write licenses/<name>.txt for each license in use; `texts` overrides the built-in summaries."""
+    """Write licenses/<name>.txt for each license in use; `texts` overrides the built-in summaries.
+
+    Every name must be a license slug (license_problem); the files land inside `folder` or not at all."""
     from .io import write_text
 
     texts = {**LICENSE_TEXTS, **(texts or {})}
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     for name in sorted(set(licenses)):
-        write_text(folder / f"{name}.txt", texts.get(name, f"{name}\n"))
+        file_name = license_file_name(name)
+        if file_name is None:  # the sources skip such records; never a path from outside
+            raise PipelineError(f"refusing to write a license file for {name!r}: not a license name")
+        write_text(folder / file_name, texts.get(name, f"{name}\n"), within=folder)
 
 
 def read_metadata(raw_dir: str | os.PathLike) -> pd.DataFrame:

@@ -2,14 +2,20 @@
 
 Every JSON call goes through `get_json`, which retries 429/503 (after Retry-After), 500/502/504 and network
 faults (with backoff), and fails at once with the server's message on 400 (bad query), 422 (bad cursor) and
-any other client error.
+any other client error. The server is not trusted: every body is read with a size cap (max_json_bytes) and a
+deadline, and paging stops with an error on a `next` link that repeats, does not advance, leaves the API's
+host, or goes past the pages the first page's count implies.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import threading
+import time
 from typing import Any, Iterator
+from urllib.parse import urlparse
 
 import requests
 
@@ -20,6 +26,8 @@ from .retry import NETWORK_ERRORS, RETRY_STATUSES, RetryPolicy, server_message, 
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = 100  # the API's maximum
+ERROR_BODY_BYTES = 64 * 1024  # of an error answer, only this much is read (for its message)
+PAGE_SLACK = 1  # pages beyond what the count implies (images added while paging)
 USER_AGENT = "skinlesion-isic/0.1 (+https://api.isic-archive.com)"
 
 
@@ -41,6 +49,8 @@ class IsicClient:
         self.timeout = (options.connect_timeout, options.read_timeout)
         self.stop = stop
         self.session = new_session()
+        self.max_json_bytes = options.max_json_bytes
+        self.deadline = options.file_deadline
 
     def close(self) -> None:
         self.session.close()
@@ -65,7 +75,10 @@ class IsicClient:
                 raise KeyboardInterrupt
             response = None
             try:
-                response = self.session.get(url, params=params, timeout=self.timeout)
+                response = self.session.get(url, params=params, timeout=self.timeout, stream=True)
+                with response:
+                    cap = self.max_json_bytes if response.ok else ERROR_BODY_BYTES
+                    read_capped(response, cap, self.deadline, truncate=not response.ok, what=what)
                 if response.ok:
                     return response
                 if response.status_code not in RETRY_STATUSES:
@@ -105,8 +118,8 @@ class IsicClient:
     def get_json(self, url: str, params: dict | None = None, *, what: str) -> Any:
         response = self.get(url, params, what=what)
         try:
-            return response.json()
-        except ValueError:
+            return json.loads(response.content)
+        except (ValueError, RecursionError):
             raise PipelineError(
                 f"the ISIC API sent something other than JSON for {what} ({response.url}): "
                 f"{response.text[:200]!r}. Is the API URL ({self.base}) right?"
@@ -127,17 +140,62 @@ class IsicClient:
     def search_pages(
         self, query: str, collections: tuple[int, ...], page_size: int | None = None
     ) -> Iterator[tuple[int | None, list[dict]]]:
-        """Yield (count, results) per page, following `next` until null; count is set on the first page only."""
+        """Yield (count, results) per page, following `next` until null; count is set on the first page only.
+
+        Stops with PipelineError on a `next` that was already visited, that leaves the API's scheme and host,
+        or that follows a page bringing no new image, and once past the pages the first page's count implies."""
         url: str | None = self.url("images/search/")
         params: dict | None = self.search_params(query, collections, page_size)
+        per_page = params["limit"]
+        visited: set[str] = set()
+        ids: set[str] = set()
+        max_pages: int | None = None
         page = 0
         while url:
+            if page:
+                self._check_next(url, visited, page, max_pages)
+            visited.add(url)
             body = self.get_json(url, params, what=f"image search page {page + 1}")
             if not isinstance(body, dict) or not isinstance(body.get("results"), list):
                 raise PipelineError(f"unexpected search answer from {url}: no 'results' list.")
-            yield (body.get("count") if page == 0 else None), body["results"]
-            url, params = body.get("next"), None  # `next` is absolute and carries every parameter
+            count = body.get("count") if page == 0 else None
+            if page == 0:
+                if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+                    raise PipelineError(f"unexpected search answer from {url}: 'count' is {count!r}, not a "
+                                        "whole number. Is the API URL right?")
+                max_pages = math.ceil(count / per_page) + PAGE_SLACK
+            results = body["results"]
+            new = {r.get("isic_id") for r in results if isinstance(r, dict) and isinstance(r.get("isic_id"), str)}
+            advanced = bool(new - ids)
+            ids |= new
+            following = body.get("next")
+            if following is not None and not isinstance(following, str):
+                raise PipelineError(f"unexpected search answer from {url}: 'next' is {following!r}.")
+            if following and not advanced:
+                raise PipelineError(
+                    f"the ISIC API's paging does not advance: page {page + 1} ({url}) brought no new image but "
+                    f"links to another page ({following[:200]}). Stopped; check the API URL."
+                )
+            yield count, results
+            url, params = following or None, None  # `next` is absolute and carries every parameter
             page += 1
+
+    def _check_next(self, url: str, visited: set[str], page: int, max_pages: int | None) -> None:
+        if url in visited:
+            raise PipelineError(
+                f"the ISIC API's paging repeats itself: page {page + 1}'s `next` link ({url[:200]}) was already "
+                "visited. Stopped; check the API URL."
+            )
+        base, there = urlparse(self.base), urlparse(url)
+        if there.scheme != base.scheme or there.netloc != base.netloc:
+            raise PipelineError(
+                f"the ISIC API's `next` link leaves the API ({url[:200]}; the API is {self.base}). Stopped."
+            )
+        if max_pages is not None and page >= max_pages:
+            raise PipelineError(
+                f"the ISIC API's paging goes on past the {max_pages} page(s) its count implies; stopped at page "
+                f"{page + 1}. Check the API URL."
+            )
 
     def search_count(self, query: str, collections: tuple[int, ...]) -> int:
         for count, _ in self.search_pages(query, collections, page_size=1):
@@ -154,6 +212,10 @@ class IsicClient:
             raise PipelineError(f"unexpected answer from images/search/size/: {body!r}") from None
 
     def image(self, isic_id: str) -> dict:
+        from ...raw_layout import id_problem
+
+        if id_problem(isic_id):
+            raise PipelineError(f"{isic_id!r} is not an image id (ISIC_ and digits, e.g. ISIC_0015719).")
         return self.get_json(self.url(f"images/{isic_id}/"), what=f"image {isic_id}")
 
     def license_text(self, name: str) -> str:
@@ -161,7 +223,32 @@ class IsicClient:
         response = self.get(
             self.url(f"zip-download/license-file/{name}/"), what=f"license {name}", retries=min(2, self.policy.retries)
         )
-        text = response.text
+        text = response.content.decode("utf-8", errors="replace")
         if not text.strip():
             raise PipelineError(f"empty license text for {name}")
         return text if text.endswith("\n") else text + "\n"
+
+
+def read_capped(response: requests.Response, cap: int, deadline: float, *, truncate: bool, what: str) -> bytes:
+    """Read a streamed body into response._content: at most `cap` bytes (more: PipelineError, or cut when
+    `truncate`), within `deadline` seconds (else a TimeoutError, retried like a network fault)."""
+    length = response.headers.get("Content-Length")
+    if not truncate and length and length.isdigit() and int(length) > cap:
+        raise PipelineError(f"the ISIC API's answer for {what} is {length} bytes, over data.isic.max_json_bytes "
+                            f"({cap}); refused ({response.url}).")
+    started = time.monotonic()
+    parts, have = [], 0
+    for chunk in response.iter_content(64 * 1024):
+        parts.append(chunk)
+        have += len(chunk)
+        if have > cap:
+            if truncate:
+                break
+            raise PipelineError(f"the ISIC API's answer for {what} goes past data.isic.max_json_bytes ({cap} "
+                                f"bytes); refused ({response.url}).")
+        if time.monotonic() - started > deadline:
+            raise TimeoutError(f"answer not complete after {deadline:.0f} s (data.isic.file_deadline)")
+    body = b"".join(parts)[: cap if truncate else None]
+    response._content = body
+    response._content_consumed = True
+    return body

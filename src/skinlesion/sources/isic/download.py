@@ -9,8 +9,12 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import shutil
+import socket
+import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -41,10 +45,14 @@ class Outcome:
 
 
 def jobs_for(records: list[dict], images: Path, thumbnails: bool) -> list[Job]:
+    from ...io import check_inside
+
     jobs = []
     for record in records:
         url, size = file_info(record, thumbnails)
-        jobs.append(Job(str(record["isic_id"]), url, size, images / file_name(record, thumbnails)))
+        dest = images / file_name(record, thumbnails)
+        check_inside(dest, images)  # file_name admits only ISIC_ID names; this is the second lock on the door
+        jobs.append(Job(str(record["isic_id"]), url, size, dest))
     return jobs
 
 
@@ -80,25 +88,56 @@ def human(n: float) -> str:
 
 @contextlib.contextmanager
 def exclusive(folder: Path) -> Iterator[None]:
-    """One download per folder at a time (two would fight over the same .part files)."""
+    """One download per folder at a time (two would fight over the same .part files).
+
+    The lock is an flock on .isic-download.lock, which the kernel releases when its process ends, however
+    it ends: a lock file left by a dead process never blocks. The holder writes who it is into the file, so
+    a refused download can say who holds the lock."""
     try:
         import fcntl
     except ImportError:  # not POSIX: no lock
         yield
         return
     path = folder / LOCK_NAME
-    with open(path, "a+") as fh:
+    while True:
+        fh = open(path, "a+")
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
+            fh.close()
             raise PipelineError(
-                f"another download is writing into {folder} right now; wait for it or choose another --out."
+                f"another download ({lock_holder(path)}) is writing into {folder} right now; wait for it to "
+                "finish or stop it, or choose another --out."
             ) from None
-        try:
-            yield
-        finally:
-            path.unlink(missing_ok=True)
-            fcntl.flock(fh, fcntl.LOCK_UN)
+        try:  # a holder that just finished unlinked the file we opened: lock the one that is there now
+            same = os.fstat(fh.fileno()).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        fh.close()
+    try:
+        fh.seek(0)
+        fh.truncate()
+        fh.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                             "started": time.strftime("%Y-%m-%d %H:%M:%S"), "command": " ".join(sys.argv)[:300]}))
+        fh.flush()
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        fh.close()
+
+
+def lock_holder(path: Path) -> str:
+    """Who holds the download lock, as its holder wrote it: 'pid 123 on host, since ...: command'."""
+    try:
+        info = json.loads(path.read_text(encoding="utf-8")[:2000])
+        text = f"pid {int(info['pid'])} on {str(info.get('host'))[:80]}, since {str(info.get('started'))[:40]}"
+        command = str(info.get("command") or "")[:200]
+        return f"{text}: {command}" if command else text
+    except (OSError, ValueError, TypeError, KeyError):
+        return "a process that has not said who it is yet"
 
 
 def check_same_kind(folder: Path, options: Options) -> None:
@@ -122,6 +161,7 @@ def summary_of(options: Options, selection: Selection, total_bytes: int, license
         "matched": selection.matched,
         "selected": len(selection),
         "per_class": selection.per_class,
+        "skipped": selection.skipped,
         "bytes": total_bytes,
     }
     if licenses is not None:
@@ -166,6 +206,12 @@ def download(
             log.info("isic: selecting from %s (%s)", options.api_url, describe(options))
             selection = select(client, options, progress)
             if not selection.records:
+                if selection.skipped:
+                    reasons = ", ".join(f"{n} {reason}" for reason, n in selection.skipped.items())
+                    raise PipelineError(
+                        f"the selection has no usable images ({describe(options)}): every record the archive sent "
+                        f"was refused ({reasons}). Check the API URL and data.isic.allowed_hosts."
+                    )
                 raise PipelineError(
                     f"the selection matched no images ({describe(options)}). Check the query and the collection "
                     "ids (e.g. 70 = 2020 challenge training set); try --dry-run to see counts."
@@ -183,6 +229,9 @@ def download(
             (options.connect_timeout, options.read_timeout),
             options.workers,
             stop,
+            max_body_bytes=options.max_body_bytes,
+            max_attempts=options.max_attempts,
+            file_deadline=options.file_deadline,
         )
         report = downloader.run(jobs, progress)
     wanted = {j.dest.name for j in jobs}

@@ -11,6 +11,8 @@ from typing import Any, Mapping
 from ...errors import PipelineError
 
 DEFAULT_API_URL = "https://api.isic-archive.com/api/v2"
+# The archive serves its files from its own S3 bucket (../shared/isic-api.md); file URLs elsewhere are refused.
+DEFAULT_ALLOWED_HOSTS = ("isic-archive.s3.amazonaws.com",)
 ENV_API_URL = "ISIC_API_URL"
 CLASSES = ("benign", "malignant", "indeterminate")  # diagnosis_1, lower-cased
 
@@ -29,6 +31,12 @@ class Options:
     read_timeout: float = 15.0
     backoff: float = 1.0  # first retry waits about this long, doubling each time (with jitter)
     max_backoff: float = 60.0
+    # what an untrusted server can make us do (docs/security.md)
+    allowed_hosts: tuple[str, ...] = DEFAULT_ALLOWED_HOSTS  # file hosts besides the API's own
+    max_body_bytes: int = 100 * 1024**2  # a file without a stated size; a stated size above this is refused
+    max_json_bytes: int = 16 * 1024**2  # one JSON answer
+    max_attempts: int = 50  # requests per file in all, whatever each one brought
+    file_deadline: float = 900.0  # seconds per file, all attempts together (and per JSON answer)
 
     @property
     def caps(self) -> dict[str, int]:
@@ -62,6 +70,22 @@ def resolve_api_url(configured: str | None, env: Mapping[str, str] | None = None
         source = ENV_API_URL if env.get(ENV_API_URL) else "the api_url setting"
         raise PipelineError(f"{source} must be an http(s) URL such as {DEFAULT_API_URL}, got {url!r}.")
     return url.rstrip("/")
+
+
+def parse_hosts(value: Any) -> tuple[str, ...]:
+    """["a.example", "b.example"] or "a.example,b.example" -> lower-case host names."""
+    if value is None:
+        return DEFAULT_ALLOWED_HOSTS
+    items = value.split(",") if isinstance(value, str) else list(value)
+    hosts = []
+    for item in items:
+        host = str(item).strip().lower().rstrip(".")
+        if not host:
+            continue
+        if "/" in host or ":" in host or " " in host:
+            raise PipelineError(f"allowed_hosts takes host names such as isic-archive.s3.amazonaws.com, got {item!r}.")
+        hosts.append(host)
+    return tuple(dict.fromkeys(hosts))
 
 
 def parse_collections(value: Any) -> tuple[int, ...]:
@@ -148,4 +172,9 @@ def from_config(cfg: Mapping[str, Any] | None, env: Mapping[str, str] | None = N
         read_timeout=_positive("read_timeout", cfg.get("read_timeout", defaults.read_timeout), float, 0.001),
         backoff=_positive("backoff", cfg.get("backoff", defaults.backoff), float, 0),
         max_backoff=_positive("max_backoff", cfg.get("max_backoff", defaults.max_backoff), float, 0),
+        allowed_hosts=parse_hosts(cfg.get("allowed_hosts")),
+        max_body_bytes=_positive("max_body_bytes", cfg.get("max_body_bytes", defaults.max_body_bytes)),
+        max_json_bytes=_positive("max_json_bytes", cfg.get("max_json_bytes", defaults.max_json_bytes)),
+        max_attempts=_positive("max_attempts", cfg.get("max_attempts", defaults.max_attempts)),
+        file_deadline=_positive("file_deadline", cfg.get("file_deadline", defaults.file_deadline), float, 0.001),
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import posixpath
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Mapping
 from urllib.parse import urlparse
@@ -17,6 +18,7 @@ from urllib.parse import urlparse
 from tqdm.auto import tqdm
 
 from ...errors import PipelineError
+from ...raw_layout import id_problem, license_problem
 from .client import IsicClient
 from .options import Options
 
@@ -30,6 +32,7 @@ class Selection:
     records: list[dict]
     matched: int | None = None  # what the query and collections match before limit/caps (first page count)
     per_class: dict[str, int] = field(default_factory=dict)
+    skipped: dict[str, int] = field(default_factory=dict)  # records refused, by reason
 
     def __len__(self) -> int:
         return len(self.records)
@@ -57,10 +60,60 @@ def file_name(record: Mapping, thumbnails: bool) -> str:
     ext = posixpath.splitext(urlparse(url).path)[1].lower()
     if ext not in (".jpg", ".jpeg", ".png"):
         ext = ".jpg"
-    isic_id = str(record["isic_id"])
-    if not isic_id or "/" in isic_id or isic_id.startswith("."):
-        raise PipelineError(f"refusing an unsafe isic_id from the API: {isic_id!r}")
+    isic_id = record["isic_id"]
+    if id_problem(isic_id):
+        raise PipelineError(f"refusing an unsafe isic_id from the API: {str(isic_id)[:80]!r}")
     return isic_id + ext
+
+
+def url_problem(url, api_url: str, allowed_hosts) -> str | None:
+    """Why a file URL from a record is refused: not http(s), or not on the API's host or an allowed host."""
+    if not isinstance(url, str) or not url:
+        return "no file URL"
+    try:
+        parts = urlparse(url)
+        host = (parts.hostname or "").lower().rstrip(".")
+    except ValueError:
+        return "unreadable file URL"
+    if parts.scheme not in ("http", "https"):
+        return f"unsupported URL scheme {parts.scheme[:20]!r} (http/https only)" if parts.scheme else "file URL not absolute"
+    api_host = (urlparse(api_url).hostname or "").lower()
+    if host != api_host and host not in allowed_hosts:
+        return "file host not allowed (data.isic.allowed_hosts)"
+    return None
+
+
+def record_problem(record, options: Options) -> str | None:
+    """Why a search result is skipped (None when it is usable): anything that would become a path, a URL
+    or a byte count is checked here, before it is used."""
+    if not isinstance(record, dict):
+        return "record not a JSON object"
+    problem = id_problem(record.get("isic_id")) or license_problem(record.get("copyright_license"))
+    if problem:
+        return problem
+    if record.get("attribution") is not None and not isinstance(record["attribution"], str):
+        return "bad attribution"
+    metadata = record.get("metadata")
+    if metadata is not None and (
+        not isinstance(metadata, dict)
+        or any(not isinstance(metadata.get(k) or {}, dict) for k in ("acquisition", "clinical"))
+    ):
+        return "bad metadata"
+    kind = options.file_kind
+    files = record.get("files")
+    info = files.get(kind) if isinstance(files, dict) else None
+    if not isinstance(info, dict) or not info.get("url"):
+        return f"no files.{kind}.url"
+    problem = url_problem(info["url"], options.api_url, options.allowed_hosts)
+    if problem:
+        return problem
+    size = info.get("size")
+    if size is not None:
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            return f"bad files.{kind}.size"
+        if size > options.max_body_bytes:
+            return f"files.{kind}.size over data.isic.max_body_bytes"
+    return None
 
 
 def flatten(record: Mapping) -> dict:
@@ -79,7 +132,8 @@ def capped_query(query: str, cls: str) -> str:
     return f"({query}) AND {term}" if query else term
 
 
-def _collect(client: IsicClient, query: str, collections, want: int | None, bar, seen: set) -> tuple[list[dict], int | None]:
+def _collect(client: IsicClient, query: str, collections, want: int | None, bar, seen: set,
+             options: Options, skipped: Counter) -> tuple[list[dict], int | None]:
     records: list[dict] = []
     matched = None
     pages = client.search_pages(query, collections, page_size=want)
@@ -90,8 +144,14 @@ def _collect(client: IsicClient, query: str, collections, want: int | None, bar,
                 bar.total = (bar.total or 0) + (min(matched, want) if want else matched)
                 bar.refresh()
         for record in results:
-            isic_id = record.get("isic_id")
-            if not isic_id or isic_id in seen:
+            problem = record_problem(record, options)
+            if problem:
+                skipped[problem] += 1
+                shown = str(record.get("isic_id"))[:80] if isinstance(record, dict) else "?"
+                log.debug("isic: skipped a record (%s): isic_id %r", problem, shown)
+                continue
+            isic_id = record["isic_id"]
+            if isic_id in seen:
                 continue
             seen.add(isic_id)
             records.append(record)
@@ -107,16 +167,19 @@ def select(client: IsicClient, options: Options, progress: bool | None = None) -
     disable = None if progress is None else not progress
     with tqdm(desc="metadata", unit=" img", total=0, disable=disable, leave=False) as bar:
         seen: set[str] = set()
+        skipped: Counter = Counter()
         caps = options.caps
         if not caps:
-            records, matched = _collect(client, options.query, options.collections, options.limit, bar, seen)
+            records, matched = _collect(client, options.query, options.collections, options.limit, bar, seen,
+                                        options, skipped)
         else:
             records, matched = [], 0
             for cls, cap in caps.items():
                 want = min(cap, options.limit) if options.limit else cap
                 if want == 0:
                     continue
-                found, count = _collect(client, capped_query(options.query, cls), options.collections, want, bar, seen)
+                found, count = _collect(client, capped_query(options.query, cls), options.collections, want, bar,
+                                        seen, options, skipped)
                 # trust the record over the query: keep only what really is of this class
                 kept = [r for r in found if record_class(r) == cls]
                 if len(kept) < len(found):
@@ -130,7 +193,11 @@ def select(client: IsicClient, options: Options, progress: bool | None = None) -
     for record in records:
         key = record_class(record) or "unknown"
         per_class[key] = per_class.get(key, 0) + 1
-    return Selection(records=records, matched=matched, per_class=dict(sorted(per_class.items())))
+    if skipped:
+        log.warning("isic: %d record(s) skipped: %s", sum(skipped.values()),
+                    ", ".join(f"{n} {reason}" for reason, n in sorted(skipped.items())))
+    return Selection(records=records, matched=matched, per_class=dict(sorted(per_class.items())),
+                     skipped=dict(sorted(skipped.items())))
 
 
 def describe(options: Options) -> str:

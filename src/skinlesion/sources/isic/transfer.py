@@ -5,6 +5,12 @@ complete (its size equals the size the archive states). A `.part` left by an int
 with an HTTP Range request when the server answers 206, and restarted when it answers 200. So whatever
 stops a run (Ctrl-C, kill -9, network loss), the next run fetches only what is missing or incomplete and
 no truncated file ever carries a final name.
+
+The server is not trusted: a body is never written past the size the record states (more is a fault: the
+.part is dropped, the file retried, then reported failed), a file without a stated size is capped at
+max_body_bytes, and each file has max_attempts requests and file_deadline seconds in all, however much each
+attempt brought. A write that fails for lack of permission or space stops the whole download at once
+(errors.StorageError): no retry and no rerun can fix it.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from typing import Iterator
 import requests
 from tqdm.auto import tqdm
 
-from ...errors import PipelineError
+from ...errors import PipelineError, storage_error
 from .client import new_session
 from .retry import NETWORK_ERRORS, RETRY_STATUSES, RetryPolicy, server_message, sleep
 
@@ -137,7 +143,13 @@ class Downloader:
         timeout: tuple[float, float],
         workers: int,
         stop: threading.Event | None = None,
+        max_body_bytes: int = 100 * 1024**2,
+        max_attempts: int = 50,
+        file_deadline: float = 900.0,
     ):
+        self.max_body_bytes = max_body_bytes
+        self.max_attempts = max_attempts
+        self.file_deadline = file_deadline
         self.policy = policy
         self.timeout = timeout
         self.workers = max(1, workers)
@@ -169,13 +181,14 @@ class Downloader:
         failures = 0
         problem = ""
         best = _part_size(job)  # progress = the partial file grew past anything it had before
+        deadline = time.monotonic() + self.file_deadline
         while True:
             if self.stop.is_set():
                 raise KeyboardInterrupt
             result.attempts += 1
             response = None
             try:
-                outcome, response = self._attempt(job, result)
+                outcome, response = self._attempt(job, result, deadline)
                 if outcome == "done":
                     result.status = "done"
                     return result
@@ -186,6 +199,9 @@ class Downloader:
             except NETWORK_ERRORS as exc:
                 problem = f"{type(exc).__name__}: {_short(exc)}"
             except OSError as exc:  # disk full, permissions: retrying will not help
+                fatal = storage_error(exc)
+                if fatal is not None:
+                    raise fatal from None
                 result.error = f"could not write {job.part}: {exc}"
                 return result
             size = _part_size(job)
@@ -196,11 +212,17 @@ class Downloader:
             if failures > self.policy.retries:
                 result.error = f"{problem} (gave up after {result.attempts} attempts)"
                 return result
+            if result.attempts >= self.max_attempts:
+                result.error = f"{problem} (gave up: {result.attempts} attempts, data.isic.max_attempts)"
+                return result
+            if time.monotonic() >= deadline:
+                result.error = f"{problem} (gave up after {self.file_deadline:g} s, data.isic.file_deadline)"
+                return result
             wait = self.policy.delay(failures, response) if not progressed else 0.0
             log.debug("%s: %s; retrying in %.2f s", job.isic_id, problem, wait)
             sleep(wait, self.stop)
 
-    def _attempt(self, job: Job, result: Result) -> tuple[str, requests.Response | None]:
+    def _attempt(self, job: Job, result: Result, deadline: float) -> tuple[str, requests.Response | None]:
         have = _part_size(job)
         if job.size is not None and have > job.size:  # cannot be a prefix of the file: start over
             job.part.unlink()
@@ -223,6 +245,8 @@ class Downloader:
             if status not in (200, 206):
                 raise _Fatal(f"HTTP {status} {server_message(response)[:200]}")
             length = response.headers.get("Content-Length")
+            if length is not None and not length.strip().isdigit():
+                return f"unreadable Content-Length {length[:40]!r}", response
             if status == 200 and job.size is not None and length is not None and int(length) != job.size:
                 return f"server sends {length} bytes but the record says {job.size}", response
             mode = "wb"
@@ -240,15 +264,26 @@ class Downloader:
                 self._add(-have)
                 have = 0
             expected = job.size if job.size is not None else (have + int(length) if length else None)
+            cap = expected if expected is not None else self.max_body_bytes  # never a byte past this
+            if cap > self.max_body_bytes:
+                raise _Fatal(f"the server announces {cap} bytes, over data.isic.max_body_bytes ({self.max_body_bytes})")
             with open(job.part, mode) as fh:
                 try:
                     for chunk in _chunks(response):
                         if self.stop.is_set():
                             raise KeyboardInterrupt
+                        if have + len(chunk) > cap:
+                            fh.close()
+                            job.part.unlink(missing_ok=True)
+                            self._add(-have)
+                            what = "the stated size" if expected is not None else "data.isic.max_body_bytes"
+                            return f"body longer than {what} ({cap} bytes); partial file dropped", response
                         fh.write(chunk)
                         result.bytes += len(chunk)
                         have += len(chunk)
                         self._add(len(chunk))
+                        if time.monotonic() >= deadline:
+                            return f"file not complete after {self.file_deadline:g} s (data.isic.file_deadline)", response
                 except NETWORK_ERRORS as exc:
                     return f"body cut short: connection lost after {have} of {expected} bytes ({type(exc).__name__})", response
                 fh.flush()
