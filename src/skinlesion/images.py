@@ -4,6 +4,10 @@
     data/processed/shards/index.parquet         isic_id, shard, row, split, label, label_multiclass, group
     data/processed/shards/unreadable.csv        images that could not be decoded (excluded, with the error)
     data/processed/shards/summary.json
+
+Images are untrusted: one whose header states more than images.max_pixels pixels is not decoded (a few
+bytes can announce gigapixels) and is quarantined in unreadable.csv with its reason, like any image the
+decoder rejects.
 """
 
 from __future__ import annotations
@@ -23,11 +27,25 @@ from .io import atomic_path, write_json
 
 log = logging.getLogger(__name__)
 INDEX_COLUMNS = ["isic_id", "split", "label", "label_multiclass", "group"]
+DEFAULT_MAX_PIXELS = 40_000_000  # images.max_pixels: 6000 x 4000 archive images fit with room to spare
 
 
-def load_image(path: str | os.PathLike, size: int) -> np.ndarray:
-    """One image -> (size, size, 3) uint8. JPEGs are decoded at a reduced scale when that suffices."""
+class TooManyPixels(ValueError):
+    pass
+
+
+def load_image(path: str | os.PathLike, size: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """One image -> (size, size, 3) uint8. JPEGs are decoded at a reduced scale when that suffices.
+
+    Raises TooManyPixels, before decoding, for an image of more than `max_pixels` pixels."""
+    # Pillow's own bomb check (a warning, then an error at twice its limit) must not undercut ours
+    if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = max_pixels
     with Image.open(path) as image:
+        width, height = image.size
+        if width * height > max_pixels:
+            raise TooManyPixels(f"{width}x{height} = {width * height} pixels, over images.max_pixels ({max_pixels}); "
+                                "not decoded")
         # draft() lets libjpeg decode at 1/2, 1/4 or 1/8 scale: far cheaper than a full decode of a
         # 6000x4000 file; it never goes below the requested size, so quality is kept.
         image.draft("RGB", (size, size))
@@ -36,10 +54,10 @@ def load_image(path: str | os.PathLike, size: int) -> np.ndarray:
         return np.asarray(image, dtype=np.uint8)
 
 
-def _load(task: tuple[str, int]) -> tuple[np.ndarray | None, str | None]:
-    path, size = task
+def _load(task: tuple[str, int, int]) -> tuple[np.ndarray | None, str | None]:
+    path, size, max_pixels = task
     try:
-        return load_image(path, size), None
+        return load_image(path, size, max_pixels), None
     except Exception as exc:  # any decoder error: the image is reported, not fatal
         return None, f"{type(exc).__name__}: {exc}"
 
@@ -51,7 +69,8 @@ def run(table_path: str | os.PathLike, raw_dir: str | os.PathLike, out: str | os
     size, shard_size, workers = cfg["size"], cfg.get("shard_size", 512), cfg.get("workers", 1)
     table = load(table_path)
     paths = [str(Path(raw_dir) / "images" / name) for name in table["image"]]
-    tasks = [(p, size) for p in paths]
+    max_pixels = cfg.get("max_pixels", DEFAULT_MAX_PIXELS)
+    tasks = [(p, size, max_pixels) for p in paths]
 
     index_rows, unreadable, buffer, shard = [], [], [], 0
     with atomic_path(out) as tmp:

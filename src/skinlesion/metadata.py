@@ -53,6 +53,9 @@ def build(raw_dir: str | os.PathLike, params: dict) -> tuple[pd.DataFrame, dict]
             log.info("metadata: dropped %d row(s): %s", count, reason)
         frame = frame.loc[~mask]
 
+    drop(frame["isic_id"].map(raw_layout.id_problem).notna(), "missing or bad isic_id")
+    conflicts = conflicting_ids(frame)
+    drop(frame["isic_id"].isin(conflicts), "duplicate isic_id with conflicting labels")
     drop(frame["isic_id"].duplicated(keep="first"), "duplicate isic_id")
     drop(~frame["isic_id"].isin(images), "no image file in raw/images")
     frame["image"] = frame["isic_id"].map(lambda i: images[i].name)
@@ -86,8 +89,28 @@ def build(raw_dir: str | os.PathLike, params: dict) -> tuple[pd.DataFrame, dict]
         "imputation_means_train": means,
         "counts": counts(frame),
         "groups": int(frame["group"].nunique()),
+        "groups_merged": splits.merged_groups(frame),
+        "conflicts": conflicts[:100],
     }
     return frame, summary
+
+
+LABEL_FIELDS = ("diagnosis_1", "diagnosis_2", "diagnosis_3")
+
+
+def conflicting_ids(frame: pd.DataFrame) -> list[str]:
+    """isic_ids that appear more than once with different labels (diagnosis_1..3): which row is right
+    cannot be told, so none is kept."""
+    repeated = frame[frame["isic_id"].duplicated(keep=False)]
+    if repeated.empty:
+        return []
+    labels_ = repeated[list(LABEL_FIELDS)].astype("string").fillna("")
+    distinct = labels_.groupby(repeated["isic_id"]).nunique().max(axis=1)
+    ids = sorted(distinct.index[distinct > 1].astype(str))
+    if ids:
+        log.warning("metadata: %d isic_id(s) appear with conflicting labels, all their rows dropped (e.g. %s)",
+                    len(ids), ", ".join(ids[:5]))
+    return ids
 
 
 def impute(frame: pd.DataFrame, columns: list[str]) -> dict:
@@ -117,8 +140,9 @@ def run(raw_dir: str | os.PathLike, out: str | os.PathLike, params: dict) -> dic
     with atomic_path(out) as tmp:
         frame.to_parquet(tmp, index=False)
     write_json(Path(out).with_name(Path(out).stem + "_summary.json"), summary)
-    log.info("metadata: %d of %d rows kept, %d groups; per split: %s", summary["rows_out"],
-             summary["rows_in"], summary["groups"], summary["counts"]["binary"])
+    log.info("metadata: %d of %d rows kept, %d groups (%d merged through shared patient/lesion ids); per split: %s",
+             summary["rows_out"], summary["rows_in"], summary["groups"], summary["groups_merged"],
+             summary["counts"]["binary"])
     return summary
 
 

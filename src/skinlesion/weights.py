@@ -61,8 +61,15 @@ def resolve(backbone: str, explicit: str | None, size: int, allow_random: bool) 
         path = Path(explicit).expanduser()
         if path.is_file():
             return Weights(str(path.resolve()), f"ImageNet weights from {explicit}")
-        log.warning("weights: train.weights.%s = %s does not exist; trying the Keras cache", backbone, explicit)
     cached = _cache_dir() / keras_cache_file(backbone, size)
+    if explicit:
+        if not cached.is_file():  # a set path that does not exist is a mistake: say so, download nothing
+            raise PipelineError(
+                f"train.weights.{backbone} is {explicit}, which does not exist (resolved to "
+                f"{Path(explicit).expanduser().resolve()}). Fix the path, or set it to null to use the Keras cache "
+                "or a download."
+            )
+        log.warning("weights: train.weights.%s = %s does not exist; using the Keras cache", backbone, explicit)
     if cached.is_file():
         return Weights("imagenet", f"ImageNet weights from the Keras cache ({cached})")
     if os.environ.get("SKINLESION_OFFLINE") != "1" and _download(backbone, size):

@@ -25,7 +25,6 @@ from collections import Counter
 
 import logging
 import os
-import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +33,10 @@ import numpy as np
 import pandas as pd
 
 from ..errors import PipelineError
-from ..raw_layout import IMAGE_SUFFIXES, LICENSE_TEXTS, write_attribution, write_licenses, write_metadata_csv
+from ..raw_layout import (
+    IMAGE_SUFFIXES, LICENSE_TEXTS, license_problem, record_problem, write_attribution, write_licenses,
+    write_metadata_csv,
+)
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +122,7 @@ RETIRED = ("benign_malignant", "diagnosis", "target", "anatom_site_general", "an
 ISIC2020_ATTRIBUTION = "ISIC 2020 Challenge Dataset, International Skin Imaging Collaboration"
 ISIC2020_LICENSE = "CC-BY-NC"
 SITES_1 = ("Head and neck", "Trunk", "Upper extremity", "Lower extremity", "Anogenital region")
-_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+MAX_LICENSE_CHARS = 1_000_000  # of a license file carried over from the dataset folder
 _MISSING = {"", "nan", "NaN", "NA", "N/A", "null", "None"}
 
 
@@ -459,23 +461,37 @@ def normalise(row: dict, loaded: Loaded) -> dict:
 # rows <-> images, limit, output
 
 
+LABEL_FIELDS = ("diagnosis_1", "diagnosis_2", "diagnosis_3")
+
+
 def match(loaded: Loaded) -> tuple[list[dict], dict]:
-    """Rows that have an image (first row per isic_id); counts of everything that did not match."""
-    kept, seen = [], set()
-    no_image, duplicates, invalid = [], 0, []
+    """Rows that have an image (one row per isic_id); counts of everything that did not match.
+
+    A row whose isic_id or copyright_license could not safely be a file name is skipped with its reason.
+    Repeated rows of one isic_id: the first is kept when they agree on the labels (diagnosis_1..3); when they
+    disagree, which is right cannot be told, and the id is excluded as a conflict."""
+    by_id: dict[str, list[dict]] = {}
+    skipped: Counter = Counter()
+    invalid = []
     for rec in loaded.records:
-        isic_id = rec.get("isic_id")
-        if not isic_id or not _SAFE_ID.match(isic_id):
-            invalid.append(isic_id)
+        problem = record_problem(rec)
+        if problem:
+            skipped[problem] += 1
+            invalid.append(rec.get("isic_id"))
             continue
-        if isic_id in seen:
-            duplicates += 1
-            continue
-        seen.add(isic_id)
+        by_id.setdefault(rec["isic_id"], []).append(rec)
+    kept, no_image, conflicts, duplicates = [], [], [], 0
+    for isic_id, rows in by_id.items():
+        if len(rows) > 1:
+            if len({tuple(r.get(k) for k in LABEL_FIELDS) for r in rows}) > 1:
+                conflicts.append(isic_id)
+                continue
+            duplicates += len(rows) - 1
         if isic_id in loaded.images:
-            kept.append(rec)
+            kept.append(rows[0])
         else:
             no_image.append(isic_id)
+    seen = set(by_id)
     orphans = sorted(set(loaded.images) - seen)
     if no_image:
         log.warning("local: %d metadata row(s) have no image, skipped (e.g. %s)", len(no_image),
@@ -485,16 +501,22 @@ def match(loaded: Loaded) -> tuple[list[dict], dict]:
                     ", ".join(orphans[:5]))
     if duplicates:
         log.warning("local: %d duplicate metadata row(s) for an isic_id, first one kept", duplicates)
+    if conflicts:
+        log.warning("local: %d isic_id(s) have rows with conflicting labels, excluded (e.g. %s)", len(conflicts),
+                    ", ".join(sorted(conflicts)[:5]))
     if invalid:
-        log.warning("local: %d row(s) with a missing or unusable image id skipped (e.g. %s)", len(invalid),
-                    ", ".join(map(str, invalid[:5])))
+        log.warning("local: %d row(s) skipped: %s (e.g. %s)", len(invalid),
+                    ", ".join(f"{n} {reason}" for reason, n in sorted(skipped.items())),
+                    ", ".join(repr(str(i)[:40]) for i in invalid[:5]))
     counts = {
         "rows": len(loaded.records),
         "images_found": len(loaded.images),
         "rows_without_image": len(no_image),
         "images_without_row": len(orphans),
         "duplicate_rows": duplicates,
-        "invalid_ids": len(invalid),
+        "conflicting_ids": sorted(conflicts)[:100],
+        "invalid_ids": skipped["missing isic_id"] + skipped["bad isic_id"],
+        "skipped": dict(sorted(skipped.items())),
     }
     return sorted(kept, key=lambda r: r["isic_id"]), counts
 
@@ -595,6 +617,8 @@ def write(records: list[dict], loaded: Loaded, out: Path) -> None:
     texts = {}
     if loaded.licenses_dir is not None:
         for p in sorted(loaded.licenses_dir.glob("*.txt")):
-            texts[p.stem] = p.read_text(encoding="utf-8", errors="replace")
+            if license_problem(p.stem) is None and p.is_file():  # a name that is a license slug, nothing else
+                with open(p, encoding="utf-8", errors="replace") as fh:
+                    texts[p.stem] = fh.read(MAX_LICENSE_CHARS)
     in_use = {r["copyright_license"] for r in records if r.get("copyright_license")}
     write_licenses(sorted(in_use | set(texts)), out / "licenses", texts={**LICENSE_TEXTS, **texts})
