@@ -2,7 +2,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-CORES ?= 8
+# Jobs in parallel: every core of this machine (`make run CORES=2` for fewer).
+CORES ?= $(shell nproc 2>/dev/null || sysctl -n hw.ncpu 2>/dev/null || echo 2)
 # The exact versions the tests and the measured results ran with (`make lock` rewrites it);
 # `make install CONSTRAINTS=` installs the newest versions pyproject.toml allows instead.
 CONSTRAINTS ?= constraints.txt
@@ -20,9 +21,9 @@ $(BIN)/skinlesion: pyproject.toml $(wildcard $(CONSTRAINTS))
 install: $(BIN)/skinlesion
 
 ## run: the whole pipeline on params.yaml (default: the embedded synthetic dataset, offline)
+# (Snakemake's onsuccess prints the summary: the best variant, random-weights warnings, the report.)
 run: install
 	snakemake --cores $(CORES) results/all
-	@echo "Open results/all/index.html"
 
 ## test: the test suite (unit, end-to-end snakemake + dvc runs, pipeline checks)
 test: install
@@ -45,4 +46,4 @@ lock:
 	} > constraints.txt.tmp && mv constraints.txt.tmp constraints.txt
 
 clean-outputs:
-	rm -rf data/raw data/interim data/processed models results/all results/variants logs .snakemake
+	rm -rf data/raw data/interim data/processed models logs .snakemake results/all/index.html results/all/roc.png

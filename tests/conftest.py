@@ -19,7 +19,8 @@ from skinlesion import raw_layout
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 HAM10000 = SHARED / "data" / "ham10000"
-MOBILENET_WEIGHTS = SHARED / "weights" / "mobilenet_v2_1.0_224_no_top_imagenet.h5"
+# Shipped with the repository (weights/README.md), so a bare clone's tests train from ImageNet weights.
+MOBILENET_WEIGHTS = REPO / "weights" / "mobilenet_v2_1.0_224_no_top_imagenet.h5"
 BIN = Path(sys.executable).parent
 
 
@@ -62,12 +63,15 @@ def write_params(path: Path, params: dict) -> Path:
 
 
 def copy_workflow(dest: Path) -> Path:
-    """The files a user's clone has that the runners need (no data, no outputs)."""
+    """The files a user's clone has that the runners need (no data, no outputs): the rules, dvc.yaml,
+    and the code and weights the stages depend on."""
     dest.mkdir(parents=True, exist_ok=True)
-    for name in ("Snakefile", "dvc.yaml", ".dvcignore"):
+    for name in ("dvc.yaml", ".dvcignore"):
         if (REPO / name).exists():
             shutil.copy2(REPO / name, dest / name)
-    shutil.copytree(REPO / "workflow", dest / "workflow")
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
+    for folder in ("workflow", "src", "weights"):
+        shutil.copytree(REPO / folder, dest / folder, ignore=ignore)
     return dest
 
 

@@ -1,7 +1,7 @@
 """Snakemake and DVC must run the same stages: same commands, inputs, outputs and params.
 
-The Snakefile and dvc.yaml are both written by hand (each in its runner's idiom); this test is
-what keeps them one DAG.
+workflow/Snakefile and dvc.yaml are both written by hand (each in its runner's idiom); this test is
+what keeps them one DAG, code dependencies included (skinlesion.stages.file_deps).
 """
 
 from __future__ import annotations
@@ -11,13 +11,13 @@ import shlex
 
 import pytest
 
-from skinlesion.stages import STAGE_PARAMS
+from skinlesion.stages import STAGE_PARAMS, file_deps
 
 from conftest import REPO, run, tool
 
 
 def _norm_cmd(cmd: str) -> str:
-    cmd = re.sub(r"\s+2>\s*\S+\s*$", "", cmd.strip())  # Snakemake's log redirect
+    cmd = re.sub(r"\s+>\s*\S+\s+2>&1\s*$", "", cmd.strip())  # Snakemake's log redirect
     return " ".join(shlex.split(cmd))
 
 
@@ -31,8 +31,8 @@ def snakemake_jobs() -> dict[str, dict]:
             items = [x.strip() for x in m.group(2).split(",")]
             if m.group(1) == "wildcards":
                 current["wildcards"] = dict(x.split("=", 1) for x in items)
-            else:
-                current[m.group(1)] = items
+            else:  # params markers (skinlesion.runners) are Snakemake's own bookkeeping
+                current[m.group(1)] = [x for x in items if not x.startswith(".snakemake/")]
         elif current is not None and line.startswith("Shell command: "):
             current["cmd"] = _norm_cmd(line.removeprefix("Shell command: "))
             name = current["rule"] + "".join(f"@{v}" for v in current["wildcards"].values())
@@ -101,6 +101,29 @@ def test_same_params(both):
     for rule in STAGE_PARAMS:
         block = re.search(rf"^rule {rule}:\n(.*?)(?=^rule |\Z)", rules_text, re.S | re.M)
         assert block and f'cfg=stage_params("{rule}")' in block.group(1), rule
+
+
+def test_both_runners_depend_on_the_code_each_stage_runs(both):
+    smk, dvc = both
+    for name, stage in dvc.items():
+        expected = file_deps(name.partition("@")[0])
+        assert expected, "skinlesion is not a source checkout here"
+        code = [d for d in stage["deps"] if d.startswith(("src/", "weights/"))]
+        assert code == expected, (name, "run: python workflow/scripts/sync-dvc-deps.py")
+        assert [i for i in smk[name]["input"] if i.startswith(("src/", "weights/"))] == expected, name
+
+
+def test_each_stage_depends_on_its_own_modules_only():
+    """Module granularity: a stage reaches what it runs, and not what it cannot run."""
+    assert "src/skinlesion/training.py" in file_deps("train")
+    assert "src/skinlesion/training.py" not in file_deps("evaluate")
+    assert "src/skinlesion/metrics.py" in file_deps("evaluate") and "src/skinlesion/metrics.py" not in file_deps("train")
+    assert "src/skinlesion/sources/synthetic.py" in file_deps("fetch")  # named as a string in the registry
+    for stage in STAGE_PARAMS:
+        deps = file_deps(stage)
+        assert "src/skinlesion/prediction.py" not in deps and "src/skinlesion/runners.py" not in deps, stage
+        assert not any(d.startswith(("tests/", "docs/")) for d in deps), stage
+        assert all((REPO / d).is_file() for d in deps), stage
 
 
 def test_disagreement_is_caught(both):

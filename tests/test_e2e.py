@@ -1,13 +1,19 @@
-"""End to end: the real snakemake and the real dvc on a tiny synthetic config, in temp dirs."""
+"""End to end: the real snakemake and the real dvc on a tiny synthetic config, in temp dirs.
+
+Also how the two runners see each other in one folder: after `dvc repro`, Snakemake plans exactly the
+jobs a params or code edit touches; after `snakemake`, `dvc commit --force` makes `dvc status` clean.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 
 import pandas as pd
 import pytest
+import yaml
 
-from conftest import MOBILENET_WEIGHTS, copy_workflow, run, tiny_params, tool, write_params
+from conftest import copy_workflow, run, tiny_params, tool, write_params
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1500)]
 VARIANTS = ("logreg", "mobilenet_frozen")
@@ -16,8 +22,6 @@ GIT = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    if not MOBILENET_WEIGHTS.exists():
-        pytest.skip(f"offline MobileNetV2 weights not found at {MOBILENET_WEIGHTS}")
     params = tiny_params()
     smk = copy_workflow(tmp_path_factory.mktemp("snakemake"))
     write_params(smk / "params.yaml", params)
@@ -31,18 +35,40 @@ def runs(tmp_path_factory):
     return smk, dvc
 
 
+def planned(folder) -> list[str]:
+    """The jobs `snakemake -n` would run, as DVC names stages (rule@variant); [] when nothing."""
+    out = run([tool("snakemake"), "-n", "results/all"], cwd=folder)
+    text = out.stdout + out.stderr
+    if "Nothing to be done" in text:
+        return []
+    jobs = []
+    for block in re.split(r"\n(?=\[|rule )", text):
+        if m := re.search(r"^rule (\w+):", block, re.M):
+            w = re.search(r"wildcards: variant=(\w+)", block)
+            jobs.append(m.group(1) + (f"@{w.group(1)}" if w else ""))
+    return sorted(jobs)
+
+
+def dvc_changed(folder) -> list[str]:
+    status = json.loads(run([tool("dvc"), "status", "--json"], cwd=folder).stdout or "{}")
+    return sorted(status)
+
+
 def test_snakemake_outputs_are_there_and_sane(runs):
     smk, _ = runs
     for variant in VARIANTS:
         folder = smk / "results" / "variants" / variant
-        metrics = json.loads((folder / "metrics.json").read_text())
+        evaluation = json.loads((folder / "evaluation.json").read_text())
         for test_set in ("test_natural", "test_balanced"):
-            m = metrics[test_set]
+            m = evaluation[test_set]
             assert 0 <= m["specificity"] <= 1 and 0 <= m["sensitivity"] <= 1 and m["n"] > 10
+        headline = json.loads((folder / "metrics.json").read_text())["test_natural"]
+        assert headline["roc_auc"] == evaluation["test_natural"]["roc_auc"]
         roc = pd.read_csv(folder / "plots" / "roc.csv")
         assert list(roc.columns[:2]) == ["fpr", "tpr"] and roc["tpr"].is_monotonic_increasing
         assert (folder / "figures" / "roc.png").stat().st_size > 1000
         assert (smk / "models" / variant / "train.json").exists()
+        assert not (smk / "models" / variant / "timing.json").exists()  # wall times stay out of the model
         assert (smk / "logs" / "train" / f"{variant}.log").exists()
     table = pd.read_csv(smk / "results" / "all" / "metrics.csv")
     assert set(table["variant"]) == set(VARIANTS)
@@ -52,20 +78,51 @@ def test_snakemake_outputs_are_there_and_sane(runs):
 def test_image_model_sees_the_planted_signal(runs):
     """The guard against images and labels drifting apart: chance would be 0.5."""
     smk, _ = runs
-    metrics = json.loads((smk / "results" / "variants" / "mobilenet_frozen" / "metrics.json").read_text())
-    assert metrics["imagenet_weights"] is True
-    assert metrics["test_natural"]["roc_auc"] > 0.9, metrics["test_natural"]
+    evaluation = json.loads((smk / "results" / "variants" / "mobilenet_frozen" / "evaluation.json").read_text())
+    assert evaluation["imagenet_weights"] is True
+    assert evaluation["test_natural"]["roc_auc"] > 0.9, evaluation["test_natural"]
 
 
-def test_both_runners_give_identical_metrics(runs):
+def test_snakemake_ends_with_a_summary(runs):
+    smk, _ = runs
+    out = run([tool("skinlesion"), "summary"], cwd=smk).stdout
+    assert "2 variant(s)" in out and "Highest test ROC AUC" in out and "results/all/index.html" in out
+    assert "RANDOM" not in out
+
+
+def test_both_runners_give_identical_metrics_and_model_hashes(runs):
     smk, dvc = runs
     for variant in VARIANTS:
-        path = f"results/variants/{variant}/metrics.json"
-        assert (smk / path).read_bytes() == (dvc / path).read_bytes(), variant
+        for name in ("metrics.json", "evaluation.json"):
+            path = f"results/variants/{variant}/{name}"
+            assert (smk / path).read_bytes() == (dvc / path).read_bytes(), path
     # and the same model bytes: exact reproduction, not just equal numbers
     model = "models/mobilenet_frozen/model.keras"
     assert (smk / model).read_bytes() == (dvc / model).read_bytes()
-    assert (dvc / "dvc.lock").exists()
+    # after a snakemake run, one command makes dvc status clean, with the same hashes as dvc repro's
+    run(["git", "init", "-q"], cwd=smk)
+    run([tool("dvc"), "init", "-q"], cwd=smk)
+    run([tool("dvc"), "commit", "--force"], cwd=smk)
+    assert dvc_changed(smk) == []
+    locks = [yaml.safe_load((d / "dvc.lock").read_text())["stages"] for d in (smk, dvc)]
+    for stage in ("images", "train@mobilenet_frozen", "evaluate@mobilenet_frozen"):
+        outs = [{o["path"]: o["md5"] for o in lock[stage]["outs"]} for lock in locks]
+        assert outs[0] == outs[1], stage
+
+
+def test_snakemake_plans_exactly_what_a_params_edit_touches_after_dvc_repro(runs):
+    _, dvc = runs
+    assert planned(dvc) == []
+    original = (dvc / "params.yaml").read_text()
+    params = yaml.safe_load(original)
+    params["evaluate"]["target_sensitivity"] = 0.8
+    write_params(dvc / "params.yaml", params)
+    try:
+        assert planned(dvc) == ["compare", "evaluate@logreg", "evaluate@mobilenet_frozen"]
+        assert dvc_changed(dvc) == ["evaluate@logreg", "evaluate@mobilenet_frozen"]
+    finally:
+        (dvc / "params.yaml").write_text(original)
+    assert planned(dvc) == [] and dvc_changed(dvc) == []
 
 
 def test_dvc_experiment_shows_param_and_metric_changes(runs):
@@ -87,5 +144,13 @@ def test_snakemake_does_not_rerun_after_dvc_checkout(runs):
     _, dvc = runs
     run([tool("dvc"), "checkout", "--force"], cwd=dvc)
     run(["bash", "workflow/scripts/after-dvc-checkout.sh"], cwd=dvc)
-    dry = run([tool("snakemake"), "-n", "results/all"], cwd=dvc)
-    assert "Nothing to be done" in dry.stdout + dry.stderr
+    assert planned(dvc) == []
+    assert dvc_changed(dvc) == []  # Snakemake's timestamp files inside DVC outputs are ignored
+
+
+def test_a_code_edit_reruns_the_stages_that_run_it_under_both_runners(runs):
+    _, dvc = runs
+    module = dvc / "src" / "skinlesion" / "metrics.py"
+    module.write_text(module.read_text() + "\n# an edit\n")
+    assert dvc_changed(dvc) == ["compare", "evaluate@logreg", "evaluate@mobilenet_frozen"]
+    assert planned(dvc) == ["compare", "evaluate@logreg", "evaluate@mobilenet_frozen"]

@@ -74,7 +74,7 @@ def _expected(model_dir, files):
 
 def _results(tmp_path, threshold, calibration="none", temperature=1.0):
     folder = tmp_path / "results"
-    write_json(folder / "metrics.json", {"predict": {"threshold": threshold, "calibration": calibration,
+    write_json(folder / "evaluation.json", {"predict": {"threshold": threshold, "calibration": calibration,
                                                      "temperature": temperature, "classes": ["benign", "malignant"],
                                                      "imputation_means_train": {}}})
     return folder
@@ -168,7 +168,7 @@ def test_metadata_variant_imputes_with_the_train_means(metadata_run, tmp_path):
     assert frame["error"].isna().all()
     scored = frame.set_index("isic_id").loc[table["isic_id"], "p_malignant"].to_numpy()
     np.testing.assert_allclose(scored, Trained(root / "models" / "lr").predict(table), atol=1e-6)
-    # evaluate records the same means in metrics.json, read back from the table itself
+    # evaluate records the same means in evaluation.json, read back from the table itself
     recorded = evaluation.imputation_means(table)
     for column, mean in read_json(summary)["imputation_means_train"].items():
         assert recorded[column] == pytest.approx(mean, abs=1e-5)

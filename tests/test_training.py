@@ -248,7 +248,7 @@ def test_resnet50_without_weights_is_random_and_says_so(data):
     saved = json.loads((out / "train.json").read_text())
     assert saved["imagenet_weights"] is False and "RANDOM" in saved["weights"]
     assert result["imagenet_weights"] is False and "RANDOM" in result["weights"]
-    metrics = json.loads((data / "results" / "resnet" / "metrics.json").read_text())
+    metrics = json.loads((data / "results" / "resnet" / "evaluation.json").read_text())
     assert metrics["imagenet_weights"] is False and "RANDOM" in metrics["weights"]
 
 

@@ -5,6 +5,8 @@
                               malignant vs benign, score 1 - P(benign))
     results/all/index.html    the report a person opens: self-contained (figures embedded), sortable table,
                               figures per variant, dataset summary, params and code version
+                              (package version and the sha256 of the code every stage ran: a git commit
+                              would make equal results differ by commit)
 
 The dataset part reads data/interim/metadata_summary.json and data/raw/{source.json, attribution.txt,
 licenses/} where they are; an absent file is named in the report, never an error.
@@ -14,12 +16,11 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
 from pathlib import Path
 
 import pandas as pd
 
-from . import __version__, figures, report
+from . import __version__, figures, report, stages
 from .report import sections
 from .errors import PipelineError
 from .io import atomic_path, read_json
@@ -64,14 +65,6 @@ def table(results: dict[str, dict]) -> pd.DataFrame:
             row["binary_score"] = "p_malignant" if result["task"] == "binary" else "1 - p_benign"
             rows.append(row)
     return pd.DataFrame(rows)
-
-
-def git_commit(cwd: str | os.PathLike | None = None) -> str:
-    try:
-        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else "unknown"
 
 
 def _read_text(path: Path) -> str | None:
@@ -130,9 +123,9 @@ def run(variant_dirs: list[str | os.PathLike], out: str | os.PathLike, params_pa
         summary_path: str | os.PathLike = "data/interim/metadata_summary.json") -> pd.DataFrame:
     dirs = [Path(d) for d in variant_dirs]
     for d in dirs:
-        if not (d / "metrics.json").exists():
-            raise PipelineError(f"{d / 'metrics.json'} not found: run skinlesion evaluate {d.name} first.")
-    results = {d.name: read_json(d / "metrics.json") for d in dirs}
+        if not (d / "evaluation.json").exists():
+            raise PipelineError(f"{d / 'evaluation.json'} not found: run skinlesion evaluate {d.name} first.")
+    results = {d.name: read_json(d / "evaluation.json") for d in dirs}
     frame = table(results)
     curves = {}
     for d in dirs:
@@ -143,7 +136,7 @@ def run(variant_dirs: list[str | os.PathLike], out: str | os.PathLike, params_pa
     variants = [report.Variant(d.name, results[d.name], _figures(d)) for d in dirs]
     provenance = {"params_path": str(params_path) if params_path else "(not given)",
                   "params_text": _read_text(Path(params_path)) if params_path else None,
-                  "version": __version__, "commit": git_commit()}
+                  "version": __version__, "code": stages.code_fingerprint()}
     data = dataset_info(raw_dir, summary_path)
     with atomic_path(out) as tmp:
         tmp.mkdir(parents=True)

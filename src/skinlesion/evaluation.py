@@ -1,7 +1,9 @@
 """The evaluate stage: score val and test, calibrate and pick the threshold on val, measure on two test sets.
 
-    results/variants/<variant>/metrics.json      val, test_natural and test_balanced metrics with group-bootstrap
-                                                 95% intervals (dvc metrics); calibration; what predict needs
+    results/variants/<variant>/metrics.json      the headline metrics of the natural test set, with intervals:
+                                                 what DVC lists (`dvc metrics`, `dvc exp show`); see HEADLINE
+    results/variants/<variant>/evaluation.json   everything: val, test_natural and test_balanced metrics with
+                                                 group-bootstrap 95% intervals; calibration; what predict needs
     results/variants/<variant>/plots/            DVC plot data, natural test set: roc.csv, pr.csv (micro-averaged
                                                  one-vs-rest for multiclass), confusion.csv, calibration.csv
                                                  (reliability bins); history.csv (training)
@@ -36,6 +38,26 @@ DEFAULTS = {"threshold": "youden", "target_sensitivity": 0.9, "bootstrap": 1000,
             "calibration_bins": 10, "gradcam_per_outcome": 2}
 
 
+# What metrics.json keeps of the natural test set's block, per task: few enough that `dvc exp show`
+# stays readable with every variant; the rest is in evaluation.json.
+HEADLINE = {
+    "binary": ["roc_auc", "roc_auc_ci95", "pauc_above_80_tpr", "average_precision", "sensitivity", "specificity",
+               "balanced_accuracy", "ece", "threshold"],
+    "multiclass": ["macro_roc_auc_ovr", "macro_roc_auc_ovr_ci95", "macro_average_precision_ovr", "balanced_accuracy",
+                   "ece"],
+}
+
+
+def headline(result: dict) -> dict:
+    """metrics.json: the headline of evaluation.json (multiclass adds its malignant-vs-benign view)."""
+    natural = result["test_natural"]
+    block = {k: natural.get(k) for k in HEADLINE[result["task"]]}
+    if result["task"] != "binary":
+        block["malignant_vs_benign"] = {k: (natural["malignant_vs_benign"] or {}).get(k)
+                                        for k in ("roc_auc", "sensitivity", "specificity", "threshold")}
+    return {"test_natural": block}
+
+
 def settings(params: dict) -> dict:
     return {**DEFAULTS, **(params.get("evaluate") or {})}
 
@@ -49,7 +71,7 @@ def imputation_means(table: pd.DataFrame) -> dict:
     """The train means the metadata stage filled missing values with, read back from the table itself.
 
     A column was imputed when it has no missing value left; its mean is that of train rows whose
-    `<column>_missing` flag is false. Recorded in metrics.json so that predict imputes new metadata
+    `<column>_missing` flag is false. Recorded in evaluation.json so that predict imputes new metadata
     exactly as training did.
     """
     means = {}
@@ -139,7 +161,8 @@ def run(params: dict, name: str, model_dir, table, shards, out) -> dict:
             _gradcam(tmp, name, trained, test_split, test, threshold, int(cfg["gradcam_per_outcome"]), seed)
         _predictions(tmp, trained, val, test, threshold, calibrate)
         _history(tmp, name, Path(model_dir) / "history.csv")
-        write_json(tmp / "metrics.json", result)
+        write_json(tmp / "evaluation.json", result)
+        write_json(tmp / "metrics.json", headline(result))
     natural = result["test_natural"]
     log.info("evaluate %s: test (natural) %s", name,
              {k: natural[k] for k in ("roc_auc", "pauc_above_80_tpr", "sensitivity", "specificity", "balanced_accuracy",

@@ -215,7 +215,7 @@ def _with_intervals(result: dict, stat: Stat, names: list[str], groups, n_boot: 
 
 
 # ----------------------------------------------------------------------------------------------
-# The metric blocks of metrics.json
+# The metric blocks of evaluation.json
 
 
 def binary(y: np.ndarray, p: np.ndarray, threshold: float, groups: np.ndarray | None = None,

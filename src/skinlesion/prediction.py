@@ -2,7 +2,7 @@
 
 Per image: skinlesion.images.load_image at the model's input size (train.json input_size, the same
 decode and resize the images stage applied), then Trained.predict, the code path evaluate uses. What
-evaluate decided on validation is read back from results/variants/<variant>/metrics.json (`predict`
+evaluate decided on validation is read back from results/variants/<variant>/evaluation.json (`predict`
 block): the decision threshold, the calibration temperature, and the train means that metadata
 imputation used. Without that file the threshold falls back to 0.5 (with a warning).
 
@@ -45,7 +45,7 @@ class Settings:
 def load_settings(trained: Trained, results_dir: str | os.PathLike | None,
                   summary_path: str | os.PathLike | None = None) -> Settings:
     settings = Settings()
-    path = Path(results_dir) / "metrics.json" if results_dir else None
+    path = Path(results_dir) / "evaluation.json" if results_dir else None
     block = None
     if path is not None and path.exists():
         block = read_json(path).get("predict")

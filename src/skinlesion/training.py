@@ -3,7 +3,8 @@
     models/<variant>/model.keras | model.joblib   the trained model (predicts from raw inputs)
     models/<variant>/history.csv                  loss and metric per epoch and phase (DVC plot data)
     models/<variant>/train.json                   what was trained, on what, with which weights, per phase
-    models/<variant>/timing.json                  wall seconds: the whole stage and each phase
+(Wall seconds of the stage and each phase go to the log only: a model's bytes and DVC hash must not
+depend on how long it took.)
 
 Keras variants train with Adam, early stopping on validation loss (`patience`) restoring the best
 weights (Keras 3's EarlyStopping restores them at the end of every fit, stopped early or not).
@@ -84,8 +85,8 @@ def run(params: dict, name: str, table: str | os.PathLike, shards: str | os.Path
             "class_weight": weights,
         })
         write_json(tmp / "train.json", info)
-        write_json(tmp / "timing.json", {"train_seconds": round(time.time() - started, 2), **timing})
-    log.info("train %s: done in %.1f s (%s)", name, time.time() - started, info.get("weights", "metadata only"))
+    log.info("train %s: done in %.1f s (%s); seconds per phase: %s", name, time.time() - started,
+             info.get("weights", "metadata only"), timing)
     return info
 
 

@@ -5,13 +5,17 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
+from skinlesion import runners
 from skinlesion.params import schema_path
-from skinlesion.stages import values
+from skinlesion.stages import file_deps, values
 
 
-validate(config, schema=str(schema_path()))
+# set_default=False: the config stays exactly the params file, so the stage commands read it as is.
+validate(config, schema=str(schema_path()), set_default=False)
 
 VARIANTS = list(config["variants"])
+# A plain `snakemake` after a SIGKILLed one starts instead of stopping at the dead run's lock.
+runners.release_stale_lock()
 
 
 def _params_file():
@@ -21,7 +25,8 @@ def _params_file():
     candidates = [str(f) for f in workflow.overwrite_configfiles] + [str(f) for f in workflow.configfiles]
     for path in candidates:
         if Path(path).exists() and yaml.safe_load(Path(path).read_text()) == config:
-            return path
+            # the same file however it was named (params.yaml, ./params.yaml, an absolute path)
+            return "params.yaml" if Path(path).resolve() == Path("params.yaml").resolve() else path
     merged = Path(".snakemake/skinlesion/params.merged.yaml")
     merged.parent.mkdir(parents=True, exist_ok=True)
     text = yaml.safe_dump(dict(config), sort_keys=False)
@@ -34,8 +39,25 @@ PARAMS_FILE = _params_file()
 # Stage commands default to params.yaml; pass --params only when another file is in use, so the
 # commands read exactly as in dvc.yaml.
 P = "" if PARAMS_FILE == "params.yaml" else f" --params {PARAMS_FILE}"
+# What dvc.lock says each stage ran with: only meaningful when both runners read params.yaml.
+DVC_PARAMS = runners.dvc_lock_params() if PARAMS_FILE == "params.yaml" else {}
 
 
 def stage_params(stage):
     """The params.yaml values `stage` reads (skinlesion.stages.STAGE_PARAMS, shared with dvc.yaml)."""
     return lambda wildcards: values(config, stage, **dict(wildcards.items()))
+
+
+def stage_inputs(stage):
+    """What a job depends on besides its data: the package code its command runs and the files it
+    reads (skinlesion.stages.file_deps, the same files dvc.yaml lists) and its params marker
+    (skinlesion.runners.params_marker: reruns the job after a params edit even when dvc repro,
+    not Snakemake, made its outputs)."""
+
+    def inputs(wildcards):
+        name = runners.job_name(stage, dict(wildcards.items()))
+        marker = runners.params_marker(name, values(config, stage, **dict(wildcards.items())),
+                                       DVC_PARAMS.get(name) if PARAMS_FILE == "params.yaml" else None)
+        return file_deps(stage) + [marker]
+
+    return inputs

@@ -2,6 +2,8 @@
 
 
 rule fetch:
+    input:
+        code=stage_inputs("fetch"),
     output:
         directory("data/raw"),
     params:
@@ -17,12 +19,13 @@ rule fetch:
         mem_mb=2000,
         runtime=240,
     shell:
-        "skinlesion fetch{params.p} --out {output} 2> {log}"
+        "skinlesion fetch{params.p} --out {output} > {log} 2>&1"
 
 
 rule metadata:
     input:
-        "data/raw",
+        raw="data/raw",
+        code=stage_inputs("metadata"),
     output:
         table="data/interim/metadata.parquet",
         summary="data/interim/metadata_summary.json",
@@ -39,13 +42,14 @@ rule metadata:
         mem_mb=2000,
         runtime=30,
     shell:
-        "skinlesion metadata{params.p} --raw {input} --out {output.table} 2> {log}"
+        "skinlesion metadata{params.p} --raw {input.raw} --out {output.table} > {log} 2>&1"
 
 
 rule images:
     input:
         table="data/interim/metadata.parquet",
         raw="data/raw",
+        code=stage_inputs("images"),
     output:
         directory("data/processed/shards"),
     params:
@@ -62,4 +66,4 @@ rule images:
         mem_mb=4000,
         runtime=120,
     shell:
-        "skinlesion images{params.p} --table {input.table} --raw {input.raw} --out {output} 2> {log}"
+        "skinlesion images{params.p} --table {input.table} --raw {input.raw} --out {output} > {log} 2>&1"

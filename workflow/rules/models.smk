@@ -5,6 +5,7 @@ rule train:
     input:
         table="data/interim/metadata.parquet",
         shards="data/processed/shards",
+        code=stage_inputs("train"),
     output:
         directory("models/{variant}"),
     params:
@@ -25,7 +26,7 @@ rule train:
         # gpu=1 on a GPU partition: set it per rule in a profile (see workflow/profiles/slurm).
     shell:
         "skinlesion train{params.p} {wildcards.variant} --table {input.table} --shards {input.shards} "
-        "--out {output} 2> {log}"
+        "--out {output} > {log} 2>&1"
 
 
 rule evaluate:
@@ -33,8 +34,10 @@ rule evaluate:
         model="models/{variant}",
         table="data/interim/metadata.parquet",
         shards="data/processed/shards",
+        code=stage_inputs("evaluate"),
     output:
         metrics="results/variants/{variant}/metrics.json",
+        evaluation="results/variants/{variant}/evaluation.json",
         plots=directory("results/variants/{variant}/plots"),
         figures=directory("results/variants/{variant}/figures"),
         predictions="results/variants/{variant}/predictions.csv",
@@ -55,4 +58,4 @@ rule evaluate:
         runtime=60,
     shell:
         "skinlesion evaluate{params.p} {wildcards.variant} --model {input.model} --table {input.table} "
-        "--shards {input.shards} --out results/variants/{wildcards.variant} 2> {log}"
+        "--shards {input.shards} --out results/variants/{wildcards.variant} > {log} 2>&1"

@@ -3,8 +3,12 @@
 
 rule compare:
     input:
-        expand("results/variants/{variant}/metrics.json", variant=VARIANTS),
+        expand("results/variants/{variant}/evaluation.json", variant=VARIANTS),
         expand("results/variants/{variant}/predictions.csv", variant=VARIANTS),
+        expand("results/variants/{variant}/figures", variant=VARIANTS),
+        raw="data/raw",
+        summary="data/interim/metadata_summary.json",
+        code=stage_inputs("compare"),
     output:
         directory("results/all"),
     params:
@@ -20,4 +24,4 @@ rule compare:
         mem_mb=2000,
         runtime=30,
     shell:
-        "skinlesion compare{params.p} --out {output} 2> {log}"
+        "skinlesion compare{params.p} --raw {input.raw} --metadata-summary {input.summary} --out {output} > {log} 2>&1"

@@ -1,4 +1,4 @@
-"""Evaluate a trained variant: metrics.json, DVC plot data and figures in results/variants/<variant>/.
+"""Evaluate a trained variant: metrics.json (headline), evaluation.json (all), DVC plot data and figures in results/variants/<variant>/.
 
 The threshold (and, with evaluate.calibration: temperature, the calibration) is fitted on the validation
 split; test metrics carry 95% intervals from a bootstrap over patients / lesions. See docs/evaluation.md.

@@ -20,7 +20,7 @@ def configure(parser):
                                            "clin_size_long_diam_mm); needed by metadata and dual variants")
     parser.add_argument("--gradcam", metavar="DIR", help="also write a Grad-CAM overlay per image into DIR (image models)")
     parser.add_argument("--results", metavar="DIR",
-                        help="the variant's evaluation (metrics.json: threshold, calibration, imputation means); "
+                        help="the variant's evaluation (evaluation.json: threshold, calibration, imputation means); "
                              "default results/variants/<variant>; without it the threshold is 0.5")
     parser.add_argument("--metadata-summary", default="data/interim/metadata_summary.json",
                         help="fallback source of the train means for imputing missing metadata "

@@ -28,7 +28,7 @@ class Report:
     variants: list[Variant]
     overview_roc: Path | None = None          # results/all/roc.png
     dataset: dict = field(default_factory=dict)      # see compare.dataset_info
-    provenance: dict = field(default_factory=dict)   # params_path, params_text, version, commit
+    provenance: dict = field(default_factory=dict)   # params_path, params_text, version, code
 
 
 def render(report: Report) -> str:
@@ -37,7 +37,7 @@ def render(report: Report) -> str:
     template = Template(resources.files(__package__).joinpath("template.html").read_text(encoding="utf-8"))
     prov = report.provenance
     subtitle = (f"{len(report.variants)} variant(s) &middot; skinlesion {html.escape(str(prov.get('version')))} "
-                f"&middot; commit {html.escape(str(prov.get('commit')))} &middot; params "
+                f"&middot; code {html.escape(str(prov.get('code'))[:12])} &middot; params "
                 f"{html.escape(str(prov.get('params_path')))}")
     body = "\n".join([
         sections.navigation(report),

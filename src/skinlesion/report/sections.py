@@ -314,6 +314,6 @@ def provenance(prov: dict) -> str:
              else _missing(str(prov.get("params_path")), "Parameters"))
     return ('<section id="provenance"><h2>Parameters and code version</h2><dl>'
             f"<dt>skinlesion version</dt><dd>{escape(str(prov.get('version')))}</dd>"
-            f"<dt>git commit</dt><dd><code>{escape(str(prov.get('commit')))}</code></dd>"
+            f"<dt>code (sha256 of every stage's modules)</dt><dd><code>{escape(str(prov.get('code')))}</code></dd>"
             f"<dt>params file</dt><dd><code>{escape(str(prov.get('params_path')))}</code></dd></dl>"
             f"{shown}</section>")

@@ -1,0 +1,112 @@
+"""Glue that lets Snakemake and DVC share one working folder (used by workflow/rules/common.smk).
+
+No stage imports this module: it decides when jobs run, never what they compute.
+
+- Snakemake keeps no record of jobs that `dvc repro` ran, so after a `dvc repro` it would only see
+  mtimes and miss a params edit. `params_marker` gives every job a small input file holding the
+  params it reads; the file is rewritten (new mtime: the job reruns) only when those values change,
+  and it is dated 1970 when they equal what dvc.lock recorded for the stage (the outputs on disk
+  were made with exactly them).
+- A Snakemake killed with SIGKILL leaves its lock in .snakemake/locks (which records no process),
+  and the next plain `snakemake` refuses to start. `release_stale_lock` records which process took
+  the lock and removes it when that process is gone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import yaml
+
+log = logging.getLogger(__name__)
+STATE = Path(".snakemake/skinlesion")
+LOCKS = Path(".snakemake/locks")
+
+
+def job_name(stage: str, wildcards: dict) -> str:
+    """A job's name as DVC spells its stage: `train@mobilenet_frozen`."""
+    return stage + "".join(f"@{v}" for v in wildcards.values())
+
+
+def dvc_lock_params(lock_path: str | os.PathLike = "dvc.lock", params_file: str = "params.yaml") -> dict[str, dict]:
+    """{stage name: {dotted key: value}} as dvc.lock recorded them; {} when there is no usable lock."""
+    try:
+        lock = yaml.safe_load(Path(lock_path).read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return {}
+    stages = lock.get("stages") if isinstance(lock, dict) else None
+    if not isinstance(stages, dict):
+        return {}
+    return {name: (stage.get("params") or {}).get(params_file) or {}
+            for name, stage in stages.items() if isinstance(stage, dict)}
+
+
+def params_marker(name: str, values: dict, dvc_params: dict | None, state: Path = STATE) -> str:
+    """The path of `name`'s params file, (re)written only when `values` differ from its content.
+
+    `dvc_params`: what dvc.lock recorded for this stage (None when the run does not use params.yaml).
+    """
+    path = state / "params" / f"{name}.json"
+    text = json.dumps(values, sort_keys=True, default=str)
+    try:
+        unchanged = path.read_text(encoding="utf-8") == text
+    except OSError:
+        unchanged = False
+    if not unchanged:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        if dvc_params is not None and _same(values, dvc_params):
+            os.utime(tmp, (0, 0))  # older than any output: what is on disk was made with these values
+        os.replace(tmp, path)
+    return str(path)
+
+
+def _same(values: dict, recorded: dict) -> bool:
+    def text(d):
+        return json.dumps(d, sort_keys=True, default=str)
+
+    return set(values) <= set(recorded) and text(values) == text({k: recorded[k] for k in values})
+
+
+def _process_start(pid: int) -> float | None:
+    import psutil
+
+    try:
+        return psutil.Process(pid).create_time()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return None
+
+
+def record_lock_owner(state: Path = STATE) -> None:
+    """Called by Snakemake's `onstart` (real runs only, after it took the lock): who holds the lock."""
+    state.mkdir(parents=True, exist_ok=True)
+    (state / "lock-owner").write_text(f"{os.getpid()} {_process_start(os.getpid())}", encoding="utf-8")
+
+
+def release_stale_lock(state: Path = STATE, locks: Path = LOCKS) -> bool:
+    """Remove Snakemake's lock when the process that took it is dead; True when one was removed.
+
+    Only a lock recorded by `record_lock_owner` after it was taken is judged: a lock newer than the
+    record (a run that has not reached `onstart` yet, or one without this workflow's hook) is left
+    alone, and Snakemake then reports it as usual.
+    """
+    owner = state / "lock-owner"
+    if not locks.exists():
+        return False
+    try:
+        pid, started = owner.read_text(encoding="utf-8").split()
+        recorded_after_lock = owner.stat().st_mtime >= locks.stat().st_mtime
+        alive = _process_start(int(pid)) == float(started)
+    except (OSError, ValueError):
+        return False
+    if alive or not recorded_after_lock:
+        return False
+    shutil.rmtree(locks, ignore_errors=True)
+    owner.unlink(missing_ok=True)
+    log.warning("removed the lock left by Snakemake process %s, which is no longer running", pid)
+    return True
