@@ -11,6 +11,14 @@ Range support that can be switched off. Faults are injected per test:
     server.bad_cursor_page = 2                                  # page 2's `next` carries a broken cursor
     server.range_support = False; server.latency = 0.05; server.rate = 200_000   # bytes/s per file body
 
+and, to imitate the archive badly on purpose (tests/test_hostile_archive.py):
+
+    server.record_hook = lambda record: {**record, "isic_id": "../x"}    # rewrite every record it sends
+    server.next_hook = lambda next_url, request_url: request_url         # rewrite every page's `next`
+    server.count_hook = lambda count: 1                                  # rewrite the first page's count
+    server.faults.append(Fault("/s3/", extra=-1, no_length=True))        # a body that never ends
+    server.faults.append(Fault("/images/search/", endless_json=True))    # a JSON page that never ends
+
 Every request is logged in `server.log` (path, query, Range header, status, bytes sent).
 
 Run on its own (the benchmark does): python tests/isic_server.py --images 200 --latency 0.05
@@ -290,6 +298,12 @@ class Fault:
     delay: float = 0.0  # sleep this long before answering
     times: int | None = 1
     message: str = "Injected fault."
+    extra: int | None = None  # for files: this many junk bytes after the body (-1: until the client hangs up)
+    no_length: bool = False  # for files: no Content-Length header (the body ends when the connection closes)
+    endless_json: bool = False  # for the API: a JSON answer that never ends
+
+
+ENDLESS_LIMIT = 2 * 1024**3  # even an "endless" body stops here, so a broken client cannot hang the tests
 
 
 class FakeIsic:
@@ -299,7 +313,11 @@ class FakeIsic:
         self.range_support = True
         self.latency = 0.0  # seconds before every answer
         self.rate: float | None = None  # bytes per second for file bodies
+        self.rate_step = 16 * 1024  # ... sent in pieces of this many bytes
         self.bad_cursor_page: int | None = None  # this page's `next` link carries a broken cursor
+        self.record_hook: Callable[[dict], dict] | None = None  # rewrites each record sent (search and image)
+        self.next_hook: Callable[[str | None, str], str | None] | None = None  # (next, this request's URL) -> next
+        self.count_hook: Callable[[int], object] | None = None  # rewrites the first page's count
         self.log: list[dict] = []
         self._lock = threading.Lock()
         self._fault_hits: dict[tuple[int, str], int] = {}
@@ -310,7 +328,7 @@ class FakeIsic:
 
     def start(self) -> "FakeIsic":
         handler = functools.partial(_Handler, self)
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd = _Server(("127.0.0.1", 0), handler)
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
@@ -385,6 +403,14 @@ class FakeIsic:
             self.log.append(entry)
 
 
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request, client_address) -> None:
+        # a client that hangs up mid-request (the point of several hostile tests) is not worth a traceback
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)
+
+
 def _cursor(offset: int) -> str:
     return base64.urlsafe_b64encode(f"o={offset}&n={random.randrange(10**6)}".encode()).decode().rstrip("=")
 
@@ -407,6 +433,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.state = server_state
         super().__init__(*args, **kwargs)
 
+    def setup(self) -> None:
+        super().setup()
+        # small writes (one byte per connection, a trickled body) must leave at once, not wait for Nagle
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
     def log_message(self, *args) -> None:  # quiet
         pass
 
@@ -424,11 +455,13 @@ class _Handler(BaseHTTPRequestHandler):
             if fault is not None and fault.status:
                 headers = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
                 self._json(entry, fault.status, {"message": fault.message}, headers)
+            elif fault is not None and fault.endless_json:
+                self._endless_json(entry)
             elif url.path.startswith("/s3/"):
                 self._file(entry, url.path, fault)
             else:
                 self._api(entry, url.path, parse_qs(url.query))
-        except (BrokenPipeError, ConnectionResetError):
+        except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
             self.close_connection = True
 
     # -- API
@@ -449,7 +482,7 @@ class _Handler(BaseHTTPRequestHandler):
         if match:
             for record in self.state.data.records:
                 if record["isic_id"] == match.group(1):
-                    return self._json(entry, 200, self.state.absolute(record))
+                    return self._json(entry, 200, self._hooked(self.state.absolute(record)))
             return self._json(entry, 404, {"message": "Not found."})
         match = re.fullmatch(r"/zip-download/license-file/([A-Za-z0-9-]+)/", route)
         if match and match.group(1) in LICENSE_BODIES:
@@ -488,13 +521,35 @@ class _Handler(BaseHTTPRequestHandler):
             token = "not-a-valid-cursor!" if self.state.bad_cursor_page == page else _cursor(offset + limit)
             params["cursor"] = token
             following = f"{self.state.api_url}/images/search/?{urlencode(params)}"
+        count = len(rows) if cursor is None else None
+        if cursor is None and self.state.count_hook is not None:
+            count = self.state.count_hook(count)
+        if self.state.next_hook is not None:
+            following = self.state.next_hook(following, self.state.origin + self.path)
         body = {
-            "count": len(rows) if cursor is None else None,
+            "count": count,
             "next": following,
             "previous": None,
-            "results": [self.state.absolute(r) for r in chunk],
+            "results": [self._hooked(self.state.absolute(r)) for r in chunk],
         }
         self._json(entry, 200, body)
+
+    def _hooked(self, record: dict) -> dict:
+        return self.state.record_hook(record) if self.state.record_hook is not None else record
+
+    def _endless_json(self, entry: dict) -> None:
+        """A 200 JSON answer without Content-Length that streams results until the client hangs up."""
+        entry["status"] = 200
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        item = json.dumps(self.state.absolute(self.state.data.records[0])).encode() + b","
+        self.wfile.write(b'{"count": 1, "next": null, "results": [')
+        while entry["sent"] < ENDLESS_LIMIT:
+            self.wfile.write(item * 64)
+            entry["sent"] += len(item) * 64
 
     # -- files
 
@@ -517,8 +572,34 @@ class _Handler(BaseHTTPRequestHandler):
                 status = 206
                 headers["Content-Range"] = f"bytes {start}-{start + len(blob) - 1}/{total}"
         limit = fault.drop_after if fault is not None and fault.drop_after is not None else None
+        if fault is not None and (fault.extra is not None or fault.no_length):
+            return self._overlong(entry, status, blob, headers, fault)
         self._send(entry, status, blob, "image/png" if path.endswith(".png") else "image/jpeg", headers,
                    cut=limit, rate=self.state.rate)
+
+    def _overlong(self, entry: dict, status: int, blob: bytes, headers: dict, fault: Fault) -> None:
+        """The file, then `fault.extra` junk bytes (-1: until the client hangs up); Content-Length states the
+        file's own size unless `no_length`, in which case the connection is closed at the end."""
+        entry["status"] = status
+        self.send_response(status)
+        self.send_header("Content-Type", "image/jpeg")
+        if not fault.no_length:
+            self.send_header("Content-Length", str(len(blob)))
+        else:
+            self.send_header("Connection", "close")
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.close_connection = True
+        self.wfile.write(blob)
+        entry["sent"] = len(blob)
+        extra = 0 if fault.extra is None else ENDLESS_LIMIT if fault.extra < 0 else fault.extra
+        junk = b"\0" * (64 * 1024)
+        while extra > 0:
+            piece = junk[: min(len(junk), extra)]
+            self.wfile.write(piece)
+            entry["sent"] += len(piece)
+            extra -= len(piece)
 
     # -- sending
 
@@ -536,7 +617,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         body = payload if cut is None else payload[:cut]
         if rate:
-            step = 16 * 1024
+            step = self.state.rate_step
             for i in range(0, len(body), step):
                 self.wfile.write(body[i: i + step])
                 self.wfile.flush()

@@ -144,9 +144,10 @@ class IsicClient:
 
         Stops with PipelineError on a `next` that was already visited, that leaves the API's scheme and host,
         or that follows a page bringing no new image, and once past the pages the first page's count implies."""
-        url: str | None = self.url("images/search/")
-        params: dict | None = self.search_params(query, collections, page_size)
+        params = self.search_params(query, collections, page_size)
         per_page = params["limit"]
+        # the first URL in full, as sent, so that a `next` pointing back at it is seen to repeat
+        url: str | None = requests.Request("GET", self.url("images/search/"), params=params).prepare().url
         visited: set[str] = set()
         ids: set[str] = set()
         max_pages: int | None = None
@@ -155,7 +156,7 @@ class IsicClient:
             if page:
                 self._check_next(url, visited, page, max_pages)
             visited.add(url)
-            body = self.get_json(url, params, what=f"image search page {page + 1}")
+            body = self.get_json(url, what=f"image search page {page + 1}")
             if not isinstance(body, dict) or not isinstance(body.get("results"), list):
                 raise PipelineError(f"unexpected search answer from {url}: no 'results' list.")
             count = body.get("count") if page == 0 else None
@@ -177,7 +178,7 @@ class IsicClient:
                     f"links to another page ({following[:200]}). Stopped; check the API URL."
                 )
             yield count, results
-            url, params = following or None, None  # `next` is absolute and carries every parameter
+            url = following or None  # `next` is absolute and carries every parameter
             page += 1
 
     def _check_next(self, url: str, visited: set[str], page: int, max_pages: int | None) -> None:

@@ -1,0 +1,443 @@
+"""The archive imitated badly on purpose (loopback only): every attack of issue 9 against the real client.
+
+Each test asserts what the attack must not achieve: nothing written outside the output folder, time, disk and
+memory bounded, and one clear line (exit status 2) where the command cannot go on. docs/security.md maps each
+attack to its test here.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+import tracemalloc
+from pathlib import Path
+
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from isic_server import FakeIsic, Fault, _cursor, client_config, client_options  # noqa: E402
+
+from skinlesion import cli, sources  # noqa: E402
+from skinlesion.errors import PipelineError  # noqa: E402
+from skinlesion.sources.isic import client as client_module  # noqa: E402
+from skinlesion.sources.isic import transfer as transfer_module  # noqa: E402
+from skinlesion.sources.isic.download import LOCK_NAME, download  # noqa: E402
+
+from conftest import base_params  # noqa: E402
+
+pytestmark = pytest.mark.timeout(60)
+KNOWN_LICENSES = {"CC-0.txt", "CC-BY.txt", "CC-BY-NC.txt"}
+
+
+@pytest.fixture
+def server():
+    with FakeIsic(12) as fake:
+        yield fake
+
+
+@pytest.fixture(autouse=True)
+def no_env_url(monkeypatch):
+    monkeypatch.delenv("ISIC_API_URL", raising=False)
+
+
+def snapshot(root: Path, inside: Path) -> dict[str, tuple]:
+    """Every path under root except those under `inside`, with what it is and its bytes."""
+    found = {}
+    for path in sorted(root.rglob("*")):
+        if path == inside or inside in path.parents:
+            continue
+        found[str(path)] = ("dir",) if path.is_dir() else ("file", path.read_bytes())
+    return found
+
+
+def run_cli(argv, capsys) -> tuple[int, str]:
+    code = cli.main(argv)
+    return code, capsys.readouterr().err
+
+
+def one_line_error(stderr: str, command: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.startswith(f"skinlesion {command}:")]
+    assert len(lines) == 1, stderr
+    assert "Traceback" not in stderr, stderr
+    return lines[0]
+
+
+def params_file(tmp_path: Path, server: FakeIsic, **isic) -> Path:
+    params = base_params()
+    params["data"]["isic"].update(client_config(server, **isic))
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+def hook_some(transform, every: int = 3):
+    """A record_hook that rewrites every `every`-th record (by isic_id order) with transform(record)."""
+    def hook(record):
+        index = int(record["isic_id"][5:]) // 7 % 1000 if isinstance(record.get("isic_id"), str) else 0
+        return transform(record) if index % every == 0 else record
+    return hook
+
+
+# ------------------------------------------------------------------------------------------------------
+# names from outside never become paths
+
+
+def test_licence_names_from_the_server_never_become_paths(server, tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("mine\n")
+    hostile = ["../../../escaped", str(tmp_path / "abs" / "path"), str(victim.with_suffix("")), "a/../../b",
+               "dir", ".hidden", "CC-BY\n", "x" * 300]
+    bad = dict(zip((r["isic_id"] for r in server.records), hostile))
+
+    def hook(record):
+        return {**record, "copyright_license": bad[record["isic_id"]]} if record["isic_id"] in bad else record
+
+    server.record_hook = hook
+    out = tmp_path / "out"
+    before = snapshot(tmp_path, out)
+    outcome = download(client_options(server), out, progress=False)
+    assert snapshot(tmp_path, out) == before  # nothing written, overwritten or deleted outside `out`
+    assert victim.read_text() == "mine\n"
+    # "dir" is a valid slug (licenses/dir.txt, inside the folder); the others are skipped with their reason
+    assert outcome.summary["skipped"] == {"bad copyright_license": len(hostile) - 1}
+    assert outcome.summary["selected"] == 12 - (len(hostile) - 1)
+    names = {p.name for p in (out / "licenses").iterdir()}
+    assert names <= KNOWN_LICENSES | {"dir.txt"}
+    assert all(p.parent == out / "licenses" for p in (out / "licenses").rglob("*"))
+
+
+def test_a_folder_named_like_a_licence_file_is_never_deleted(server, tmp_path):
+    out = tmp_path / "out"
+    keep = out / "licenses" / "CC-BY.txt" / "keep.txt"
+    keep.parent.mkdir(parents=True)
+    keep.write_text("keep me\n")
+    with pytest.raises(PipelineError, match="is a folder; refusing to replace it with a file"):
+        download(client_options(server), out, progress=False)
+    assert keep.read_text() == "keep me\n"
+
+
+BAD_IDS = ["ISIC_1\x00", "ISIC_" + "1" * 300, "ISIC_1\n", "../ISIC_1", "ISIC_1.jpg", "/etc/passwd", " ISIC_1",
+           "ISIC 1", 1234, None, ["ISIC_1"]]
+
+
+def test_bad_ids_are_skipped_with_their_reason_not_a_crash(server, tmp_path, capsys):
+    bad = dict(zip((r["isic_id"] for r in server.records), BAD_IDS))
+    server.record_hook = lambda r: {**r, "isic_id": bad[r["isic_id"]]} if r["isic_id"] in bad else r
+    out = tmp_path / "out"
+    before = snapshot(tmp_path, out)
+    code, err = run_cli(["download", "--out", str(out), "--api-url", server.api_url, "--retries", "1",
+                         "--backoff", "0.01"], capsys)
+    assert code == 0, err
+    assert snapshot(tmp_path, out) == before
+    source = json.loads((out / "source.json").read_text())
+    assert source["skipped"] == {"bad isic_id": len(BAD_IDS) - 1, "missing isic_id": 1}  # None: missing
+    assert source["images"] == 12 - len(BAD_IDS)
+    names = [p.name for p in (out / "images").iterdir()]
+    assert len(names) == source["images"]
+    assert all(name.startswith("ISIC_") and "\n" not in name and len(name) < 70 for name in names)
+
+
+def test_the_fetch_stage_counts_skipped_records_in_source_json(server, tmp_path):
+    server.record_hook = hook_some(lambda r: {**r, "copyright_license": "../../../escaped",
+                                              "isic_id": r["isic_id"]})
+    params = base_params()
+    params["data"] = {"source": "isic", "isic": client_config(server)}
+    out = tmp_path / "data" / "raw"
+    before = snapshot(tmp_path, tmp_path / "data")
+    sources.fetch(params, out)
+    assert snapshot(tmp_path, tmp_path / "data") == before
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["raw"]  # staging gone, nothing beside
+    source = json.loads((out / "source.json").read_text())
+    assert source["skipped"] == {"bad copyright_license": 4}
+    assert source["images"] == 8
+    assert {p.name for p in (out / "licenses").iterdir()} <= KNOWN_LICENSES
+
+
+def test_file_urls_must_be_http_on_the_api_or_allowed_hosts(server, tmp_path):
+    urls = ["file:///etc/passwd", "ftp://127.0.0.1/x.jpg", "http://evil.example/x.jpg", "//127.0.0.1/x.jpg",
+            "/s3/images/relative.jpg", "https://isic-archive.s3.amazonaws.com.evil.example/x.jpg"]
+    bad = dict(zip((r["isic_id"] for r in server.records), urls))
+
+    def hook(record):
+        if record["isic_id"] in bad:
+            record = json.loads(json.dumps(record))
+            record["files"]["full"]["url"] = bad[record["isic_id"]]
+        return record
+
+    server.record_hook = hook
+    outcome = download(client_options(server), tmp_path / "out", progress=False)
+    assert outcome.summary["skipped"] == {
+        "file URL not absolute": 2,
+        "file host not allowed (data.isic.allowed_hosts)": 2,
+        "unsupported URL scheme 'file' (http/https only)": 1,
+        "unsupported URL scheme 'ftp' (http/https only)": 1,
+    }
+    assert outcome.summary["selected"] == 6
+
+
+def test_only_unusable_records_is_one_line_and_exit_2(server, tmp_path, capsys):
+    def hook(record):
+        record = json.loads(json.dumps(record))
+        record["files"]["full"]["url"] = "file:///etc/passwd"
+        return record
+
+    server.record_hook = hook
+    code, err = run_cli(["download", "--out", str(tmp_path / "out"), "--api-url", server.api_url], capsys)
+    assert code == 2
+    line = one_line_error(err, "download")
+    assert "unsupported URL scheme 'file'" in line and "refused" in line
+    assert not server.requests_to("/s3/")
+
+
+def test_an_api_url_that_is_not_http_is_refused(tmp_path, capsys):
+    code, err = run_cli(["download", "--out", str(tmp_path / "out"), "--api-url", "file:///etc"], capsys)
+    assert code == 2
+    assert "must be an http(s) URL" in one_line_error(err, "download")
+    assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------------------------------------------
+# everything bounded
+
+
+def test_a_body_that_never_ends_stops_at_the_stated_size_and_fails(server, tmp_path):
+    victim = server.records[0]
+    path = "/s3/images/" + victim["isic_id"]
+    server.faults.append(Fault(path, no_length=True, extra=-1, times=None))
+    out = tmp_path / "out"
+    started = time.monotonic()
+    with pytest.raises(PipelineError) as info:
+        download(client_options(server, retries=2), out, progress=False)
+    assert time.monotonic() - started < 20
+    assert victim["isic_id"] in str(info.value) and "longer than the stated size" in str(info.value)
+    assert len(server.requests_to(path)) == 3  # a fault, retried, then reported failed
+    on_disk = sum(p.stat().st_size for p in (out / "images").iterdir())
+    assert on_disk <= sum(r["files"]["full"]["size"] for r in server.records)
+    assert not list((out / "images").glob(victim["isic_id"] + "*")) and not list((out / "images").glob(".*part"))
+
+
+def test_a_body_without_a_stated_size_is_capped_by_max_body_bytes(server, tmp_path):
+    victim = server.records[1]
+
+    def hook(record):
+        if record["isic_id"] == victim["isic_id"]:
+            record = json.loads(json.dumps(record))
+            del record["files"]["full"]["size"]
+        return record
+
+    server.record_hook = hook
+    server.faults.append(Fault("/s3/images/" + victim["isic_id"], no_length=True, extra=-1, times=None))
+    out = tmp_path / "out"
+    started = time.monotonic()
+    with pytest.raises(PipelineError) as info:
+        download(client_options(server, retries=1, max_body_bytes=2_000_000), out, progress=False)
+    assert time.monotonic() - started < 20
+    assert "max_body_bytes" in str(info.value)
+    assert sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) < 2 * 2_000_000
+
+
+def test_a_record_stating_a_huge_size_is_skipped(server, tmp_path):
+    def hook(record):
+        record = json.loads(json.dumps(record))
+        if record["isic_id"] == server.records[0]["isic_id"]:
+            record["files"]["full"]["size"] = 10**15
+        if record["isic_id"] == server.records[1]["isic_id"]:
+            record["files"]["full"]["size"] = "1000"
+        return record
+
+    server.record_hook = hook
+    outcome = download(client_options(server), tmp_path / "out", progress=False)
+    assert outcome.summary["skipped"] == {"bad files.full.size": 1, "files.full.size over data.isic.max_body_bytes": 1}
+
+
+def test_a_json_page_that_never_ends_is_refused_at_max_json_bytes(server, tmp_path, capsys):
+    server.faults.append(Fault("/images/search/", endless_json=True, times=None))
+    started = time.monotonic()
+    tracemalloc.start()
+    try:
+        with pytest.raises(PipelineError, match="max_json_bytes") as info:
+            download(client_options(server, max_json_bytes=1_000_000), tmp_path / "out", progress=False)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert time.monotonic() - started < 20
+    assert peak < 20 * 1024**2, peak  # a 1 MB cap, not the whole endless answer
+    assert "\n" not in str(info.value)
+    assert len(server.requests_to("/images/search/")) == 1  # refused, not retried
+    assert not server.requests_to("/s3/")
+
+
+@pytest.mark.parametrize("limit", [None, 5])
+def test_a_next_link_pointing_to_itself_stops_paging(server, tmp_path, monkeypatch, limit):
+    monkeypatch.setattr(client_module, "PAGE_SIZE", 2)
+    server.next_hook = lambda following, this: this
+    started = time.monotonic()
+    with pytest.raises(PipelineError, match="repeats itself"):
+        download(client_options(server, limit=limit), tmp_path / "out", progress=False)
+    assert time.monotonic() - started < 10
+    assert len(server.requests_to("/images/search/")) == 1
+    assert not server.requests_to("/s3/")
+
+
+def test_a_next_link_that_does_not_advance_stops_paging(server, tmp_path, monkeypatch):
+    monkeypatch.setattr(client_module, "PAGE_SIZE", 4)
+    # a fresh cursor every time, always for the first page: never the same URL, never a new image
+    server.next_hook = lambda following, this: f"{server.api_url}/images/search/?limit=4&cursor={_cursor(0)}"
+    with pytest.raises(PipelineError, match="does not advance"):
+        download(client_options(server), tmp_path / "out", progress=False)
+    assert len(server.requests_to("/images/search/")) == 2
+
+
+def test_paging_stops_after_the_pages_the_count_implies(server, tmp_path, monkeypatch):
+    monkeypatch.setattr(client_module, "PAGE_SIZE", 2)
+    server.count_hook = lambda count: 2  # one page of 2 (plus one of slack), but 6 pages follow
+    with pytest.raises(PipelineError, match="past the 2 page"):
+        download(client_options(server), tmp_path / "out", progress=False)
+    assert len(server.requests_to("/images/search/")) == 2
+
+
+@pytest.mark.parametrize("count", [None, "12", -1, True])
+def test_a_first_page_without_a_whole_count_is_refused(server, tmp_path, count):
+    server.count_hook = lambda real: count
+    with pytest.raises(PipelineError, match="'count' is"):
+        download(client_options(server), tmp_path / "out", progress=False)
+
+
+def test_a_next_link_to_another_host_stops_paging(server, tmp_path, monkeypatch):
+    monkeypatch.setattr(client_module, "PAGE_SIZE", 4)
+    server.next_hook = lambda following, this: following and following.replace("127.0.0.1", "localhost")
+    with pytest.raises(PipelineError, match="leaves the API"):
+        download(client_options(server), tmp_path / "out", progress=False)
+
+
+def test_one_new_byte_per_connection_runs_out_of_attempts(server, tmp_path):
+    victim = server.records[2]
+    path = "/s3/images/" + victim["isic_id"]
+    server.faults.append(Fault(path, drop_after=1, times=None))  # each attempt brings exactly one new byte
+    started = time.monotonic()
+    with pytest.raises(PipelineError) as info:
+        download(client_options(server, max_attempts=20), tmp_path / "out", progress=False)
+    assert time.monotonic() - started < 20
+    assert "data.isic.max_attempts" in str(info.value) and victim["isic_id"] in str(info.value)
+    assert len(server.requests_to(path)) == 20
+
+
+def test_a_file_has_a_deadline_whatever_its_progress(server, tmp_path):
+    server.rate, server.rate_step = 2_000, 500  # a steady trickle: each file would take 6 s or more
+    started = time.monotonic()
+    with pytest.raises(PipelineError) as info:
+        download(client_options(server, limit=2, workers=2, file_deadline=1.0), tmp_path / "out", progress=False)
+    assert time.monotonic() - started < 1.0 + 5.0  # the deadline, plus at most one read timeout
+    assert "data.isic.file_deadline" in str(info.value)
+
+
+# ------------------------------------------------------------------------------------------------------
+# messages, never tracebacks
+
+
+def refuse_mkdir(monkeypatch, under: Path, code: int) -> None:
+    real = os.mkdir
+
+    def mkdir(path, *args, **kwargs):
+        if Path(path) == under or under in Path(path).parents:
+            raise OSError(code, os.strerror(code), str(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "mkdir", mkdir)
+
+
+@pytest.mark.parametrize("code, words", [(errno.EACCES, "permission denied"), (errno.EROFS, "read-only file system")])
+def test_an_unwritable_output_folder_is_one_line_for_download(server, tmp_path, monkeypatch, capsys, code, words):
+    out = tmp_path / "ro" / "out"
+    refuse_mkdir(monkeypatch, tmp_path / "ro", code)
+    rc, err = run_cli(["download", "--out", str(out), "--api-url", server.api_url], capsys)
+    assert rc == 2
+    line = one_line_error(err, "download")
+    assert words in line and str(tmp_path / "ro") in line and "output folder" in line
+
+
+def test_a_full_disk_during_the_download_is_one_line_without_run_again(server, tmp_path, monkeypatch, capsys):
+    real_open = open
+
+    class Full:
+        def __init__(self, path):
+            self.path = path
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device", str(self.path))
+
+    monkeypatch.setattr(transfer_module, "open", lambda path, mode="r", *a, **k: Full(path) if "b" in mode
+                        else real_open(path, mode, *a, **k), raising=False)
+    rc, err = run_cli(["download", "--out", str(tmp_path / "out"), "--api-url", server.api_url, "--workers", "2"],
+                      capsys)
+    assert rc == 2
+    line = one_line_error(err, "download")
+    assert "no space left on device" in line and ".part" in line and "free some disk space" in line
+    assert "again" not in line
+
+
+@pytest.mark.parametrize("stage", ["fetch", "metadata"])
+def test_an_unwritable_output_folder_is_one_line_for_every_stage(make_raw, tmp_path, monkeypatch, capsys, stage):
+    from conftest import records
+
+    params = base_params()
+    params["data"]["synthetic"]["n_patients"] = 10
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    raw = make_raw(records(10))
+    refuse_mkdir(monkeypatch, tmp_path / "ro", errno.EACCES)
+    argv = {"fetch": ["fetch", "--params", str(path), "--out", str(tmp_path / "ro" / "raw")],
+            "metadata": ["metadata", "--params", str(path), "--raw", str(raw),
+                         "--out", str(tmp_path / "ro" / "metadata.parquet")]}[stage]
+    rc, err = run_cli(argv, capsys)
+    assert rc == 2
+    assert "permission denied" in one_line_error(err, stage)
+
+
+HOLDER = textwrap.dedent("""
+    import fcntl, json, os, sys, time
+    fh = open(sys.argv[1], "a+")
+    fcntl.flock(fh, fcntl.LOCK_EX)
+    fh.write(json.dumps({"pid": os.getpid(), "host": "here", "started": "now", "command": "skinlesion download"}))
+    fh.flush()
+    print("locked", flush=True)
+    time.sleep(60)
+""")
+
+
+def test_a_lock_held_by_a_live_download_says_who_holds_it(server, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(out / LOCK_NAME)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        rc, err = run_cli(["download", "--out", str(out), "--api-url", server.api_url], capsys)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert rc == 2
+    line = one_line_error(err, "download")
+    assert f"pid {holder.pid}" in line and "skinlesion download" in line and str(out) in line
+
+
+def test_a_lock_left_by_a_dead_process_never_blocks(server, tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / LOCK_NAME).write_text(json.dumps({"pid": int(dead.stdout), "host": "here", "started": "then"}))
+    download(client_options(server), out, progress=False)
+    assert len(list((out / "images").iterdir())) == 12
+    assert not (out / LOCK_NAME).exists()
