@@ -69,3 +69,52 @@ def test_temporaries_of_killed_writers_are_removed(tmp_path):
     assert (tmp_path / "out").read_text() == "new"
     assert not any(p.exists() for p in stale)
     assert live.exists() and other.exists()
+
+
+@pytest.mark.parametrize("name", ["../escaped.txt", "../../x/y.txt", "/abs/path.txt", "a/../../b.txt", "..", "."])
+def test_atomic_path_refuses_a_target_outside_its_folder(tmp_path, name):
+    from skinlesion.errors import PipelineError
+
+    folder = tmp_path / "out" / "licenses"
+    folder.mkdir(parents=True)
+    before = sorted(p for p in tmp_path.rglob("*"))
+    with pytest.raises(PipelineError, match="refusing to write"):
+        with io.atomic_path(folder / name, within=folder) as tmp:
+            tmp.write_text("server-chosen text")
+    assert sorted(p for p in tmp_path.rglob("*")) == before
+
+
+def test_atomic_path_refuses_an_escape_through_a_link(tmp_path):
+    from skinlesion.errors import PipelineError
+
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (folder / "link").symlink_to(tmp_path)
+    with pytest.raises(PipelineError, match="outside the output folder"):
+        io.write_text(folder / "link" / "escaped.txt", "x", within=folder)
+    assert not (tmp_path / "escaped.txt").exists()
+    io.write_text(folder / "inside.txt", "ok\n", within=folder)
+    assert (folder / "inside.txt").read_text() == "ok\n"
+
+
+def test_atomic_path_never_deletes_what_it_did_not_create(tmp_path):
+    from skinlesion.errors import PipelineError
+
+    folder = tmp_path / "dir.txt"
+    (folder / "precious").mkdir(parents=True)
+    with pytest.raises(PipelineError, match="is a folder; refusing"):
+        io.write_text(folder, "replaces a folder?")
+    assert (folder / "precious").is_dir()
+    file = tmp_path / "file"
+    file.write_text("mine")
+    with pytest.raises(PipelineError, match="is a file; refusing"):
+        with io.atomic_path(file) as tmp:
+            tmp.mkdir()
+    assert file.read_text() == "mine"
+    outside = tmp_path / "target.txt"
+    outside.write_text("pointed at")
+    link = tmp_path / "link.txt"
+    link.symlink_to(outside)
+    io.write_text(link, "new")  # replaces the link itself, never what it points at
+    assert outside.read_text() == "pointed at" and link.read_text() == "new" and not link.is_symlink()
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]

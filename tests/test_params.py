@@ -21,6 +21,12 @@ def test_shipped_params_files_are_valid():
         (lambda p: p["images"].__setitem__("size", 8), "images.size", "minimum"),
         (lambda p: p["split"].__setitem__("tset", 0.2), "split", "Known keys here: test, val"),
         (lambda p: p["data"].__setitem__("source", "s3"), "data.source", "Allowed: synthetic, local, isic"),
+        (lambda p: p["train"].__setitem__("learning_rat", 0.1), "train", "Known keys here: batch_size, epochs"),
+        (lambda p: p["variants"].__setitem__("dual_x", {"kind": "dual", "task": "binary", "backbone": "mobilenet_v2",
+                                                         "features": ["age_approx", "shoe_size"]}),
+         "variants.dual_x.features.1", "Allowed: age_approx, sex, clin_size_long_diam_mm"),
+        (lambda p: p["data"]["isic"].__setitem__("max_body_byte", 1), "data.isic", "Known keys here: allowed_hosts"),
+        (lambda p: p["images"].__setitem__("max_pixel", 1), "images", "Known keys here: max_pixels"),
     ],
 )
 def test_bad_value_names_key_and_what_is_allowed(tmp_path, edit, key, hint):
@@ -52,3 +58,55 @@ def test_variant_inherits_train_defaults_and_overrides_win():
     assert merged["name"] == "v"
     with pytest.raises(PipelineError, match="unknown variant 'nope'"):
         P.variant(params, "nope")
+
+
+def test_every_mapping_in_the_schema_rejects_unknown_keys():
+    """Walk the schema: each object either lists its properties with additionalProperties: false, or is a
+    map whose values are themselves checked (variants, max_per_class)."""
+    def walk(node, where):
+        if isinstance(node, dict):
+            if node.get("type") == "object" or "properties" in node:
+                assert node.get("additionalProperties") is False or isinstance(node.get("additionalProperties"), dict), where
+                if "properties" in node:
+                    assert node.get("additionalProperties") is False, where
+            for key, value in node.items():
+                walk(value, f"{where}.{key}")
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                walk(value, f"{where}[{i}]")
+
+    walk(P.schema(), "schema")
+
+
+def test_the_schema_knows_exactly_the_metadata_features():
+    from skinlesion import features
+
+    allowed = P.schema()["$defs"]["variant"]["properties"]["features"]["items"]["enum"]
+    assert sorted(allowed) == sorted(features.DEFAULT_FEATURES)
+
+
+def test_new_isic_and_images_keys_have_schema_defaults_equal_to_the_code():
+    from skinlesion import images
+    from skinlesion.sources.isic.options import Options
+
+    isic = P.schema()["properties"]["data"]["properties"]["isic"]["properties"]
+    defaults = Options()
+    for key in ("max_body_bytes", "max_json_bytes", "max_attempts", "file_deadline"):
+        assert isic[key]["default"] == getattr(defaults, key), key
+    assert tuple(isic["allowed_hosts"]["default"]) == defaults.allowed_hosts
+    assert P.schema()["properties"]["images"]["properties"]["max_pixels"]["default"] == images.DEFAULT_MAX_PIXELS
+    for path in REPO.glob("params*.yaml"):
+        params = P.load(path)
+        assert params["data"]["isic"]["max_body_bytes"] == defaults.max_body_bytes, path
+        assert params["images"]["max_pixels"] == images.DEFAULT_MAX_PIXELS, path
+
+
+def test_a_weights_path_that_does_not_exist_is_named_before_any_download(tmp_path, monkeypatch):
+    from skinlesion import weights
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "empty-keras"))
+    monkeypatch.setattr(weights, "_download", lambda *a, **k: pytest.fail("tried to download"))
+    missing = tmp_path / "nope" / "mobilenet.h5"
+    with pytest.raises(PipelineError) as err:
+        weights.resolve("mobilenet_v2", str(missing), 128, allow_random=True)
+    assert str(missing) in str(err.value) and "does not exist" in str(err.value)
