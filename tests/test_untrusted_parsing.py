@@ -1,0 +1,155 @@
+"""Property-based tests (hypothesis): whatever a server's records or a dataset's metadata.csv hold, parsing
+never crashes, and whatever it accepts is safe to use as a file name, a URL and a byte count."""
+
+from __future__ import annotations
+
+import csv
+import os
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from skinlesion import metadata, raw_layout
+from skinlesion.errors import PipelineError
+from skinlesion.io import check_inside
+from skinlesion.sources import local
+from skinlesion.sources.isic import selection
+from skinlesion.sources.isic.options import from_config
+
+from conftest import base_params
+
+SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+API = "http://127.0.0.1:8000/api/v2"
+OPTIONS = from_config({"api_url": API}, env={})
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=12,
+)
+hostile_text = st.one_of(
+    st.text(max_size=80),
+    st.sampled_from(["../../../escaped", "/etc/passwd", "ISIC_1\n", "ISIC_1\x00", "ISIC_" + "1" * 300, ".", "..",
+                     "CC-BY/../../x", "CC-BY", "CC-0", "CC-BY-NC", "a" * 64, "a" * 65, "ISIC_0015719", " x"]),
+)
+ids = st.one_of(st.from_regex(r"\AISIC_[0-9]{7}\Z"), hostile_text, st.integers(), st.none(), json_values)
+urls = st.one_of(
+    st.text(max_size=40),
+    st.builds(lambda scheme, host, path: f"{scheme}://{host}/{path}",
+              st.sampled_from(["http", "https", "file", "ftp", "HTTP", "javascript", ""]),
+              st.sampled_from(["127.0.0.1:8000", "127.0.0.1", "isic-archive.s3.amazonaws.com", "evil.example",
+                               "isic-archive.s3.amazonaws.com.evil.example", "[::1]", "user@evil.example", ""]),
+              st.text(max_size=20)),
+)
+sizes = st.one_of(st.integers(min_value=-5, max_value=10**12), st.none(), st.booleans(), st.text(max_size=5),
+                  st.floats(allow_nan=True))
+records = st.one_of(
+    json_values,
+    st.fixed_dictionaries(
+        {"isic_id": ids},
+        optional={
+            "copyright_license": st.one_of(hostile_text, json_values),
+            "attribution": st.one_of(st.text(max_size=30), json_values),
+            "files": st.one_of(json_values, st.fixed_dictionaries(
+                {"full": st.one_of(json_values, st.fixed_dictionaries({"url": urls}, optional={"size": sizes}))})),
+            "metadata": st.one_of(json_values, st.fixed_dictionaries(
+                {}, optional={"acquisition": json_values,
+                              "clinical": st.dictionaries(st.text(max_size=12), json_values, max_size=5)})),
+        },
+    ),
+)
+
+
+@SETTINGS
+@given(records)
+def test_a_record_the_client_accepts_is_safe_to_use(record):
+    problem = selection.record_problem(record, OPTIONS)  # never raises, whatever the record
+    if problem is not None:
+        assert isinstance(problem, str) and len(problem) < 100
+        return
+    name = selection.file_name(record, thumbnails=False)
+    assert raw_layout.ISIC_ID.fullmatch(name.rsplit(".", 1)[0]) and name.rsplit(".", 1)[1] in ("jpg", "jpeg", "png")
+    images = Path("/nonexistent-root/images")
+    assert check_inside(images / name, images).parent == images
+    url, size = selection.file_info(record, thumbnails=False)
+    assert url.split(":", 1)[0] in ("http", "https")
+    assert size is None or 1 <= size <= OPTIONS.max_body_bytes
+    row = selection.flatten(record)
+    license_name = row.get("copyright_license")
+    assert license_name is None or license_name == "" or raw_layout.license_file_name(license_name)
+
+
+@SETTINGS
+@given(st.lists(st.lists(records, max_size=6), min_size=1, max_size=4))
+def test_selection_over_any_pages_keeps_only_usable_unique_records(pages):
+    class Client:
+        def search_pages(self, query, collections, page_size=None):
+            for i, results in enumerate(pages):
+                yield (sum(map(len, pages)) if i == 0 else None), results
+
+    skipped: Counter = Counter()
+    found, _ = selection._collect(Client(), "", (), None, None, set(), OPTIONS, skipped)
+    assert all(selection.record_problem(r, OPTIONS) is None for r in found)
+    assert len({r["isic_id"] for r in found}) == len(found)
+    assert len(found) + sum(skipped.values()) <= sum(map(len, pages))
+
+
+cells = st.one_of(st.text(max_size=30), hostile_text,
+                  st.sampled_from(["Benign", "Malignant", "Indeterminate", "", "male", "female", "45", "nan"]))
+columns = st.sampled_from(["isic_id", "copyright_license", "attribution", "diagnosis_1", "diagnosis_3", "sex",
+                           "age_approx", "patient_id", "lesion_id", "benign_malignant", "diagnosis", "target",
+                           "anatom_site_general", "clin_size_long_diam_mm"])
+tables = st.lists(st.dictionaries(columns, cells, max_size=8).map(lambda r: {"isic_id": "", **r}),
+                  min_size=1, max_size=12)
+
+
+def _file_name_ok(name: str) -> bool:
+    return (bool(name) and "/" not in name and "\x00" not in name and name not in (".", "..")
+            and len(os.fsencode(name)) < 200 and not name.startswith("."))
+
+
+@SETTINGS
+@given(tables)
+def test_any_metadata_csv_parses_without_a_crash_and_writes_only_inside(rows):
+    with tempfile.TemporaryDirectory() as tmp:
+        root, out = Path(tmp) / "dataset", Path(tmp) / "out" / "raw"
+        (root / "images").mkdir(parents=True)
+        names = sorted({k for r in rows for k in r})
+        with open(root / "metadata.csv", "w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, names)
+            writer.writeheader()
+            writer.writerows([{k: v.replace("\x00", "") for k, v in r.items()} for r in rows])
+        for r in rows:
+            name = r["isic_id"].strip()
+            if _file_name_ok(name):
+                try:
+                    (root / "images" / f"{name}.jpg").write_bytes(b"not decoded here")
+                except OSError:
+                    pass
+        try:
+            loaded = local.read_isic_cli(root)
+            kept, counts = local.match(loaded)
+        except PipelineError:
+            return
+        for rec in kept:
+            assert raw_layout.record_problem(rec) is None
+        assert counts["rows"] == len(loaded.records)
+        if not kept:
+            return
+        local.write(kept, loaded, out)
+        written = [p for p in Path(tmp).rglob("*") if p.is_file() and root not in p.parents]
+        assert all(out in p.parents for p in written)
+        assert {p.name for p in (out / "images").iterdir()} == {f"{r['isic_id']}.jpg" for r in kept}
+        try:
+            metadata.build(out, base_params())
+        except PipelineError:
+            pass
+
+
+@pytest.mark.parametrize("value", ["ISIC_1\n", "ISIC_1\r", "\nISIC_1", "ISIC_1\x00", "ISIC_1 ", "ISIC_" + "1" * 60])
+def test_the_id_pattern_is_anchored_at_both_ends(value):
+    assert raw_layout.id_problem(value) == "bad isic_id"
