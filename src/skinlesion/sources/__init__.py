@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..errors import PipelineError
 from ..io import atomic_path, write_json
+from ..raw_layout import IMAGE_SUFFIXES, id_problem
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,12 @@ def fetch(params: dict, out: str | os.PathLike) -> dict:
     started = time.time()
     with atomic_path(out) as tmp:
         summary = module.fetch(cfg, Path(tmp), seed=params["seed"]) or {}
-        n_images = sum(1 for _ in (Path(tmp) / "images").iterdir())
+        names = [p.name for p in (Path(tmp) / "images").iterdir()]
+        bad = [n for n in names if id_problem(Path(n).stem) or Path(n).suffix.lower() not in IMAGE_SUFFIXES]
+        if bad:  # every source checks its ids; this is the last look before the folder is committed
+            raise PipelineError(f"the {name} source wrote image names outside the isic_id pattern "
+                                f"(e.g. {bad[0][:80]!r}); nothing was kept.")
+        n_images = len(names)
         write_json(Path(tmp) / "source.json", {"source": name, "options": cfg, "images": n_images, **summary})
     log.info("fetch: %s source wrote %d images to %s in %.1f s", name, n_images, out, time.time() - started)
     return summary
