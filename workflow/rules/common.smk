@@ -58,6 +58,6 @@ def stage_inputs(stage):
         name = runners.job_name(stage, dict(wildcards.items()))
         marker = runners.params_marker(name, values(config, stage, **dict(wildcards.items())),
                                        DVC_PARAMS.get(name) if PARAMS_FILE == "params.yaml" else None)
-        return file_deps(stage) + [marker]
+        return file_deps(stage, root=Path.cwd()) + [marker]  # relative to where the run is (experiments/*)
 
     return inputs
