@@ -360,7 +360,7 @@ def test_an_unwritable_output_folder_is_one_line_for_download(server, tmp_path, 
     rc, err = run_cli(["download", "--out", str(out), "--api-url", server.api_url], capsys)
     assert rc == 2
     line = one_line_error(err, "download")
-    assert words in line and str(tmp_path / "ro") in line and "output folder" in line
+    assert words in line and str(tmp_path / "ro") in line and "folder" in line
 
 
 def test_a_full_disk_during_the_download_is_one_line_without_run_again(server, tmp_path, monkeypatch, capsys):

@@ -20,15 +20,15 @@ class StorageError(PipelineError):
 
 # errno -> (what happened, how to fix it)
 STORAGE_ERRNOS = {
-    errno.EACCES: ("permission denied", "make it writable for this user or choose another output folder"),
-    errno.EPERM: ("operation not permitted", "make it writable for this user or choose another output folder"),
+    errno.EACCES: ("permission denied", "give this user access to it (write access for an output) or choose another folder"),
+    errno.EPERM: ("operation not permitted", "give this user access to it (write access for an output) or choose another folder"),
     errno.EROFS: ("read-only file system", "choose an output folder on a writable file system"),
     errno.ENOSPC: ("no space left on device", "free some disk space or choose an output folder on another disk"),
     errno.EDQUOT: ("disk quota exceeded", "free some space within your quota or choose another output folder"),
 }
 
 
-def storage_error(exc: OSError, doing: str = "writing") -> StorageError | None:
+def storage_error(exc: OSError, doing: str = "at") -> StorageError | None:
     """A one-line StorageError for an OSError that no retry can fix, naming the path and the fix; else None."""
     if not isinstance(exc, OSError) or exc.errno not in STORAGE_ERRNOS:
         return None
