@@ -22,7 +22,7 @@ from skinlesion.sources.isic.options import from_config
 
 from conftest import base_params
 
-SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=80, deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow])
 API = "http://127.0.0.1:8000/api/v2"
 OPTIONS = from_config({"api_url": API}, env={})
 
