@@ -47,7 +47,27 @@ urls = st.one_of(
 )
 sizes = st.one_of(st.integers(min_value=-5, max_value=10**12), st.none(), st.booleans(), st.text(max_size=5),
                   st.floats(allow_nan=True))
+def mostly(good, bad):
+    """Usually a valid value, sometimes a hostile one: records that are one field away from usable."""
+    return st.integers(0, 4).flatmap(lambda i: bad if i == 0 else good)
+
+
+good_ids = st.from_regex(r"\AISIC_[0-9]{7}\Z")
+good_urls = st.builds(lambda host, name, ext: f"https://{host}/images/{name}{ext}",
+                      st.sampled_from(["127.0.0.1:8000", "isic-archive.s3.amazonaws.com"]),
+                      st.text("abcXYZ_019./", max_size=12), st.sampled_from([".jpg", ".png", ".JPEG", "", ".exe"]))
+near_valid = st.fixed_dictionaries({
+    "isic_id": mostly(good_ids, ids),
+    "copyright_license": mostly(st.sampled_from(["CC-0", "CC-BY", "CC-BY-NC"]), hostile_text),
+    "attribution": mostly(st.text(max_size=30), json_values),
+    "files": st.fixed_dictionaries({"full": st.fixed_dictionaries(
+        {"url": mostly(good_urls, urls)}, optional={"size": mostly(st.integers(1, 10**7), sizes)})}),
+    "metadata": mostly(st.fixed_dictionaries({"clinical": st.dictionaries(st.text(max_size=12), json_values,
+                                                                          max_size=5)}), json_values),
+})
 records = st.one_of(
+    near_valid,
+    near_valid,
     json_values,
     st.fixed_dictionaries(
         {"isic_id": ids},
@@ -100,11 +120,14 @@ def test_selection_over_any_pages_keeps_only_usable_unique_records(pages):
 
 cells = st.one_of(st.text(max_size=30), hostile_text,
                   st.sampled_from(["Benign", "Malignant", "Indeterminate", "", "male", "female", "45", "nan"]))
-columns = st.sampled_from(["isic_id", "copyright_license", "attribution", "diagnosis_1", "diagnosis_3", "sex",
+columns = st.sampled_from(["copyright_license", "attribution", "diagnosis_1", "diagnosis_3", "sex",
                            "age_approx", "patient_id", "lesion_id", "benign_malignant", "diagnosis", "target",
                            "anatom_site_general", "clin_size_long_diam_mm"])
-tables = st.lists(st.dictionaries(columns, cells, max_size=8).map(lambda r: {"isic_id": "", **r}),
-                  min_size=1, max_size=12)
+tables = st.lists(
+    st.tuples(mostly(good_ids, cells), st.dictionaries(columns, cells, max_size=8),
+              mostly(st.sampled_from(["CC-0", "CC-BY", "CC-BY-NC"]), cells))
+    .map(lambda t: {**t[1], "isic_id": t[0], "copyright_license": t[2]}),
+    min_size=1, max_size=12)
 
 
 def _file_name_ok(name: str) -> bool:
