@@ -363,6 +363,13 @@ def test_an_unwritable_output_folder_is_one_line_for_download(server, tmp_path, 
     assert words in line and str(tmp_path / "ro") in line and "folder" in line
 
 
+def test_any_other_failure_on_a_path_is_one_line_too(server, tmp_path, monkeypatch, capsys):
+    refuse_mkdir(monkeypatch, tmp_path / "odd", errno.ENOENT)  # /proc answers mkdir like this
+    rc, err = run_cli(["download", "--out", str(tmp_path / "odd" / "out"), "--api-url", server.api_url], capsys)
+    assert rc == 2
+    assert str(tmp_path / "odd") in one_line_error(err, "download")
+
+
 def test_a_full_disk_during_the_download_is_one_line_without_run_again(server, tmp_path, monkeypatch, capsys):
     real_open = open
 

@@ -62,8 +62,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except OSError as exc:  # permission denied, read-only file system, disk full: one line, not a traceback
         error = storage_error(exc)
-        if error is None:
-            raise
+        if error is None and exc.filename is None:
+            raise  # not about a path: a bug worth its traceback
+        if error is None:  # any other failure on a path: still one line; -v shows the traceback
+            logging.getLogger(__name__).debug("traceback", exc_info=True)
+            name = exc.filename
+            name = os.fsdecode(name) if isinstance(name, (str, bytes, os.PathLike)) else str(name)
+            error = f"{exc.strerror or exc} at {name}: check that path (-v shows the traceback)."
         print(f"skinlesion {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
