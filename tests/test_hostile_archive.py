@@ -196,6 +196,15 @@ def test_only_unusable_records_is_one_line_and_exit_2(server, tmp_path, capsys):
     assert not server.requests_to("/s3/")
 
 
+def test_server_text_in_a_message_stays_one_printable_line(server, tmp_path, capsys):
+    server.faults.append(Fault("/images/search/", status=400, times=None,
+                               message="Bad query.\n\x1b[2J\x1b[31mskinlesion download: done, all fine\r" + "x" * 5000))
+    code, err = run_cli(["download", "--out", str(tmp_path / "out"), "--api-url", server.api_url], capsys)
+    assert code == 2
+    line = one_line_error(err, "download")
+    assert "\x1b" not in err and "\r" not in err and "Bad query." in line and len(line) < 1000
+
+
 def test_an_api_url_that_is_not_http_is_refused(tmp_path, capsys):
     code, err = run_cli(["download", "--out", str(tmp_path / "out"), "--api-url", "file:///etc"], capsys)
     assert code == 2

@@ -21,7 +21,7 @@ import requests
 
 from ...errors import PipelineError
 from .options import Options
-from .retry import NETWORK_ERRORS, RETRY_STATUSES, RetryPolicy, server_message, sleep
+from .retry import NETWORK_ERRORS, RETRY_STATUSES, RetryPolicy, printable, server_message, sleep
 
 log = logging.getLogger(__name__)
 
@@ -85,13 +85,13 @@ class IsicClient:
                     raise self._client_error(response, what)
                 problem = f"HTTP {response.status_code} {server_message(response)}"
             except NETWORK_ERRORS as exc:
-                problem = f"{type(exc).__name__}: {exc}"
+                problem = f"{type(exc).__name__}: {printable(exc, 200)}"
             except requests.RequestException as exc:  # invalid URL and the like: no point retrying
-                raise PipelineError(f"could not request {what} from {url}: {exc}. Check the API URL.") from None
+                raise PipelineError(f"could not request {what} from {printable(url, 200)}: {printable(exc)}. Check the API URL.") from None
             failures += 1
             if failures > policy.retries:
                 raise PipelineError(
-                    f"gave up on {what} after {failures} attempts ({url}); last problem: {problem}. "
+                    f"gave up on {what} after {failures} attempts ({printable(url, 200)}); last problem: {problem}. "
                     f"Check the network and the API URL ({self.base}; ISIC_API_URL overrides it), "
                     "or raise retries."
                 )
@@ -113,7 +113,7 @@ class IsicClient:
                 f"the ISIC API rejected the paging cursor ({status}): {message} The archive may have changed "
                 "during paging; run the command again (finished files are kept)."
             )
-        return PipelineError(f"the ISIC API answered {status} for {what} ({response.url}): {message}")
+        return PipelineError(f"the ISIC API answered {status} for {what} ({printable(response.url, 200)}): {message}")
 
     def get_json(self, url: str, params: dict | None = None, *, what: str) -> Any:
         response = self.get(url, params, what=what)
@@ -121,7 +121,7 @@ class IsicClient:
             return json.loads(response.content)
         except (ValueError, RecursionError):
             raise PipelineError(
-                f"the ISIC API sent something other than JSON for {what} ({response.url}): "
+                f"the ISIC API sent something other than JSON for {what} ({printable(response.url, 200)}): "
                 f"{response.text[:200]!r}. Is the API URL ({self.base}) right?"
             ) from None
 
@@ -158,11 +158,11 @@ class IsicClient:
             visited.add(url)
             body = self.get_json(url, what=f"image search page {page + 1}")
             if not isinstance(body, dict) or not isinstance(body.get("results"), list):
-                raise PipelineError(f"unexpected search answer from {url}: no 'results' list.")
+                raise PipelineError(f"unexpected search answer from {printable(url, 200)}: no 'results' list.")
             count = body.get("count") if page == 0 else None
             if page == 0:
                 if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-                    raise PipelineError(f"unexpected search answer from {url}: 'count' is {count!r}, not a "
+                    raise PipelineError(f"unexpected search answer from {printable(url, 200)}: 'count' is {printable(repr(count), 60)}, not a "
                                         "whole number. Is the API URL right?")
                 max_pages = math.ceil(count / per_page) + PAGE_SLACK
             results = body["results"]
@@ -171,11 +171,11 @@ class IsicClient:
             ids |= new
             following = body.get("next")
             if following is not None and not isinstance(following, str):
-                raise PipelineError(f"unexpected search answer from {url}: 'next' is {following!r}.")
+                raise PipelineError(f"unexpected search answer from {printable(url, 200)}: 'next' is {printable(repr(following), 60)}.")
             if following and not advanced:
                 raise PipelineError(
-                    f"the ISIC API's paging does not advance: page {page + 1} ({url}) brought no new image but "
-                    f"links to another page ({following[:200]}). Stopped; check the API URL."
+                    f"the ISIC API's paging does not advance: page {page + 1} ({printable(url, 200)}) brought no new image but "
+                    f"links to another page ({printable(following, 200)}). Stopped; check the API URL."
                 )
             yield count, results
             url = following or None  # `next` is absolute and carries every parameter
@@ -184,13 +184,13 @@ class IsicClient:
     def _check_next(self, url: str, visited: set[str], page: int, max_pages: int | None) -> None:
         if url in visited:
             raise PipelineError(
-                f"the ISIC API's paging repeats itself: page {page + 1}'s `next` link ({url[:200]}) was already "
+                f"the ISIC API's paging repeats itself: page {page + 1}'s `next` link ({printable(url, 200)}) was already "
                 "visited. Stopped; check the API URL."
             )
         base, there = urlparse(self.base), urlparse(url)
         if there.scheme != base.scheme or there.netloc != base.netloc:
             raise PipelineError(
-                f"the ISIC API's `next` link leaves the API ({url[:200]}; the API is {self.base}). Stopped."
+                f"the ISIC API's `next` link leaves the API ({printable(url, 200)}; the API is {self.base}). Stopped."
             )
         if max_pages is not None and page >= max_pages:
             raise PipelineError(
@@ -236,7 +236,7 @@ def read_capped(response: requests.Response, cap: int, deadline: float, *, trunc
     length = response.headers.get("Content-Length")
     if not truncate and length and length.isdigit() and int(length) > cap:
         raise PipelineError(f"the ISIC API's answer for {what} is {length} bytes, over data.isic.max_json_bytes "
-                            f"({cap}); refused ({response.url}).")
+                            f"({cap}); refused ({printable(response.url, 200)}).")
     started = time.monotonic()
     parts, have = [], 0
     for chunk in response.iter_content(64 * 1024):
@@ -246,7 +246,7 @@ def read_capped(response: requests.Response, cap: int, deadline: float, *, trunc
             if truncate:
                 break
             raise PipelineError(f"the ISIC API's answer for {what} goes past data.isic.max_json_bytes ({cap} "
-                                f"bytes); refused ({response.url}).")
+                                f"bytes); refused ({printable(response.url, 200)}).")
         if time.monotonic() - started > deadline:
             raise TimeoutError(f"answer not complete after {deadline:.0f} s (data.isic.file_deadline)")
     body = b"".join(parts)[: cap if truncate else None]

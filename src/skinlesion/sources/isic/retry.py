@@ -79,8 +79,20 @@ def sleep(seconds: float, stop: threading.Event | None = None) -> None:
         stop.wait(seconds)
 
 
+def printable(text: object, limit: int = 300) -> str:
+    """Server-chosen text made safe for a one-line message: control characters (newlines, terminal escapes)
+    become spaces, and at most `limit` characters are kept."""
+    text = "".join(c if c.isprintable() else " " for c in str(text)[: limit + 1])
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def server_message(response: requests.Response) -> str:
-    """The server's own words: {"message": ...} or {"detail": ...} in JSON, else the start of the body."""
+    """The server's own words: {"message": ...} or {"detail": ...} in JSON, else the start of the body
+    (made printable: one line, at most 300 characters)."""
+    return printable(_server_message(response))
+
+
+def _server_message(response: requests.Response) -> str:
     try:
         body = response.json()
     except ValueError:

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from ...errors import PipelineError, storage_error
 from .client import new_session
-from .retry import NETWORK_ERRORS, RETRY_STATUSES, RetryPolicy, server_message, sleep
+from .retry import NETWORK_ERRORS, RETRY_STATUSES, RetryPolicy, printable, server_message, sleep
 
 log = logging.getLogger(__name__)
 
@@ -361,8 +361,7 @@ def _part_size(job: Job) -> int:
 
 
 def _short(exc: BaseException) -> str:
-    text = str(exc)
-    return text if len(text) < 160 else text[:157] + "..."
+    return printable(exc, 160)
 
 
 def failure_message(failed: list[Result], kept: int, folder: Path, rerun: str) -> PipelineError:
