@@ -95,7 +95,7 @@ def test_new_isic_and_images_keys_have_schema_defaults_equal_to_the_code():
         assert isic[key]["default"] == getattr(defaults, key), key
     assert tuple(isic["allowed_hosts"]["default"]) == defaults.allowed_hosts
     assert P.schema()["properties"]["images"]["properties"]["max_pixels"]["default"] == images.DEFAULT_MAX_PIXELS
-    for path in REPO.glob("params*.yaml"):
+    for path in [*REPO.glob("params*.yaml"), *REPO.glob("experiments/*/params.yaml")]:
         params = P.load(path)
         assert params["data"]["isic"]["max_body_bytes"] == defaults.max_body_bytes, path
         assert params["images"]["max_pixels"] == images.DEFAULT_MAX_PIXELS, path
