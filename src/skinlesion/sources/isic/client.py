@@ -187,8 +187,7 @@ class IsicClient:
                 f"the ISIC API's paging repeats itself: page {page + 1}'s `next` link ({printable(url, 200)}) was already "
                 "visited. Stopped; check the API URL."
             )
-        base, there = urlparse(self.base), urlparse(url)
-        if there.scheme != base.scheme or there.netloc != base.netloc:
+        if _origin(url) != _origin(self.base):
             raise PipelineError(
                 f"the ISIC API's `next` link leaves the API ({printable(url, 200)}; the API is {self.base}). Stopped."
             )
@@ -228,6 +227,16 @@ class IsicClient:
         if not text.strip():
             raise PipelineError(f"empty license text for {name}")
         return text if text.endswith("\n") else text + "\n"
+
+
+def _origin(url: str) -> tuple:
+    """(scheme, host, port) with the default port filled in; None parts for what cannot be parsed."""
+    try:
+        parts = urlparse(url)
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+        return parts.scheme, (parts.hostname or "").lower(), port
+    except ValueError:
+        return None, None, None
 
 
 def read_capped(response: requests.Response, cap: int, deadline: float, *, truncate: bool, what: str) -> bytes:
