@@ -77,7 +77,7 @@ def test_models_and_metrics_are_sane(run):
     assert info["imagenet_weights"] is True and "RANDOM" not in info["weights"]
     assert info["features_once"] is True and info["n_train"] > 100
     for name, result in results.items():
-        for test_set in ("test_natural", "test_balanced"):
+        for test_set in ("test_natural",):  # issue 11: no class-balanced test set
             m = result[test_set]
             assert m["n"] >= 10 and m["n_malignant"] >= 2
             assert 0 <= m["roc_auc"] <= 1 and 0 <= m["sensitivity"] <= 1 and 0 <= m["specificity"] <= 1

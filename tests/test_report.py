@@ -71,9 +71,12 @@ def report(run):
 def test_metrics_keep_their_keys_and_gain_intervals(run):
     root, _ = run
     m = read_json(root / "results/variants/lr/evaluation.json")
-    for test_set in ("test_natural", "test_balanced", "val"):
+    assert "test_balanced" not in m  # issue 11: replaced by PPV / NPV at stated prevalences
+    for test_set in ("test_natural", "val"):
         block = m[test_set]
         assert set(OLD_KEYS) <= set(block)
+        assert {"ppv_at_50_prevalence", "npv_at_50_prevalence", "ppv_at_train_prevalence",
+                "npv_at_train_prevalence"} <= set(block)
         for key in ("pauc_above_80_tpr", "sensitivity_at_90_specificity", "sensitivity_at_95_specificity",
                     "specificity_at_90_sensitivity", "specificity_at_95_sensitivity", "ece", "ece_uncalibrated"):
             assert key in block, key
@@ -165,7 +168,8 @@ def test_metrics_csv_keeps_the_old_columns_first(report):
     old = ["variant", "task", "test_set"] + compare.COLUMNS + ["imagenet_weights"]
     assert list(frame.columns[:len(old)]) == old
     assert {"roc_auc_ci_low", "roc_auc_ci_high", "pauc_above_80_tpr", "ece"} <= set(frame.columns)
-    assert len(frame) == 2 * len(VARIANTS)
+    assert len(frame) == len(VARIANTS)  # one test set each (no balanced subsample, no external set here)
+    assert set(frame["test_set"]) == {"natural"}
     assert (report / "roc.png").exists()
 
 
@@ -178,7 +182,8 @@ def test_report_is_self_contained_and_complete(run, report):
     assert all(s.startswith("data:image/png;base64,") for s in sources)
     assert not re.search(r"<script[^>]*\ssrc=|<link[^>]*>|@import|url\(\s*['\"]?http", page)
     rows = re.search(r'<table class="sortable" id="comparison-table">.*?</table>', page, re.S).group(0)
-    assert rows.count("<tr") == 1 + 2 * len(VARIANTS)
+    assert rows.count("<tr") == 1 + len(VARIANTS)
+    assert 'id="transfer-table"' not in page  # no external set, no threshold-transfer table
     summary = read_json(root / "data/interim/metadata_summary.json")
     for reason in summary["dropped"]:
         assert reason.split(" (")[0] in page
@@ -249,7 +254,7 @@ def test_report_renders_in_a_headless_browser(report, tmp_path):
     assert found, f"no marker in the dumped DOM; chromium said: {done.stderr[-2000:]}"
     state = json.loads(found.group(1).replace("&quot;", '"').replace("&amp;", "&"))
     assert state["images"] > 0 and state["loaded"] == state["images"]
-    assert state["header"].startswith("ROC AUC") and state["rows"] == 2 * len(VARIANTS)
+    assert state["header"].startswith("ROC AUC") and state["rows"] == len(VARIANTS)
     values = [float(v) for v in state["asc"] if v]
     assert values == sorted(values) and len(values) >= len(VARIANTS)
     assert [float(v) for v in state["desc"] if v] == sorted(values, reverse=True)

@@ -20,6 +20,7 @@ COMMANDS = {
     "metadata": ("skinlesion.commands.metadata", "clean, label, split and impute metadata -> Parquet"),
     "images": ("skinlesion.commands.images", "decode and resize every image once into shards"),
     "train": ("skinlesion.commands.train", "train one model variant"),
+    "external": ("skinlesion.commands.external", "prepare the external test sets (evaluate.external)"),
     "evaluate": ("skinlesion.commands.evaluate", "evaluate one trained variant on its test sets"),
     "compare": ("skinlesion.commands.compare", "compare every evaluated variant in results/all"),
     "predict": ("skinlesion.commands.predict", "score new images with a trained variant"),

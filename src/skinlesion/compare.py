@@ -1,6 +1,10 @@
 """The compare stage: every evaluated variant side by side in results/all/.
 
-    results/all/metrics.csv   one row per variant and test set, with 95% interval bounds (<metric>_ci_low/high)
+    results/all/metrics.csv   one row per variant and test set (test_set "natural": the internal test split;
+                              "external:<name>": each external set of evaluate.external), with 95% interval
+                              bounds (<metric>_ci_low/high), PPV / NPV at the stated prevalences, and on
+                              external rows the threshold transfer (own_threshold, sensitivity / specificity
+                              at the set's own, oracle, threshold)
     results/all/roc.png       the ROC curves of all variants on the natural test set (multiclass variants:
                               malignant vs benign, score 1 - P(benign))
     results/all/index.html    the report a person opens: self-contained (figures embedded), sortable table,
@@ -32,12 +36,20 @@ COLUMNS = ["roc_auc", "average_precision", "sensitivity", "specificity", "balanc
 EXTRA = ["pauc_above_80_tpr", "sensitivity_at_90_specificity", "sensitivity_at_95_specificity",
          "specificity_at_90_sensitivity", "specificity_at_95_sensitivity", "ppv", "npv", "ece", "ece_uncalibrated",
          "n_malignant", "n_groups"]
+# Predictive values at stated prevalences (metrics.binary: 50% and the train split's), in place of the
+# former class-balanced test set; then the threshold transfer of external rows.
+PREVALENCE = ["ppv_at_50_prevalence", "npv_at_50_prevalence", "ppv_at_train_prevalence", "npv_at_train_prevalence",
+              "train_prevalence"]
+TRANSFER = ["own_threshold", "sensitivity_at_own_threshold", "specificity_at_own_threshold"]
 WITH_CI = ["roc_auc", "average_precision", "pauc_above_80_tpr", "sensitivity", "specificity", "balanced_accuracy",
-           "macro_roc_auc_ovr", "sensitivity_at_90_specificity", "specificity_at_90_sensitivity"]
+           "macro_roc_auc_ovr", "sensitivity_at_90_specificity", "specificity_at_90_sensitivity",
+           "ppv_at_50_prevalence", "npv_at_50_prevalence", "ppv_at_train_prevalence", "npv_at_train_prevalence",
+           "sensitivity_at_own_threshold", "specificity_at_own_threshold"]
 # Binary questions a multiclass variant answers through its malignancy score 1 - P(benign).
 BINARY_VIEW = ["roc_auc", "average_precision", "pauc_above_80_tpr", "sensitivity", "specificity", "threshold", "ppv",
                "npv", "n_malignant", "sensitivity_at_90_specificity", "sensitivity_at_95_specificity",
-               "specificity_at_90_sensitivity", "specificity_at_95_sensitivity"]
+               "specificity_at_90_sensitivity", "specificity_at_95_sensitivity", "ppv_at_50_prevalence",
+               "npv_at_50_prevalence", "ppv_at_train_prevalence", "npv_at_train_prevalence", "prevalences"]
 
 
 def _row(m: dict, task: str) -> tuple[dict, dict]:
@@ -48,17 +60,30 @@ def _row(m: dict, task: str) -> tuple[dict, dict]:
             source[key] = mal.get(key)
             source[f"{key}_ci95"] = mal.get(f"{key}_ci95")
     row = {c: source.get(c) for c in COLUMNS}
+    source["train_prevalence"] = (source.get("prevalences") or {}).get("train")
+    transfer = m.get("threshold_transfer") or {}
+    source["own_threshold"] = transfer.get("own_threshold")
+    for key in ("sensitivity", "specificity"):
+        own = transfer.get("at_own_threshold") or {}
+        source[f"{key}_at_own_threshold"] = own.get(key)
+        source[f"{key}_at_own_threshold_ci95"] = own.get(f"{key}_ci95")
     return row, source
+
+
+def test_sets(result: dict) -> list[tuple[str, dict]]:
+    """(test_set label, metric block): the internal test split, then every external set."""
+    return [("natural", result["test_natural"])] + [(f"external:{name}", block)
+                                                    for name, block in (result.get("external") or {}).items()]
 
 
 def table(results: dict[str, dict]) -> pd.DataFrame:
     rows = []
     for name, result in results.items():
-        for test_set in ("test_natural", "test_balanced"):
-            row, source = _row(result[test_set], result["task"])
-            row = {"variant": name, "task": result["task"], "test_set": test_set.removeprefix("test_"), **row,
+        for test_set, block in test_sets(result):
+            row, source = _row(block, result["task"])
+            row = {"variant": name, "task": result["task"], "test_set": test_set, **row,
                    "imagenet_weights": result.get("imagenet_weights")}
-            row.update({c: source.get(c) for c in EXTRA})
+            row.update({c: source.get(c) for c in EXTRA + PREVALENCE + TRANSFER})
             for c in WITH_CI:
                 ci = source.get(f"{c}_ci95") or {}
                 row[f"{c}_ci_low"], row[f"{c}_ci_high"] = ci.get("low"), ci.get("high")

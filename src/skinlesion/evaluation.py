@@ -1,18 +1,30 @@
-"""The evaluate stage: score val and test, calibrate and pick the threshold on val, measure on two test sets.
+"""The evaluate stage: score val and test, calibrate and pick the threshold on val, measure on the test set
+and on every external test set.
 
-    results/variants/<variant>/metrics.json      the headline metrics of the natural test set, with intervals:
-                                                 what DVC lists (`dvc metrics`, `dvc exp show`); see HEADLINE
-    results/variants/<variant>/evaluation.json   everything: val, test_natural and test_balanced metrics with
-                                                 group-bootstrap 95% intervals; calibration; what predict needs
+    results/variants/<variant>/metrics.json      the headline metrics of the natural test set (and of each
+                                                 external set), with intervals: what DVC lists (`dvc metrics`,
+                                                 `dvc exp show`); see HEADLINE
+    results/variants/<variant>/evaluation.json   everything: val and test_natural metrics with group-bootstrap
+                                                 95% intervals, PPV / NPV at stated prevalences (50% and the
+                                                 train split's); `external: {<name>: ...}`, the same metrics
+                                                 on each external set (evaluate.external, prepared by the
+                                                 external stage) at the validation threshold, with the
+                                                 threshold-transfer block; calibration; what predict needs
     results/variants/<variant>/plots/            DVC plot data, natural test set: roc.csv, pr.csv (micro-averaged
                                                  one-vs-rest for multiclass), confusion.csv, calibration.csv
                                                  (reliability bins); history.csv (training)
-    results/variants/<variant>/predictions.csv   isic_id, group, split, label, probabilities, predicted (val + test)
+    results/variants/<variant>/predictions.csv   isic_id, group, split, label, probabilities, predicted (val + test,
+                                                 then each external set as split "external:<name>")
     results/variants/<variant>/figures/          PNG: roc, pr, confusion, reliability, training, gradcam
 
 With `evaluate.calibration: temperature` the temperature is fitted on val; the threshold is then chosen
 on the calibrated val scores and every thresholded metric uses calibrated probabilities (rank metrics
 are unchanged by it). docs/evaluation.md explains every number and figure.
+
+There is no "balanced test set": ROC AUC, sensitivity and specificity do not depend on prevalence, so a
+class-balanced subsample of the test set only added subsampling noise to them. What does depend on it, the
+predictive values, is given at stated prevalences instead (ppv_at_50_prevalence, npv_at_train_prevalence ...:
+Bayes' rule on the set's sensitivity and specificity, intervals from the same bootstrap).
 """
 
 from __future__ import annotations
@@ -25,8 +37,9 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
-from . import dataset, figures, metrics
+from . import dataset, external_sets, figures, metrics
 from .calibration import Calibrator, ece, reliability
+from .errors import PipelineError
 from .io import atomic_path, write_json
 from .metadata import NUMERIC
 from .metadata import load as load_table
@@ -48,14 +61,21 @@ HEADLINE = {
 }
 
 
+def _headline_block(block: dict, task: str) -> dict:
+    out = {k: block.get(k) for k in HEADLINE[task]}
+    if task != "binary":
+        out["malignant_vs_benign"] = {k: (block["malignant_vs_benign"] or {}).get(k)
+                                      for k in ("roc_auc", "sensitivity", "specificity", "threshold")}
+    return out
+
+
 def headline(result: dict) -> dict:
-    """metrics.json: the headline of evaluation.json (multiclass adds its malignant-vs-benign view)."""
-    natural = result["test_natural"]
-    block = {k: natural.get(k) for k in HEADLINE[result["task"]]}
-    if result["task"] != "binary":
-        block["malignant_vs_benign"] = {k: (natural["malignant_vs_benign"] or {}).get(k)
-                                        for k in ("roc_auc", "sensitivity", "specificity", "threshold")}
-    return {"test_natural": block}
+    """metrics.json: the headline of evaluation.json (multiclass adds its malignant-vs-benign view), and of
+    each external set where there are any."""
+    out = {"test_natural": _headline_block(result["test_natural"], result["task"])}
+    if result.get("external"):
+        out["external"] = {name: _headline_block(block, result["task"]) for name, block in result["external"].items()}
+    return out
 
 
 def settings(params: dict) -> dict:
@@ -105,21 +125,67 @@ class Scores:
                       metrics.group_codes(self.groups[rows], len(rows)), self.raw[rows], self.p[rows])
 
 
-def run(params: dict, name: str, model_dir, table, shards, out) -> dict:
+def external_split(external_dir, set_name: str, task: str) -> dataset.Split:
+    """One prepared external set as a Split (all its rows), restricted as load_splits restricts test."""
+    table_path, shards_dir = external_sets.load(external_dir, set_name)
+    table = load_table(table_path)
+    index = pd.read_parquet(shards_dir / "index.parquet", columns=["isic_id", "shard", "row"])
+    table = table.merge(index, on="isic_id", how="inner")
+    if task == "multiclass":
+        table = table[table["label_multiclass"].notna()]
+    return dataset.Split(table.sort_values("isic_id").reset_index(drop=True), shards_dir)
+
+
+def prevalences(train: dataset.Split, task: str) -> dict[str, float]:
+    """The prevalences PPV and NPV are stated at: 50%, and the train split's share of malignant images."""
+    y = train.labels(task)
+    malignant = y if task == "binary" else (y != 0)
+    return {"50": 0.5, "train": round(float(np.mean(malignant)), 6) if len(y) else 0.5}
+
+
+TRANSFER_NOTE = ("internal: the threshold chosen on the internal validation split, as the model would be used; "
+                 "own: the threshold the same rule (evaluate.threshold) picks on this external set itself, an "
+                 "oracle that needs the external labels: optimistic, an upper reference, not an estimate")
+
+
+def threshold_transfer(block: dict, y: np.ndarray, p: np.ndarray, groups: np.ndarray, internal: dict, cfg: dict,
+                       n_boot: int, seed: int) -> dict:
+    """Sensitivity and specificity of an external set at the internal (validation) threshold against those at
+    the set's own best threshold, with the internal test set's for reference."""
+    own_t = metrics.choose_threshold(y, p, cfg["threshold"], cfg["target_sensitivity"])
+    own = metrics.binary(y, p, own_t, groups, n_boot, seed)
+    keys = ("sensitivity", "specificity")
+    out = {"rule": cfg["threshold"] + (f" (target sensitivity {cfg['target_sensitivity']})"
+                                       if cfg["threshold"] == "sensitivity" else ""),
+           "internal_threshold": block["threshold"],
+           "internal_test": {k: internal.get(k) for k in keys + tuple(f"{k}_ci95" for k in keys)},
+           "at_internal_threshold": {k: block.get(k) for k in keys + tuple(f"{k}_ci95" for k in keys)},
+           "own_threshold": own["threshold"],
+           "at_own_threshold": {k: own.get(k) for k in keys + tuple(f"{k}_ci95" for k in keys)},
+           "note": TRANSFER_NOTE}
+    return out
+
+
+def run(params: dict, name: str, model_dir, table, shards, out, external_dir=None) -> dict:
     seed = params["seed"]
     cfg = settings(params)
     trained = Trained(model_dir)
     seed_everything(seed, tensorflow=trained.kind != "logreg")
     splits = dataset.load_splits(table, shards, trained.task)
     val_split, test_split = splits["val"], splits["test"]
+    ext_names = [entry["name"] for entry in external_sets.sets(params)]
+    if ext_names and external_dir is None:
+        raise PipelineError(f"evaluate.external names {', '.join(ext_names)} but no --external folder was given.")
+    ext_splits = {n: external_split(external_dir, n, trained.task) for n in ext_names}
     raw_val, raw_test = _score(trained, val_split), _score(trained, test_split)
     y_val = val_split.labels(trained.task)
     calibrate = Calibrator.fit(cfg["calibration"], y_val, raw_val)
     val = Scores.of(val_split, trained.task, raw_val, calibrate)
     test = Scores.of(test_split, trained.task, raw_test, calibrate)
-    balanced = test.subset(metrics.balanced_subset(test.y, seed))
-    sets = {"test_natural": test, "test_balanced": balanced, "val": val}
+    ext = {n: Scores.of(s, trained.task, _score(trained, s), calibrate) for n, s in ext_splits.items()}
+    sets = {"test_natural": test, "val": val}
     n_boot, bins = int(cfg["bootstrap"]), int(cfg["calibration_bins"])
+    prev = prevalences(splits["train"], trained.task)
 
     result = {"variant": name, "task": trained.task, "kind": trained.kind,
               "imagenet_weights": trained.info.get("imagenet_weights"), "weights": trained.info.get("weights"),
@@ -127,28 +193,43 @@ def run(params: dict, name: str, model_dir, table, shards, out) -> dict:
                             "seed": seed},
               "calibration": {"method": calibrate.method, "temperature": calibrate.temperature, "bins": bins,
                               "fitted_on": "val"}}
+    # Every set gets the same metric code, the same threshold (chosen on val) and the same bootstrap.
+    scored = {**sets, **{f"external:{n}": s for n, s in ext.items()}}
+    blocks = {}
     if trained.task == "binary":
         threshold = metrics.choose_threshold(val.y, val.p, cfg["threshold"], cfg["target_sensitivity"])
-        for key, s in sets.items():
-            result[key] = metrics.binary(s.y, s.p, threshold, s.groups, n_boot, seed)
+        for key, s in scored.items():
+            blocks[key] = metrics.binary(s.y, s.p, threshold, s.groups, n_boot, seed, prev)
         pred_test = (test.p >= threshold).astype(int)
     else:
         threshold = None
-        for key, s in sets.items():
+        for key, s in scored.items():
             block = metrics.multiclass(s.y, s.p, trained.classes, s.groups, n_boot, seed)
             block["malignant_vs_benign"] = None  # filled below, with its own validation threshold
-            result[key] = block
+            blocks[key] = block
         # The five-class model also gives a malignancy score, 1 - P(benign): the binary question.
         t_mal = metrics.choose_threshold((val.y != 0).astype(int), 1 - val.p[:, 0], cfg["threshold"],
                                          cfg["target_sensitivity"])
-        for key, s in sets.items():
-            result[key]["malignant_vs_benign"] = metrics.binary((s.y != 0).astype(int), 1 - s.p[:, 0], t_mal,
-                                                                s.groups, n_boot, seed)
+        for key, s in scored.items():
+            blocks[key]["malignant_vs_benign"] = metrics.binary((s.y != 0).astype(int), 1 - s.p[:, 0], t_mal,
+                                                                s.groups, n_boot, seed, prev)
         pred_test = test.p.argmax(axis=1)
-    for key, s in sets.items():
-        result[key]["ece"] = metrics._r(ece(s.y, s.p, bins))
+    for key, s in scored.items():
+        blocks[key]["ece"] = metrics._r(ece(s.y, s.p, bins))
         if calibrate.method != "none":
-            result[key]["ece_uncalibrated"] = metrics._r(ece(s.y, s.raw, bins))
+            blocks[key]["ece_uncalibrated"] = metrics._r(ece(s.y, s.raw, bins))
+    for key in sets:
+        result[key] = blocks[key]
+    if ext:
+        result["external"] = {}
+        for n, s in ext.items():
+            block = blocks[f"external:{n}"]
+            binary_block = block if trained.task == "binary" else block["malignant_vs_benign"]
+            internal = result["test_natural"] if trained.task == "binary" else result["test_natural"]["malignant_vs_benign"]
+            y_bin, p_bin = (s.y, s.p) if trained.task == "binary" else ((s.y != 0).astype(int), 1 - s.p[:, 0])
+            block["threshold_transfer"] = (threshold_transfer(binary_block, y_bin, p_bin, s.groups, internal, cfg,
+                                                              n_boot, seed) if len(np.unique(y_bin)) == 2 else None)
+            result["external"][n] = block
     result["predict"] = {"threshold": threshold, "calibration": calibrate.method,
                          "temperature": calibrate.temperature, "classes": trained.classes,
                          "imputation_means_train": imputation_means(load_table(table))}
@@ -156,10 +237,10 @@ def run(params: dict, name: str, model_dir, table, shards, out) -> dict:
     with atomic_path(out) as tmp:
         (tmp / "plots").mkdir(parents=True)
         (tmp / "figures").mkdir()
-        _plots_and_figures(tmp, name, trained, test, balanced, result, pred_test, bins)
+        _plots_and_figures(tmp, name, trained, test, ext, result, pred_test, bins)
         if trained.uses_images and int(cfg["gradcam_per_outcome"]) > 0:
             _gradcam(tmp, name, trained, test_split, test, threshold, int(cfg["gradcam_per_outcome"]), seed)
-        _predictions(tmp, trained, val, test, threshold, calibrate)
+        _predictions(tmp, trained, val, test, threshold, calibrate, ext)
         _history(tmp, name, Path(model_dir) / "history.csv")
         write_json(tmp / "evaluation.json", result)
         write_json(tmp / "metrics.json", headline(result))
@@ -186,20 +267,23 @@ def _ci_text(m: dict, key: str) -> str:
     return f"{value:.3f}" + (f" [{ci['low']:.2f}-{ci['high']:.2f}]" if ci else "")
 
 
-def _plots_and_figures(out: Path, name: str, trained: Trained, test: Scores, balanced: Scores, result: dict,
+def _plots_and_figures(out: Path, name: str, trained: Trained, test: Scores, ext: dict[str, Scores], result: dict,
                        pred: np.ndarray, bins: int) -> None:
     classes, fig_dir = trained.classes, out / "figures"
     natural_m = result["test_natural"]
     if trained.task == "binary":
         _curves(out, test.y, test.p)
-        curves = {f"natural test set, AUC {_ci_text(natural_m, 'roc_auc')}": (test.y, test.p),
-                  f"balanced test set, AUC {_ci_text(result['test_balanced'], 'roc_auc')}": (balanced.y, balanced.p)}
+        curves = {f"test set, AUC {_ci_text(natural_m, 'roc_auc')}": (test.y, test.p)}
+        for n, s in ext.items():
+            if len(np.unique(s.y)) == 2:
+                curves[f"external {n}, AUC {_ci_text(result['external'][n], 'roc_auc')}"] = (s.y, s.p)
         t = natural_m["threshold"]
         op = {f"threshold {t:.3f} from validation: sens {natural_m['sensitivity'] or 0:.2f}, "
               f"spec {natural_m['specificity'] or 0:.2f}": (1 - (natural_m["specificity"] or 0),
                                                             natural_m["sensitivity"] or 0)}
         figures.roc(curves, fig_dir / "roc.png", f"{name}: ROC (95% CI by group bootstrap)", op, show_auc=False)
-        figures.pr({"natural test set": (test.y, test.p), "balanced test set": (balanced.y, balanced.p)},
+        figures.pr({"test set": (test.y, test.p),
+                    **{f"external {n}": (s.y, s.p) for n, s in ext.items() if len(np.unique(s.y)) == 2}},
                    fig_dir / "pr.png", f"{name}: precision-recall")
         subtitle = f"threshold {t:.3f}"
         reliability_label = "Predicted P(malignant)"
@@ -259,11 +343,14 @@ def _gradcam(out: Path, name: str, trained: Trained, split: dataset.Split, test:
                        f"{name}: Grad-CAM on a seeded sample of test images (red = strongest evidence)")
 
 
-def _predictions(out: Path, trained: Trained, val: Scores, test: Scores, threshold, calibrate: Calibrator) -> None:
-    predictions = pd.concat([val.table, test.table], ignore_index=True)[["isic_id", "group", "split"]]
-    predictions["label"] = np.concatenate([val.y, test.y])
-    raw = np.concatenate([val.raw, test.raw])
-    p = np.concatenate([val.p, test.p])
+def _predictions(out: Path, trained: Trained, val: Scores, test: Scores, threshold, calibrate: Calibrator,
+                 ext: dict[str, Scores] | None = None) -> None:
+    parts = [val, test] + list((ext or {}).values())
+    tables = [val.table, test.table] + [s.table.assign(split=f"external:{n}") for n, s in (ext or {}).items()]
+    predictions = pd.concat(tables, ignore_index=True)[["isic_id", "group", "split"]]
+    predictions["label"] = np.concatenate([s.y for s in parts])
+    raw = np.concatenate([s.raw for s in parts])
+    p = np.concatenate([s.p for s in parts])
     if trained.task == "binary":
         predictions["p_malignant"] = np.round(raw, 6)
         if calibrate.method != "none":

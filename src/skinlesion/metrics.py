@@ -218,9 +218,29 @@ def _with_intervals(result: dict, stat: Stat, names: list[str], groups, n_boot: 
 # The metric blocks of evaluation.json
 
 
+def predictive_values(sensitivity, specificity, prevalence: float):
+    """PPV and NPV that a test of this sensitivity and specificity has where malignancy has `prevalence`
+    (Bayes' rule): what the thresholded model means to a reader, at a stated prevalence rather than the
+    test set's. Works on arrays (bootstrap replicates); NaN where undefined."""
+    s, t, q = np.asarray(sensitivity, dtype=np.float64), np.asarray(specificity, dtype=np.float64), prevalence
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ppv = s * q / (s * q + (1 - t) * (1 - q))
+        npv = t * (1 - q) / (t * (1 - q) + (1 - s) * q)
+    return ppv, npv
+
+
+def prevalence_names(prevalences: dict[str, float]) -> list[str]:
+    return [f"{kind}_at_{name}_prevalence" for name in prevalences for kind in ("ppv", "npv")]
+
+
 def binary(y: np.ndarray, p: np.ndarray, threshold: float, groups: np.ndarray | None = None,
-           n_boot: int = 0, seed: int = 0) -> dict:
-    """Thresholded metrics at `threshold`, rank metrics, and group-bootstrap 95% intervals of both."""
+           n_boot: int = 0, seed: int = 0, prevalences: dict[str, float] | None = None) -> dict:
+    """Thresholded metrics at `threshold`, rank metrics, and group-bootstrap 95% intervals of both.
+
+    `prevalences` ({name: prevalence}) adds ppv_at_<name>_prevalence and npv_at_<name>_prevalence: the
+    predictive values at a stated prevalence from this set's sensitivity and specificity (Bayes), with
+    intervals from the same bootstrap replicates; the stated values are recorded under `prevalences`."""
+    prevalences = dict(prevalences or {})
     y = np.asarray(y).astype(int)
     p = np.asarray(p, dtype=np.float64)
     pred = (p >= threshold).astype(int)
@@ -238,8 +258,14 @@ def binary(y: np.ndarray, p: np.ndarray, threshold: float, groups: np.ndarray | 
         "threshold": _r(threshold),
         **{name: None for name in RANK_METRICS},
     }
+    if prevalences:
+        result["prevalences"] = {name: _r(q) for name, q in prevalences.items()}
+        for name, q in prevalences.items():
+            ppv, npv = predictive_values(result["sensitivity"] if result["sensitivity"] is not None else np.nan,
+                                         result["specificity"] if result["specificity"] is not None else np.nan, q)
+            result[f"ppv_at_{name}_prevalence"], result[f"npv_at_{name}_prevalence"] = _r(ppv), _r(npv)
     if not both:
-        return _with_intervals(result, lambda w: {}, RANK_METRICS, groups, 0, seed)
+        return _with_intervals(result, lambda w: {}, RANK_METRICS + prevalence_names(prevalences), groups, 0, seed)
     ranks = rank_stats(y, p)
     result.update({k: _r(v[0]) for k, v in ranks(np.ones((1, len(y)))).items()})
     correct = (pred == y).astype(np.float64)
@@ -247,9 +273,12 @@ def binary(y: np.ndarray, p: np.ndarray, threshold: float, groups: np.ndarray | 
 
     def stat(w):
         s, t = sens(w), spec(w)
-        return {**ranks(w), "sensitivity": s, "specificity": t, "balanced_accuracy": (s + t) / 2}
+        out = {**ranks(w), "sensitivity": s, "specificity": t, "balanced_accuracy": (s + t) / 2}
+        for name, q in prevalences.items():
+            out[f"ppv_at_{name}_prevalence"], out[f"npv_at_{name}_prevalence"] = predictive_values(s, t, q)
+        return out
 
-    names = RANK_METRICS + ["sensitivity", "specificity", "balanced_accuracy"]
+    names = RANK_METRICS + ["sensitivity", "specificity", "balanced_accuracy"] + prevalence_names(prevalences)
     return _with_intervals(result, stat, names, groups, n_boot, seed)
 
 

@@ -26,6 +26,7 @@ STAGE_PARAMS: dict[str, list[str]] = {
     "metadata": ["seed", "metadata", "split"],
     "images": ["images"],
     "train": ["seed", "data.source", "train", "variants.{variant}"],
+    "external": ["metadata", "images", "evaluate.external"],
     "evaluate": ["seed", "evaluate"],
     "compare": ["variants"],
 }

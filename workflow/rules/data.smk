@@ -1,4 +1,4 @@
-# Data stages: source -> raw layout -> metadata table -> image shards.
+# Data stages: source -> raw layout -> metadata table -> image shards; the external test sets.
 
 
 rule fetch:
@@ -67,3 +67,26 @@ rule images:
         runtime=120,
     shell:
         "skinlesion images{params.p} --table {input.table} --raw {input.raw} --out {output} > {log} 2>&1"
+
+
+rule external:
+    input:
+        summary="data/interim/metadata_summary.json",
+        code=stage_inputs("external"),
+    output:
+        directory("data/external"),
+    params:
+        p=P,
+        cfg=stage_params("external"),
+    threads: config["images"].get("workers", 1)
+    conda:
+        "../envs/skinlesion.yaml"
+    log:
+        "logs/external.log",
+    benchmark:
+        "logs/benchmarks/external.tsv"
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    shell:
+        "skinlesion external{params.p} --metadata-summary {input.summary} --out {output} > {log} 2>&1"

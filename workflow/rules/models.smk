@@ -34,6 +34,7 @@ rule evaluate:
         model="models/{variant}",
         table="data/interim/metadata.parquet",
         shards="data/processed/shards",
+        external="data/external",
         code=stage_inputs("evaluate"),
     output:
         metrics="results/variants/{variant}/metrics.json",
@@ -58,4 +59,4 @@ rule evaluate:
         runtime=60,
     shell:
         "skinlesion evaluate{params.p} {wildcards.variant} --model {input.model} --table {input.table} "
-        "--shards {input.shards} --out results/variants/{wildcards.variant} > {log} 2>&1"
+        "--shards {input.shards} --out results/variants/{wildcards.variant} --external {input.external} > {log} 2>&1"

@@ -24,6 +24,13 @@ COLUMNS = [
                                                          "at least 90%."),
     ("specificity_at_90_sensitivity", "Spec @ 90% sens", "Best specificity on the test ROC curve with sensitivity "
                                                          "at least 90%."),
+    ("ppv_at_50_prevalence", "PPV @ 50%", "Positive predictive value where half the lesions are malignant: Bayes' "
+                                          "rule on this set's sensitivity and specificity at the validation threshold."),
+    ("npv_at_50_prevalence", "NPV @ 50%", "Negative predictive value where half the lesions are malignant."),
+    ("ppv_at_train_prevalence", "PPV @ train prev.", "Positive predictive value at the training split's share of "
+                                                     "malignant images (the archive's prevalence; see train_prevalence "
+                                                     "in metrics.csv)."),
+    ("npv_at_train_prevalence", "NPV @ train prev.", "Negative predictive value at the training split's prevalence."),
     ("macro_roc_auc_ovr", "Macro AUC (5-class)", "Multiclass only: mean one-vs-rest ROC AUC over the classes present."),
     ("ece", "ECE", "Expected calibration error: mean gap between predicted probability and observed frequency "
                    "(0 is perfectly calibrated)."),
@@ -33,12 +40,13 @@ COLUMNS = [
 ]
 
 CAPTIONS = {
-    "roc.png": "ROC curve on the test set. Each point of the curve is one threshold; the dot is the threshold chosen "
-               "on the validation set, as it would be used. AUC with its 95% interval (bootstrap over patients / "
-               "lesions). The grey band is the high-sensitivity region the partial AUC measures. Multiclass variants: "
-               "one curve per class against all others.",
-    "pr.png": "Precision (positive predictive value) against recall (sensitivity). Unlike ROC it depends on how common "
-              "malignancy is: compare the natural test set with the balanced one (half malignant).",
+    "roc.png": "ROC curve on the test set (and on each external set). Each point of the curve is one threshold; the "
+               "dot is the threshold chosen on the validation set, as it would be used, on the test set. AUC with its "
+               "95% interval (bootstrap over patients / lesions). The grey band is the high-sensitivity region the "
+               "partial AUC measures. Multiclass variants: one curve per class against all others (test set).",
+    "pr.png": "Precision (positive predictive value) against recall (sensitivity), on the test set and on each "
+              "external set. Unlike ROC it depends on how common malignancy is in each set; the PPV and NPV rows of "
+              "the table restate them at fixed prevalences.",
     "confusion.png": "Confusion matrices on the natural test set: counts (left) and each actual class's row as shares "
                      "(right; the diagonal is that class's recall).",
     "reliability.png": "Reliability diagram: when the model says 30%, is the lesion malignant 3 times in 10? Points on "
@@ -95,6 +103,8 @@ def _anchor(name: str) -> str:
 
 def navigation(report) -> str:
     links = ['<a href="#comparison">Comparison</a>']
+    if any(v.metrics.get("external") for v in report.variants):
+        links.append('<a href="#threshold-transfer">Threshold transfer</a>')
     links += [f'<a href="#{_anchor(v.name)}">{escape(v.name)}</a>' for v in report.variants]
     links += ['<a href="#dataset">Dataset</a>', '<a href="#provenance">Parameters and code version</a>']
     return "<nav>" + " ".join(links) + "</nav>"
@@ -133,19 +143,65 @@ def comparison_table(frame) -> str:
 
 
 def comparison(report) -> str:
+    external = any(v.metrics.get("external") for v in report.variants)
     parts = ['<section id="comparison"><h2>Comparison of variants</h2>',
-             "<p>Every variant on its test set: the <i>natural</i> set keeps the archive's mix of benign and "
-             "malignant; the <i>balanced</i> set cuts every class to the size of the smallest. Brackets: 95% "
-             "confidence intervals from a bootstrap that resamples patients / lesions, not images. Click a column "
-             "header to sort; hover over it for its meaning. The threshold was chosen on the validation split, "
-             "never on test. See docs/evaluation.md.</p>",
+             "<p>Every variant on its test set: <i>natural</i> is the internal test split (the archive's mix of "
+             "benign and malignant, no patient or lesion shared with training)"
+             + ("; <i>external:&lt;name&gt;</i> rows are the external test sets of <code>evaluate.external</code>, "
+                "images from elsewhere that no stage trained or tuned on, scored at the same threshold"
+                if external else "")
+             + ". Brackets: 95% confidence intervals from a bootstrap that resamples patients / lesions, not "
+             "images. PPV and NPV are given at stated prevalences (50%, and the training split's), computed from "
+             "the set's sensitivity and specificity, since ROC AUC, sensitivity and specificity do not depend on "
+             "prevalence and a class-balanced test set would only add noise to them. Click a column header to sort; "
+             "hover over it for its meaning. The threshold was chosen on the validation split, never on test. "
+             "See docs/evaluation.md.</p>",
              comparison_table(report.table)]
     if report.overview_roc is not None and Path(report.overview_roc).exists():
         parts.append(figure(report.overview_roc, "ROC curves of every variant on the natural test set "
                             "(multiclass variants: malignant vs benign, score 1 - P(benign)).",
                             "ROC curves of all variants"))
     parts.append("</section>")
+    parts.append(threshold_transfer(report))
     return "\n".join(parts)
+
+
+def _pair(block: dict) -> str:
+    """'sens 0.81 [0.70-0.90] / spec 0.64 [...]' cells of one threshold-transfer side."""
+    block = block or {}
+    return "".join(cell(block.get(k), (block.get(f"{k}_ci95") or {}).get("low"),
+                        (block.get(f"{k}_ci95") or {}).get("high")) for k in ("sensitivity", "specificity"))
+
+
+def threshold_transfer(report) -> str:
+    """Sensitivity and specificity at the internal threshold against those at each external set's own."""
+    rows = []
+    for v in report.variants:
+        for name, block in (v.metrics.get("external") or {}).items():
+            t = block.get("threshold_transfer")
+            if not t:
+                continue
+            score = "" if v.metrics.get("task") == "binary" else " <span class=\"muted\">(1 - P(benign))</span>"
+            rows.append(f'<tr><td class="text">{escape(v.name)}{score}</td><td class="text">{escape(name)}</td>'
+                        f'{cell(t.get("internal_threshold"))}{_pair(t.get("internal_test"))}'
+                        f'{_pair(t.get("at_internal_threshold"))}{cell(t.get("own_threshold"))}'
+                        f'{_pair(t.get("at_own_threshold"))}</tr>')
+    if not rows:
+        return ""
+    return ('<section id="threshold-transfer"><h2>Threshold transfer</h2>'
+            "<p>Does the threshold chosen on the internal validation split still work on images from elsewhere? "
+            "<b>At the internal threshold</b> is how the model would be used: the threshold fixed before the "
+            "external set was seen. <b>At the set's own threshold</b> is an oracle: the same rule "
+            "(<code>evaluate.threshold</code>) applied to the external set's own labels, optimistic by "
+            "construction (the threshold is fitted and measured on the same images), shown only as the reference "
+            "for what re-calibrating on that site could at best recover. Brackets: 95% group-bootstrap intervals "
+            "(for the oracle, with its threshold held fixed).</p>"
+            '<div class="table-wrap"><table class="sortable" id="transfer-table"><thead><tr>'
+            '<th class="text">Variant</th><th class="text">External set</th><th>Internal threshold</th>'
+            "<th>Sens, internal test</th><th>Spec, internal test</th>"
+            "<th>Sens at internal threshold</th><th>Spec at internal threshold</th>"
+            "<th>Own threshold (oracle)</th><th>Sens at own threshold</th><th>Spec at own threshold</th>"
+            "</tr></thead><tbody>" + "\n".join(rows) + "</tbody></table></div></section>")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -154,7 +210,10 @@ def comparison(report) -> str:
 
 BINARY_ROWS = [("roc_auc", "ROC AUC"), ("pauc_above_80_tpr", "pAUC TPR&ge;0.8"), ("average_precision", "AP"),
                ("sensitivity", "Sensitivity"), ("specificity", "Specificity"), ("balanced_accuracy", "Balanced acc."),
-               ("ppv", "PPV"), ("npv", "NPV"),
+               ("ppv", "PPV (this set's prevalence)"), ("npv", "NPV (this set's prevalence)"),
+               ("ppv_at_50_prevalence", "PPV at 50% prevalence"), ("npv_at_50_prevalence", "NPV at 50% prevalence"),
+               ("ppv_at_train_prevalence", "PPV at train prevalence"),
+               ("npv_at_train_prevalence", "NPV at train prevalence"),
                ("sensitivity_at_90_specificity", "Sens @ 90% spec"), ("sensitivity_at_95_specificity", "Sens @ 95% spec"),
                ("specificity_at_90_sensitivity", "Spec @ 90% sens"), ("specificity_at_95_sensitivity", "Spec @ 95% sens"),
                ("ece", "ECE"), ("ece_uncalibrated", "ECE before calibration"), ("threshold", "Threshold"),
@@ -163,16 +222,23 @@ MULTI_ROWS = [("balanced_accuracy", "Balanced acc."), ("macro_roc_auc_ovr", "Mac
               ("macro_average_precision_ovr", "Macro AP (one-vs-rest)"), ("accuracy", "Accuracy"),
               ("ece", "ECE (top label)"), ("ece_uncalibrated", "ECE before calibration"), ("n", "Images"),
               ("n_groups", "Groups")]
-SETS = [("test_natural", "Test (natural)"), ("test_balanced", "Test (balanced)"), ("val", "Validation")]
+SETS = [("test_natural", "Test (natural)"), ("val", "Validation")]
+
+
+def _sets(blocks: dict[str, dict]) -> list[tuple[str, str]]:
+    """Column order: the internal test split, each external set, validation."""
+    external = [(k, "External: " + escape(k.removeprefix("external:"))) for k in blocks if k.startswith("external:")]
+    return [SETS[0]] + external + SETS[1:]
 
 
 def _metrics_table(blocks: dict[str, dict], rows: list[tuple[str, str]], caption: str) -> str:
     present = [(k, label) for k, label in rows if any(b.get(k) is not None for b in blocks.values())]
-    head = "".join(f"<th>{label}</th>" for _, label in SETS if _ in blocks)
+    sets = _sets(blocks)
+    head = "".join(f"<th>{label}</th>" for _, label in sets if _ in blocks)
     body = []
     for key, label in present:
         cells = []
-        for set_key, _ in SETS:
+        for set_key, _ in sets:
             if set_key not in blocks:
                 continue
             b = blocks[set_key]
@@ -202,6 +268,7 @@ def variant(v) -> str:
     calib = m.get("calibration") or {}
     boot = m.get("bootstrap") or {}
     blocks = {k: m[k] for k, _ in SETS if isinstance(m.get(k), dict)}
+    blocks.update({f"external:{n}": b for n, b in (m.get("external") or {}).items() if isinstance(b, dict)})
     parts = [f'<section id="{_anchor(v.name)}"><h2>{escape(v.name)}</h2>']
     if m.get("imagenet_weights") is False:
         parts.append('<div class="warning"><b>&#9888; Trained from RANDOM weights</b>: no ImageNet weights were '
