@@ -232,3 +232,38 @@ def test_compare_and_report_show_internal_and_external_side_by_side(run):
     assert "oracle" in page and "External: elsewhere" in page and "PPV @ 50%" in page
     rows = re.search(r'<table class="sortable" id="comparison-table">.*?</table>', page, re.S).group(0)
     assert rows.count("external:elsewhere") == len(VARIANTS)
+
+
+def _doc_script():
+    import importlib.util
+
+    from conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("results_external", REPO / "workflow/scripts/results-external.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_results_external_page_is_generated_from_the_run(run, tmp_path):
+    project, _, _ = run
+    doc = _doc_script()
+    page = tmp_path / "page.md"
+    page.write_text("# x\nprose\n<!-- results:begin -->\n| typed | 0.999 |\n<!-- results:end -->\nend\n")
+    assert doc.main([str(project), str(page), "--check"]) == 1  # a typed table is caught
+    assert doc.main([str(project), str(page)]) == 0 and doc.main([str(project), str(page), "--check"]) == 0
+    text = page.read_text()
+    assert text.startswith("# x\nprose\n") and text.endswith("<!-- results:end -->\nend\n")
+    m = read_json(project / "results/variants/lr/evaluation.json")
+    t = m["external"]["elsewhere"]["threshold_transfer"]
+    row = next(line for line in text.splitlines() if line.startswith("| lr | ") and "(" in line and "binary" not in line)
+    assert f"{t['own_threshold']:.3f}" in row and f"{t['at_internal_threshold']['sensitivity']:.3f}" in row
+    assert f"{m['external']['elsewhere']['roc_auc']:.3f}" in text and "`../elsewhere`" in text
+
+
+def test_committed_results_external_page_matches_the_experiment():
+    from conftest import REPO
+
+    doc = _doc_script()
+    assert doc.main([str(REPO / "experiments/ham10000"), str(REPO / "docs/results-external.md"), "--check"]) == 0, \
+        "run: python workflow/scripts/results-external.py experiments/ham10000 docs/results-external.md"
