@@ -267,3 +267,24 @@ def test_committed_results_external_page_matches_the_experiment():
     doc = _doc_script()
     assert doc.main([str(REPO / "experiments/ham10000"), str(REPO / "docs/results-external.md"), "--check"]) == 0, \
         "run: python workflow/scripts/results-external.py experiments/ham10000 docs/results-external.md"
+
+
+@pytest.mark.realdata
+def test_isic2017_val_is_prepared_as_training_data(tmp_path):
+    """The real external set beside the repository: 150 images, one without sex, no site, no diameter."""
+    from conftest import SHARED
+
+    folder = SHARED / "data" / "isic2017-val"
+    if not (folder / "metadata.csv").exists():
+        pytest.skip(f"{folder} is not here")
+    summary = tmp_path / "metadata_summary.json"
+    summary.write_text('{"imputation_means_train": {"age_approx": 51.5, "clin_size_long_diam_mm": null}}')
+    params = {"metadata": {}, "images": {"size": 64, "shard_size": 512, "workers": 1},
+              "evaluate": {"external": [{"name": "isic2017-val", "path": str(folder), "layout": "isic-cli"}]}}
+    manifest = external.run(params, tmp_path / "external", summary)
+    entry = manifest["sets"][0]
+    assert (entry["rows_in"], entry["rows"], entry["images"], entry["malignant"]) == (150, 149, 149, 30)
+    table = pd.read_parquet(tmp_path / "external/isic2017-val/metadata.parquet")
+    assert table["anatom_site_1"].isna().all() and table["clin_size_long_diam_mm_missing"].all()
+    assert (table["clin_size_long_diam_mm"] == 0.0).all()  # HAM10000's train has no diameter: 0, as in training
+    assert set(table["multiclass_name"]) == {"benign", "melanoma"}
