@@ -69,14 +69,6 @@ def one_line_error(stderr: str, command: str) -> str:
     return lines[0]
 
 
-def params_file(tmp_path: Path, server: FakeIsic, **isic) -> Path:
-    params = base_params()
-    params["data"]["isic"].update(client_config(server, **isic))
-    path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(params))
-    return path
-
-
 def hook_some(transform, every: int = 3):
     """A record_hook that rewrites every `every`-th record (by isic_id order) with transform(record)."""
     def hook(record):
