@@ -135,12 +135,19 @@ def date_outputs_in_dag_order(repo: str | os.PathLike = ".", start: float | None
                 if dep in level:
                     level[stage] = max(level[stage], level[dep] + 1)
         dated = 0
+        root = Path(dvc.root_dir).resolve()
         for stage in stages:
+            t = start + level[stage]
             for out in stage.outs:
                 path = Path(out.fs_path)
-                if path.exists():
-                    t = start + level[stage]
-                    os.utime(path, (t, t))
+                if not path.exists():
+                    continue
+                # and the folders holding it, which Snakemake may declare as one directory output
+                # (results/variants/<v>/plots where DVC lists the plot files one by one)
+                for p in [path, *path.parents]:
+                    if p.resolve() == root or root not in p.resolve().parents:
+                        break
+                    os.utime(p, (t, t))
                     dated += 1
     return dated
 
