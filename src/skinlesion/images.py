@@ -62,15 +62,53 @@ def _load(task: tuple[str, int, int]) -> tuple[np.ndarray | None, str | None]:
         return None, f"{type(exc).__name__}: {exc}"
 
 
-def run(table_path: str | os.PathLike, raw_dir: str | os.PathLike, out: str | os.PathLike, params: dict) -> dict:
-    from .metadata import load
+# Environment variables that carry the threads a runner gave the job, first found wins:
+# SKINLESION_THREADS (set it by hand, e.g. in a DVC run), then OMP_NUM_THREADS, which Snakemake sets to
+# the rule's `threads:` for every shell job (so a profile's set-threads reaches the stage).
+THREAD_VARIABLES = ("SKINLESION_THREADS", "OMP_NUM_THREADS")
 
+
+def workers_for(cfg: dict, n_tasks: int | None = None) -> tuple[int, str]:
+    """How many decoding processes to use, and where that number came from.
+
+    The threads the runner gave the job win over images.workers (the default the Snakefile also
+    gives the rule as its threads); never more than there are images. The shards do not depend on it:
+    results are collected in table order whatever the number of workers."""
+    workers, source = int(cfg.get("workers", 1)), "images.workers"
+    for name in THREAD_VARIABLES:
+        value = os.environ.get(name, "").strip()
+        if value:
+            try:
+                workers, source = max(1, int(value)), name
+            except ValueError:
+                log.warning("images: ignoring %s=%r (not an integer)", name, value)
+                continue
+            break
+    if n_tasks is not None:
+        workers = max(1, min(workers, n_tasks))
+    return workers, source
+
+
+def _read_table(path: str | os.PathLike) -> pd.DataFrame:
+    """The metadata table's columns this stage needs (no import of the metadata stage's modules)."""
+    path = Path(path)
+    if not path.exists():
+        raise PipelineError(f"{path} not found: the metadata stage writes it (skinlesion metadata).")
+    return pd.read_parquet(path, columns=["image", *INDEX_COLUMNS])
+
+
+def run(table_path: str | os.PathLike, raw_dir: str | os.PathLike, out: str | os.PathLike, params: dict) -> dict:
     cfg = params["images"]
-    size, shard_size, workers = cfg["size"], cfg.get("shard_size", 512), cfg.get("workers", 1)
-    table = load(table_path)
+    size, shard_size = cfg["size"], cfg.get("shard_size", 512)
+    table = _read_table(table_path)
     paths = [str(Path(raw_dir) / "images" / name) for name in table["image"]]
     max_pixels = cfg.get("max_pixels", DEFAULT_MAX_PIXELS)
     tasks = [(p, size, max_pixels) for p in paths]
+    workers, workers_source = workers_for(cfg, len(tasks))
+    log.info("images: %d image(s), %d decoding process(es) (from %s)", len(tasks), workers, workers_source)
+    # Row values as plain Python lists, one per column: indexing a DataFrame row by row costs ~150 us each.
+    columns = {c: table[c].tolist() for c in INDEX_COLUMNS}
+    shard_of, row_of = [], []
 
     index_rows, unreadable, buffer, shard = [], [], [], 0
     with atomic_path(out) as tmp:
@@ -86,11 +124,12 @@ def run(table_path: str | os.PathLike, raw_dir: str | os.PathLike, out: str | os
         results = pool.map(_load, tasks, chunksize=16) if pool else map(_load, tasks)
         try:
             for i, (pixels, error) in enumerate(tqdm(results, total=len(tasks), desc="images", unit="img")):
-                row = table.iloc[i]
                 if pixels is None:
-                    unreadable.append({"isic_id": row["isic_id"], "path": paths[i], "error": error})
+                    unreadable.append({"isic_id": columns["isic_id"][i], "path": paths[i], "error": error})
                     continue
-                index_rows.append({**{c: row[c] for c in INDEX_COLUMNS}, "shard": shard, "row": len(buffer)})
+                index_rows.append(i)
+                shard_of.append(shard)
+                row_of.append(len(buffer))
                 buffer.append(pixels)
                 if len(buffer) == shard_size:
                     flush()
@@ -100,7 +139,8 @@ def run(table_path: str | os.PathLike, raw_dir: str | os.PathLike, out: str | os
                 pool.shutdown(cancel_futures=True)
         if not index_rows:
             raise PipelineError(f"none of the {len(tasks)} images in {raw_dir}/images could be decoded.")
-        index = pd.DataFrame(index_rows)
+        index = pd.DataFrame({**{c: [columns[c][i] for i in index_rows] for c in INDEX_COLUMNS},
+                              "shard": shard_of, "row": row_of})
         index["label"] = index["label"].astype("Int8")
         index["label_multiclass"] = index["label_multiclass"].astype("Int8")
         index.to_parquet(tmp / "index.parquet", index=False)

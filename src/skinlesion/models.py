@@ -60,9 +60,12 @@ def n_outputs(task: str, n_classes: int) -> int:
 
 
 def output_layer(task: str, n_classes: int) -> layers.Layer:
+    # Under a mixed-precision policy (train.mixed_precision) the probabilities stay float32: a float16
+    # sigmoid / softmax and its loss lose precision. Under float32 nothing is passed (same saved config).
+    extra = {"dtype": "float32"} if keras.mixed_precision.global_policy().name != "float32" else {}
     if task == "binary":
-        return layers.Dense(1, activation="sigmoid", name="output")
-    return layers.Dense(n_classes, activation="softmax", name="output")
+        return layers.Dense(1, activation="sigmoid", name="output", **extra)
+    return layers.Dense(n_classes, activation="softmax", name="output", **extra)
 
 
 def backbone(name: str, size: int, weights: str | None) -> keras.Model:

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import dataset, features, labels, sampling
+from . import dataset, devices, features, labels, sampling
 from . import params as P
 from .errors import PipelineError
 from .io import atomic_path, make_keras_archive_reproducible, write_json
@@ -72,7 +72,13 @@ def run(params: dict, name: str, table: str | os.PathLike, shards: str | os.Path
         if cfg["kind"] == "logreg":
             info = _fit_logreg(cfg, train, val, tmp, seed)
         else:
-            info = _fit_keras(cfg, params, train, val, tmp, weights, seed, timing)
+            setup = devices.setup(params["train"])
+            try:
+                with setup.scope():
+                    info = _fit_keras(cfg, params, train, val, tmp, weights, seed, timing, setup)
+            finally:
+                devices.reset()
+            info["devices"] = setup.describe()
         counts = pd.Series(train.labels(cfg["task"])).value_counts().sort_index()
         info.update({
             "variant": name,
@@ -87,6 +93,8 @@ def run(params: dict, name: str, table: str | os.PathLike, shards: str | os.Path
         write_json(tmp / "train.json", info)
     log.info("train %s: done in %.1f s (%s); seconds per phase: %s", name, time.time() - started,
              info.get("weights", "metadata only"), timing)
+    if "devices" in info:
+        log.info("train %s: trained on %s", name, info["devices"])
     return info
 
 
@@ -168,8 +176,9 @@ def _compile(model, cfg: dict, learning_rate: float) -> None:
 class _Phases:
     """Runs the fit of each training phase and keeps its history, best epoch and timing."""
 
-    def __init__(self, cfg: dict, class_weight, timing: dict):
+    def __init__(self, cfg: dict, class_weight, timing: dict, setup: devices.Setup | None = None):
         self.cfg = cfg
+        self.setup = setup
         self.fit_args = dict(batch_size=cfg["batch_size"], class_weight=class_weight, verbose=2, shuffle=True)
         self.frames: list[pd.DataFrame] = []
         self.info: list[dict] = []
@@ -182,9 +191,15 @@ class _Phases:
     def fit(self, model, phase: str, x, y, x_val, y_val, epochs: int, learning_rate: float, **about) -> float:
         """Compile at `learning_rate`, fit with early stopping; the best validation loss reached."""
         _compile(model, self.cfg, learning_rate)
+        if self.setup is not None:
+            if self.setup.compile_args():  # train.xla true / false; "auto" leaves Keras' own choice
+                model.jit_compile = self.setup.compile_args()["jit_compile"]
+            self.setup.compiled_xla.append(bool(model.jit_compile))
         started = time.time()
         args = self.fit_args if y is not None else {k: v for k, v in self.fit_args.items() if k != "batch_size"}
-        hist = model.fit(x, y, validation_data=(x_val, y_val), epochs=epochs, callbacks=_callbacks(self.cfg),
+        # a tf.data pipeline (train.input_pipeline: tf_data) carries its labels: no y
+        validation = (x_val, y_val) if y_val is not None else x_val
+        hist = model.fit(x, y, validation_data=validation, epochs=epochs, callbacks=_callbacks(self.cfg),
                          **args)
         self.timing[f"{phase}_seconds"] = round(time.time() - started, 2)
         offset = self.epochs_run
@@ -263,7 +278,14 @@ def _flip_batches(variants: np.ndarray, meta, y: np.ndarray, batch_size: int, se
     return FlipBatches()
 
 
-def _fit_keras(cfg, params, train, val, out: Path, class_weight, seed: int, timing: dict) -> dict:
+def _streams(cfg, train, val, y_train, y_val, meta_train, meta_val, seed: int):
+    """(train, val) tf.data pipelines of images read from the shards (train.input_pipeline: tf_data)."""
+    return (dataset.image_batches(train, y_train, meta_train, cfg["batch_size"], True, seed),
+            dataset.image_batches(val, y_val, meta_val, cfg["batch_size"], False, seed))
+
+
+def _fit_keras(cfg, params, train, val, out: Path, class_weight, seed: int, timing: dict,
+               setup: devices.Setup | None = None) -> dict:
     import keras
 
     from . import models
@@ -271,7 +293,8 @@ def _fit_keras(cfg, params, train, val, out: Path, class_weight, seed: int, timi
     task, kind = cfg["task"], cfg["kind"]
     n_classes = len(class_names(task))
     y_train, y_val = train.labels(task), val.labels(task)
-    phases = _Phases(cfg, class_weight, timing)
+    phases = _Phases(cfg, class_weight, timing, setup)
+    streaming = setup is not None and setup.input_pipeline == "tf_data"
     info: dict = {"kind": kind, "weights": "not applicable (trained from scratch)", "imagenet_weights": None}
 
     feats = cfg.get("features", features.DEFAULT_FEATURES)
@@ -285,6 +308,13 @@ def _fit_keras(cfg, params, train, val, out: Path, class_weight, seed: int, timi
     if kind == "mlp":
         model = models.mlp(cfg, meta_train.shape[1], n_classes, meta_norm)
         phases.fit(model, "train", meta_train, y_train, meta_val, y_val, cfg["epochs"], cfg["learning_rate"])
+    elif kind == "cnn" and streaming:
+        size = int(dataset._shape(train.shards_dir)[0])
+        info["input_size"] = size
+        model = models.cnn(cfg, size, n_classes, seed)
+        s_train, s_val = _streams(cfg, train, val, y_train, y_val, None, None, seed)
+        phases.fit(model, "train", s_train, None, s_val, None, cfg["epochs"], cfg["learning_rate"],
+                   inputs="images (tf.data from the shards)")
     else:
         x_train, x_val = train.images(), val.images()
         size = x_train.shape[1]
@@ -294,8 +324,10 @@ def _fit_keras(cfg, params, train, val, out: Path, class_weight, seed: int, timi
             phases.fit(model, "train", x_train, y_train, x_val, y_val, cfg["epochs"], cfg["learning_rate"],
                        inputs="images")
         else:
+            streams = (lambda: _streams(cfg, train, val, y_train, y_val, meta_train, meta_val, seed)) \
+                if streaming else None
             model = _fit_transfer(cfg, params, x_train, y_train, x_val, y_val, meta_train, meta_val, meta_norm,
-                                  n_classes, seed, phases, info, timing)
+                                  n_classes, seed, phases, info, timing, streams)
 
     model.save(out / "model.keras")
     make_keras_archive_reproducible(out / "model.keras")  # same inputs and params -> same bytes
@@ -309,7 +341,7 @@ def _fit_keras(cfg, params, train, val, out: Path, class_weight, seed: int, timi
 
 
 def _fit_transfer(cfg, params, x_train, y_train, x_val, y_val, meta_train, meta_val, meta_norm, n_classes,
-                  seed, phases: _Phases, info: dict, timing: dict):
+                  seed, phases: _Phases, info: dict, timing: dict, streams=None):
     """Transfer (and dual-input) models: frozen phase, then optionally fine-tuning the backbone's top."""
     from . import models, weights
 
@@ -368,9 +400,14 @@ def _fit_transfer(cfg, params, x_train, y_train, x_val, y_val, meta_train, meta_
         del f_train, f_source
     model = models.transfer(cfg, size, n_classes, base, head, n_meta, seed)
     if not cacheable and warmup > 0:
-        warm_best = phases.fit(model, "frozen", _inputs(x_train, meta_train), y_train,
-                               _inputs(x_val, meta_val), y_val, warmup, cfg["learning_rate"],
-                               inputs="images (augmented)")
+        if streams is not None:
+            s_train, s_val = streams()
+            warm_best = phases.fit(model, "frozen", s_train, None, s_val, None, warmup, cfg["learning_rate"],
+                                   inputs="images (augmented, tf.data from the shards)")
+        else:
+            warm_best = phases.fit(model, "frozen", _inputs(x_train, meta_train), y_train,
+                                   _inputs(x_val, meta_val), y_val, warmup, cfg["learning_rate"],
+                                   inputs="images (augmented)")
     if not fine_tune:
         return model
 
@@ -387,6 +424,11 @@ def _fit_transfer(cfg, params, x_train, y_train, x_val, y_val, meta_train, meta_
         best = phases.fit(tuner, "fine_tune", x_fit, y_fit, _inputs(a_val, meta_val), y_val, epochs, lr,
                           inputs=f"backbone activations below {base.layers[start].name} {once}", **about)
         del a_train, x_fit
+    elif streams is not None:
+        s_train, s_val = streams()
+        best = phases.fit(model, "fine_tune", s_train, None, s_val, None, epochs, lr,
+                          inputs="images" + (" (augmented)" if augmented else "") + " (tf.data from the shards)",
+                          **about)
     else:
         best = phases.fit(model, "fine_tune", _inputs(x_train, meta_train), y_train, _inputs(x_val, meta_val),
                           y_val, epochs, lr, inputs="images" + (" (augmented)" if augmented else ""), **about)

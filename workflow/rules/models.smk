@@ -23,7 +23,9 @@ rule train:
     resources:
         mem_mb=8000,
         runtime=720,
-        # gpu=1 on a GPU partition: set it per rule in a profile (see workflow/profiles/slurm).
+        # one GPU for image models (cnn, transfer, dual), none for metadata models: the SLURM and
+        # Kubernetes profiles request what a job declares; a local run is not limited by it.
+        gpu=lambda wildcards: int(config["variants"][wildcards.variant]["kind"] in ("cnn", "transfer", "dual")),
     shell:
         "skinlesion train{params.p} {wildcards.variant} --table {input.table} --shards {input.shards} "
         "--out {output} > {log} 2>&1"
@@ -57,6 +59,7 @@ rule evaluate:
     resources:
         mem_mb=8000,
         runtime=60,
+        gpu=lambda wildcards: int(config["variants"][wildcards.variant]["kind"] in ("cnn", "transfer", "dual")),
     shell:
         "skinlesion evaluate{params.p} {wildcards.variant} --model {input.model} --table {input.table} "
         "--shards {input.shards} --out results/variants/{wildcards.variant} --external {input.external} > {log} 2>&1"
