@@ -21,7 +21,7 @@ def test_shipped_params_files_are_valid():
         (lambda p: p["images"].__setitem__("size", 8), "images.size", "minimum"),
         (lambda p: p["split"].__setitem__("tset", 0.2), "split", "Known keys here: test, val"),
         (lambda p: p["data"].__setitem__("source", "s3"), "data.source", "Allowed: synthetic, local, isic"),
-        (lambda p: p["train"].__setitem__("learning_rat", 0.1), "train", "Known keys here: batch_size, epochs"),
+        (lambda p: p["train"].__setitem__("learning_rat", 0.1), "train", "Known keys here: batch_size, distribute, epochs"),
         (lambda p: p["variants"].__setitem__("dual_x", {"kind": "dual", "task": "binary", "backbone": "mobilenet_v2",
                                                          "features": ["age_approx", "shoe_size"]}),
          "variants.dual_x.features.1", "Allowed: age_approx, sex, clin_size_long_diam_mm"),
