@@ -197,8 +197,10 @@ class _Phases:
             self.setup.compiled_xla.append(bool(model.jit_compile))
         started = time.time()
         args = self.fit_args if y is not None else {k: v for k, v in self.fit_args.items() if k != "batch_size"}
-        # a tf.data pipeline (train.input_pipeline: tf_data) carries its labels: no y
+        # a tf.data pipeline (train.input_pipeline: tf_data) carries its labels, batches and shuffling
         validation = (x_val, y_val) if y_val is not None else x_val
+        if y_val is None:
+            args = {k: v for k, v in args.items() if k != "shuffle"}
         hist = model.fit(x, y, validation_data=validation, epochs=epochs, callbacks=_callbacks(self.cfg),
                          **args)
         self.timing[f"{phase}_seconds"] = round(time.time() - started, 2)
