@@ -52,7 +52,8 @@ def _kill_during(cmd: list[str], folder, stage: str, timeout: float = 240) -> bo
             if seen:
                 parent = folder / TEMP_PARENT[stage]
                 waited = time.monotonic()
-                while time.monotonic() - waited < 5 and not any(parent.glob(".*.tmp")) and seen.is_running():
+                # until it writes (imports take seconds on a loaded machine), or ends without writing
+                while time.monotonic() - waited < 120 and not any(parent.glob(".*.tmp")) and seen.is_running():
                     time.sleep(0.01)
                 os.killpg(runner.pid, signal.SIGKILL)
                 runner.wait(30)
