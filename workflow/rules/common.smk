@@ -58,6 +58,9 @@ def stage_inputs(stage):
         name = runners.job_name(stage, dict(wildcards.items()))
         marker = runners.params_marker(name, values(config, stage, **dict(wildcards.items())),
                                        DVC_PARAMS.get(name) if PARAMS_FILE == "params.yaml" else None)
-        return file_deps(stage, root=Path.cwd()) + [marker]  # relative to where the run is (experiments/*)
+        files = file_deps(stage, root=Path.cwd()) + [marker]  # relative to where the run is (experiments/*)
+        # local(): the code is in the checkout (and the marker is runner state), never in a storage
+        # provider, even where the profile sends every other file there (kubernetes + S3)
+        return [local(f) for f in files]
 
     return inputs
