@@ -15,7 +15,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 $(BIN)/skinlesion: pyproject.toml $(wildcard $(CONSTRAINTS))
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test]" $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
+	$(BIN)/python -m pip install --quiet -e ".[test,cluster]" $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
 	touch $@
 
 install: $(BIN)/skinlesion
@@ -39,7 +39,7 @@ dag: install
 ## lock: pin the environment's current versions into constraints.txt (after changing dependencies)
 # Each pin carries the Python version it was resolved on: other Pythons resolve freely.
 lock:
-	{ echo "# Versions the tests and docs/results-*.md ran with: pip install -e '.[test]' -c constraints.txt"; \
+	{ echo "# Versions the tests and docs/results-*.md ran with: pip install -e '.[test,cluster]' -c constraints.txt"; \
 	  echo "# Regenerate with 'make lock'."; \
 	  py=$$($(BIN)/python -c 'import sys; print("%d.%d" % sys.version_info[:2])'); \
 	  $(BIN)/python -m pip freeze --exclude-editable | sed "s/$$/ ; python_version == \"$$py\"/"; \
