@@ -114,3 +114,16 @@ def test_the_metadata_stage_uses_the_components_and_reports_merges(make_raw):
     assert summary["groups_merged"] > 0 and summary["groups"] == table["group"].nunique()
     for column in ("lesion_id", "patient_id"):
         assert (table.dropna(subset=[column]).groupby(column)["split"].nunique() == 1).all()
+
+
+def test_val_and_test_hold_multi_image_groups_like_train():
+    """Group sizes spread over the splits as in the whole table: a test set of single-image lesions only
+    (what dealing the largest groups first gave on HAM10000) would not be a sample of the population."""
+    rng = np.random.default_rng(3)
+    sizes = rng.choice([1, 2, 3, 4], size=3000, p=[0.55, 0.28, 0.15, 0.02])
+    groups = pd.Series(np.repeat([f"L{i}" for i in range(len(sizes))], sizes))
+    labels = pd.Series(np.repeat(rng.random(len(sizes)) < 0.2, sizes).astype(int))
+    split = splits.assign(labels, groups, 0.15, 0.15, seed=42)
+    per_group = pd.DataFrame({"group": groups, "split": split}).groupby("group")["split"].agg(["first", "size"])
+    mean_size = per_group.groupby("first")["size"].mean()
+    assert (mean_size - mean_size["train"]).abs().max() < 0.15, mean_size
