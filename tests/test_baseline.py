@@ -1,16 +1,27 @@
 """The committed baseline reproduces: `dvc repro` of the default params.yaml in a fresh folder gives the
-committed dvc.lock, results/variants/*/{metrics.json, evaluation.json, plots/*.csv} and
-results/all/metrics.csv.
+committed results/variants/*/{metrics.json, evaluation.json, plots/*.csv} and the same dvc.lock entries.
 
-Byte for byte on the platform the baseline was made on (results/baseline-platform.json: CPU vector
-extensions and library versions decide float rounding). Elsewhere the data stages must still match
-exactly and every metric within TOLERANCE, which the test prints with the largest difference it saw.
-Regenerate the baseline with `dvc repro && python -m skinlesion.platform_id > results/baseline-platform.json`.
+By default one variant of each kind and task is reproduced (SUBSET: about a third of the full run's time);
+SKINLESION_BASELINE=full reproduces every stage, compare and results/all/metrics.csv included.
+
+What must match:
+- everywhere: each reproduced stage's deps and params in dvc.lock (same code, same params, same inputs)
+  and the outputs of the data stages, which are the same bytes on every x86 CPU;
+- on the platform the baseline was made on (results/baseline-platform.json: CPU vector extensions and
+  library versions decide float rounding in training), every committed result file byte for byte;
+- elsewhere, every number of the convex metadata fits' metrics.json and evaluation.json within
+  TOLERANCE. Networks trained under another CPU's rounding can take another path through early
+  stopping; how far is not yet measured, so the test prints their largest difference and does not fail
+  on it (run it on two platforms to measure, then state a tolerance here).
+Binary outputs no result file is made of (model zips, figures, HTML) are listed when their hashes differ,
+so a difference is visible, but they are not what the baseline promises.
+Regenerate with `dvc repro && python -m skinlesion.platform_id > results/baseline-platform.json`.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 
 import pytest
@@ -19,14 +30,20 @@ import yaml
 from conftest import REPO, copy_workflow, run, tool
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2400)]
-TOLERANCE = 0.02  # absolute, on every number of metrics.json and evaluation.json, off the baseline's platform
-DATA_STAGES = ("fetch", "metadata", "images")
+TOLERANCE = 0.02  # absolute, on every number of the metadata fits' metrics, off the baseline's platform
+METADATA_FITS = ("logreg",)  # convex fits: another CPU's rounding moves them far less than TOLERANCE
+DATA_STAGES = ("fetch", "metadata", "images", "external")
+SUBSET = ("logreg", "mlp", "cnn", "mobilenet_frozen", "dual_mobilenet_frozen", "multiclass_frozen")
+FULL = os.environ.get("SKINLESION_BASELINE") == "full"
 
 
 def committed() -> list[str]:
-    files = subprocess.run(["git", "ls-files", "dvc.lock", "results"], cwd=REPO, capture_output=True, text=True,
+    files = subprocess.run(["git", "ls-files", "results"], cwd=REPO, capture_output=True, text=True,
                            check=True).stdout.split()
-    return [f for f in files if f != "results/baseline-platform.json"]
+    files = [f for f in files if f != "results/baseline-platform.json"]
+    if FULL:
+        return files
+    return [f for f in files if any(f.startswith(f"results/variants/{v}/") for v in SUBSET)]
 
 
 def _numbers(node, prefix=""):
@@ -40,42 +57,77 @@ def _numbers(node, prefix=""):
         yield prefix, float(node)
 
 
+def _lock(folder) -> dict:
+    return yaml.safe_load((folder / "dvc.lock").read_text())["stages"]
+
+
+def _outs(entry: dict) -> dict:
+    return {o["path"]: o.get("md5") for o in entry.get("outs", [])}
+
+
 @pytest.fixture(scope="module")
 def reproduced(tmp_path_factory):
-    files = committed()
-    if "dvc.lock" not in files:
+    if not (REPO / "dvc.lock").exists():
         pytest.fail("no committed baseline: run `dvc repro` on params.yaml and commit dvc.lock and results/")
     folder = copy_workflow(tmp_path_factory.mktemp("baseline"))
     (folder / "params.yaml").write_bytes((REPO / "params.yaml").read_bytes())
     run(["git", "init", "-q"], cwd=folder)
     run([tool("dvc"), "init", "-q"], cwd=folder)
-    run([tool("dvc"), "repro"], cwd=folder, timeout=2200)
-    return folder, files
+    targets = [] if FULL else [f"evaluate@{v}" for v in SUBSET]
+    run([tool("dvc"), "repro", *targets], cwd=folder, timeout=2200)
+    return folder, committed()
 
 
-def test_baseline_reproduces(reproduced):
+@pytest.fixture(scope="module")
+def same_platform():
     from skinlesion.platform_id import describe
 
+    return json.loads((REPO / "results" / "baseline-platform.json").read_text()) == describe()
+
+
+def test_every_reproduced_stage_ran_the_committed_code_params_and_inputs(reproduced):
+    folder, _ = reproduced
+    new, old = _lock(folder), _lock(REPO)
+    assert new, "dvc repro recorded no stage"
+    for stage, entry in new.items():
+        assert stage in old, f"{stage} is not in the committed dvc.lock: regenerate the baseline"
+        for key in ("cmd", "deps", "params"):
+            assert entry.get(key) == old[stage].get(key), (
+                f"dvc.lock {stage}.{key} differs from the committed one: the code, params or inputs changed "
+                "since the baseline was made; regenerate it (see this module's docstring)")
+
+
+def test_data_stages_give_the_same_bytes_on_any_platform(reproduced):
+    folder, _ = reproduced
+    new, old = _lock(folder), _lock(REPO)
+    assert "images" in new, "the data stages were not reproduced"
+    for stage in (s for s in DATA_STAGES if s in new):
+        assert _outs(new[stage]) == _outs(old[stage]), f"data stage {stage} did not reproduce exactly"
+
+
+def test_committed_results_reproduce(reproduced, same_platform):
     folder, files = reproduced
-    same_platform = json.loads((REPO / "results" / "baseline-platform.json").read_text()) == describe()
+    assert files, "no committed result files for the reproduced variants"
     differ = [f for f in files if (folder / f).read_bytes() != (REPO / f).read_bytes()]
-    print(f"baseline: {len(files)} committed files, {len(differ)} not byte-identical; "
-          f"platform {'the same as' if same_platform else 'differs from'} the baseline's")
+    new, old = _lock(folder), _lock(REPO)
+    binaries = sorted(f"{stage}:{path}" for stage, entry in new.items() if stage not in DATA_STAGES
+                      for path, md5 in _outs(entry).items() if _outs(old[stage]).get(path) != md5)
+    print(f"baseline: {len(new)} stages, {len(files)} committed result files, {len(differ)} not byte-identical "
+          f"{differ[:5]}; platform {'the same as' if same_platform else 'differs from'} the baseline's; "
+          f"outputs whose hash differs: {binaries or 'none'}")
     if same_platform:
         assert differ == [], f"not reproduced byte for byte: {differ}"
         return
-    locks = [yaml.safe_load((d / "dvc.lock").read_text())["stages"] for d in (folder, REPO)]
-    for stage in DATA_STAGES:
-        assert locks[0][stage] == locks[1][stage], f"data stage {stage} must reproduce exactly on any platform"
-    worst = ("", 0.0)
+    worst = {"metadata": ("", 0.0), "network": ("", 0.0)}
     for f in files:
         if not f.endswith(".json"):
             continue
-        new, old = (dict(_numbers(json.loads((d / f).read_text()))) for d in (folder, REPO))
-        assert new.keys() == old.keys(), f
-        for key in old:
-            gap = abs(new[key] - old[key])
-            worst = max(worst, (f"{f}:{key}", gap), key=lambda t: t[1])
-    print(f"baseline: off its platform, largest metric difference {worst[1]:.6f} at {worst[0]} "
-          f"(tolerance {TOLERANCE})")
-    assert worst[1] <= TOLERANCE, worst
+        group = "metadata" if f.split("/")[2] in METADATA_FITS else "network"
+        fresh, kept = (dict(_numbers(json.loads((d / f).read_text()))) for d in (folder, REPO))
+        assert fresh.keys() == kept.keys(), f
+        for key in kept:
+            worst[group] = max(worst[group], (f"{f}:{key}", abs(fresh[key] - kept[key])), key=lambda t: t[1])
+    for group, (where, gap) in worst.items():
+        print(f"baseline: off its platform, largest {group} metric difference {gap:.6f} at {where}")
+    where, gap = worst["metadata"]
+    assert gap <= TOLERANCE, f"{where} moved by {gap:.4f} off the baseline's platform"

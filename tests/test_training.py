@@ -95,7 +95,7 @@ def test_each_kind_trains_and_evaluates(data, name, variant, caplog):
     # wall seconds go to the log, never into the model folder (its bytes and DVC hash must not vary)
     assert not (out / "timing.json").exists()
     done = re.search(rf"train {name}: done in ([0-9.]+) s .*seconds per phase", caplog.text)
-    assert done and float(done.group(1)) > 0
+    assert done and float(done.group(1)) >= 0  # a metadata fit can take under 5 ms
     _sane_binary(result)
     history = pd.read_csv(out / "history.csv")
     if name == "logreg":

@@ -91,7 +91,7 @@ def run(params: dict, name: str, table: str | os.PathLike, shards: str | os.Path
             "class_weight": weights,
         })
         write_json(tmp / "train.json", info)
-    log.info("train %s: done in %.1f s (%s); seconds per phase: %s", name, time.time() - started,
+    log.info("train %s: done in %.2f s (%s); seconds per phase: %s", name, time.time() - started,
              info.get("weights", "metadata only"), timing)
     if "devices" in info:
         log.info("train %s: trained on %s", name, info["devices"])

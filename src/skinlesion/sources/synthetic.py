@@ -34,6 +34,7 @@ from collections import Counter
 
 import io
 import logging
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -285,7 +286,7 @@ def plan(cfg: dict, seed: int) -> tuple[list[dict], list[dict]]:
             if diagnosis.kind in ("atypical", "actinic"):
                 m = float(rng.uniform(0.35, 0.7))
             grow = 0.8 + 0.5 * m if diagnosis.kind.startswith("melanoma") else 1.0
-            diameter = float(np.clip(prof[0] * grow * np.exp(rng.normal(0, 0.35)), 1.5, 40.0))
+            diameter = float(np.clip(prof[0] * grow * math.exp(rng.normal(0, 0.35)), 1.5, 40.0))
             site = SITES[rng.choice(len(SITES), p=np.array(prof[4]) / sum(prof[4]))]
             size_missing, site_missing = rng.random(2) < miss
             confirm = ("histopathology" if diagnosis.d1 != "Benign"
@@ -332,12 +333,20 @@ def plan(cfg: dict, seed: int) -> tuple[list[dict], list[dict]]:
 # pixels: low-level helpers
 
 
+def _f32(ufunc, *arrays) -> np.ndarray:
+    """A transcendental ufunc evaluated in float64, the result as float32. NumPy picks float32
+    exp/cos/arctan2/pow kernels by CPU (AVX-512 ones differ from AVX2 in the last bit, enough to change
+    JPEG bytes); in float64 such a difference rounds away, so the files are the same on every x86 CPU."""
+    return ufunc(*(np.asarray(a, np.float64) for a in arrays)).astype(np.float32)
+
+
 @lru_cache(maxsize=4)
 def _grid(size: int):
-    centres = (np.arange(size, dtype=np.float32) + 0.5) / size - 0.5
+    centres = (np.arange(size, dtype=np.float64) + 0.5) / size - 0.5
     x, y = np.meshgrid(centres, centres)
-    r = np.hypot(x, y)
+    r = np.hypot(x, y).astype(np.float32)
     theta_bin = ((np.arctan2(y, x) + np.pi) / (2 * np.pi) * 720).astype(np.int32) % 720
+    x, y = x.astype(np.float32), y.astype(np.float32)
     for a in (x, y, r, theta_bin):
         a.setflags(write=False)
     return x, y, r, theta_bin
@@ -368,12 +377,12 @@ def _shape(rng, size, radius, irregular, ragged, edge, elong=None, centre=(0.0, 
     amp[2:5] = irregular * rng.uniform(0.0, 0.16, 3) / np.sqrt(k[2:5] / 3)   # lobes
     amp[5:] = ragged * rng.uniform(0.0, 0.07, 7)                     # ragged border
     phase = rng.uniform(0, 2 * np.pi, 12).astype(np.float32)
-    angles = np.linspace(-np.pi, np.pi, 720, endpoint=False, dtype=np.float32)
-    rho = radius * (1 + (amp[None, :] * np.cos(np.outer(angles, k) + phase[None, :])).sum(1))
+    angles = np.linspace(-np.pi, np.pi, 720, endpoint=False)
+    rho = radius * (1 + (amp[None, :] * _f32(np.cos, np.outer(angles, k) + phase[None, :])).sum(1))
     rho = np.maximum(rho, 0.35 * radius)
     dx, dy = x - centre[0], y - centre[1]
-    theta_bin = ((np.arctan2(dy, dx) + np.pi) / (2 * np.pi) * 720).astype(np.int32) % 720
-    d = np.hypot(dx, dy) / rho[theta_bin]
+    theta_bin = ((_f32(np.arctan2, dy, dx) + np.pi) / (2 * np.pi) * 720).astype(np.int32) % 720
+    d = _f32(np.hypot, dx, dy) / rho[theta_bin]
     if ragged > 0:
         d = d + (0.02 + 0.22 * ragged ** 1.5) * _fractal(rng, size, max(4, int(6 / max(radius, 0.05) / 4)))
     alpha = np.clip((1.0 - d) / edge + 0.5, 0.0, 1.0)
@@ -387,7 +396,7 @@ def _mix(rng, size, colours, cells=5, sharpness=2.5) -> np.ndarray:
         return np.broadcast_to(colours[0], (size, size, 3)).copy()
     fields = np.stack([_noise(rng, size, cells) for _ in colours]) * sharpness
     fields -= fields.max(0, keepdims=True)
-    w = np.exp(fields)
+    w = _f32(np.exp, fields)
     w /= w.sum(0, keepdims=True)
     return np.tensordot(w, colours, axes=(0, 0)).astype(np.float32)
 
@@ -397,7 +406,7 @@ def _network(rng, size, spacing_px, width=0.22, warp=0.0) -> np.ndarray:
     field = _noise(rng, size, size / spacing_px)
     if warp:
         field = field + warp * _noise(rng, size, size / spacing_px / 3)
-    return np.exp(-(field / width) ** 2).astype(np.float32)
+    return _f32(np.exp, -(field / width) ** 2)
 
 
 def _dots(rng, size, n, radius, spread, r_px=(1.0, 2.5), centre=(0.0, 0.0), blur=0.6) -> np.ndarray:
@@ -406,8 +415,8 @@ def _dots(rng, size, n, radius, spread, r_px=(1.0, 2.5), centre=(0.0, 0.0), blur
     draw = ImageDraw.Draw(canvas)
     for _ in range(int(n)):
         a, rr = rng.uniform(0, 2 * np.pi), radius * spread * np.sqrt(rng.random())
-        cx = (centre[0] + 0.5 + rr * np.cos(a)) * size
-        cy = (centre[1] + 0.5 + rr * np.sin(a)) * size
+        cx = (centre[0] + 0.5 + rr * math.cos(a)) * size
+        cy = (centre[1] + 0.5 + rr * math.sin(a)) * size
         s = rng.uniform(*r_px) * size / 160
         draw.ellipse([cx - s, cy - s, cx + s, cy + s], fill=255)
     if blur:
@@ -422,14 +431,14 @@ def _vessels(rng, size, radius, n_trees, width=1, branch=0.25, step_px=3.0) -> n
     step = step_px * size / 160
     for _ in range(int(n_trees)):
         a, rr = rng.uniform(0, 2 * np.pi), radius * 0.6 * np.sqrt(rng.random())
-        stack = [((0.5 + rr * np.cos(a)) * size, (0.5 + rr * np.sin(a)) * size, rng.uniform(0, 2 * np.pi), 1.0)]
+        stack = [((0.5 + rr * math.cos(a)) * size, (0.5 + rr * math.sin(a)) * size, rng.uniform(0, 2 * np.pi), 1.0)]
         segments = 0
         while stack and segments < 12:
             px, py, heading, thick = stack.pop()
             points = [(px, py)]
             for _ in range(int(rng.integers(4, 10))):
                 heading += rng.normal(0, 0.35)
-                px, py = px + step * np.cos(heading), py + step * np.sin(heading)
+                px, py = px + step * math.cos(heading), py + step * math.sin(heading)
                 points.append((px, py))
                 if rng.random() < branch and thick > 0.5:
                     stack.append((px, py, heading + rng.choice([-1, 1]) * rng.uniform(0.5, 1.1), thick * 0.7))
@@ -460,7 +469,7 @@ def _melanocytic(rng, size, m, radius, extra_colours, n_extra, network_strength=
     irregular, ragged = 0.15 + 0.85 * m, m ** 1.3
     d, alpha = _shape(rng, size, radius, irregular, ragged, edge=rng.uniform(0.05, 0.10 + 0.12 * m))
     base = C["brown"] * rng.uniform(0.85, 1.15)
-    rgb = _lerp(base * 0.72, base * 1.18, np.clip(d, 0, 1) ** 1.5)       # darker centre
+    rgb = _lerp(base * 0.72, base * 1.18, _f32(np.power, np.clip(d, 0, 1), 1.5))       # darker centre
     if n_extra > 0:
         p = None if weights is None else np.asarray(weights, float) / np.sum(weights)
         names = list(rng.choice(extra_colours, size=min(n_extra, len(extra_colours)), replace=False, p=p))
@@ -518,7 +527,7 @@ def _metastasis(rng, size, m, radius):
     if rng.random() < 0.8:  # satellite nodules
         for _ in range(int(rng.integers(1, 4))):
             a, rr = rng.uniform(0, 2 * np.pi), radius * rng.uniform(1.4, 2.4)
-            centre = (rr * np.cos(a), rr * np.sin(a))
+            centre = (rr * math.cos(a), rr * math.sin(a))
             _, a2 = _shape(rng, size, radius * rng.uniform(0.25, 0.5), 0.1, 0.0, edge=0.3, centre=centre)
             alpha = np.maximum(alpha, a2 * 0.9)
     glare = _dots(rng, size, 1, radius * 0.3, 1.0, (1.0, 2.0), blur=1.0)
@@ -626,7 +635,7 @@ RENDERERS = {
 def _transform(channels: np.ndarray, size: int, angle: float, scale: float, shift: tuple[float, float],
                fill: float) -> np.ndarray:
     """Rotate / zoom / shift a float HxWxC stack about the image centre (bilinear)."""
-    c, s = np.cos(angle) / scale, np.sin(angle) / scale
+    c, s = math.cos(angle) / scale, math.sin(angle) / scale
     cx = cy = size / 2
     tx, ty = shift[0] * size, shift[1] * size
     # output (u, v) -> input (x, y) = centre + R(-angle)/scale * (out - centre - t)
