@@ -46,4 +46,4 @@ lock:
 	} > constraints.txt.tmp && mv constraints.txt.tmp constraints.txt
 
 clean-outputs:
-	rm -rf data/raw data/interim data/processed models logs .snakemake results/all/index.html results/all/roc.png
+	rm -rf data/raw data/interim data/processed models bundles logs .snakemake results/all/index.html results/all/roc.png

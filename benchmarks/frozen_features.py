@@ -67,13 +67,14 @@ def main(argv=None) -> int:
     import keras
     import tensorflow as tf
 
-    from skinlesion import models, training
+    from skinlesion import models, training, variant
     from skinlesion.reproducibility import seed_everything
 
     x, y, what = load_images(args.train + args.val, args.size, args.seed)
     x_train, y_train, x_val, y_val = x[:args.train], y[:args.train], x[args.train:], y[args.train:]
     weights = str(WEIGHTS) if WEIGHTS.exists() else None
-    cfg = {"name": "bench", "task": "binary", "backbone": "mobilenet_v2", "dense_units": 128}
+    cfg = variant.of({"name": "bench", "kind": "transfer", "task": "binary", "backbone": "mobilenet_v2",
+                      "dense_units": 128})
     fit_args = dict(batch_size=args.batch_size, epochs=args.epochs, verbose=0, shuffle=True)
 
     def frozen_base_and_head():
@@ -81,7 +82,7 @@ def main(argv=None) -> int:
         seed_everything(args.seed)
         base = models.backbone("mobilenet_v2", args.size, weights)
         base.trainable = False
-        return base, models.head(base.output_shape[-1], cfg, 2)
+        return base, models.head(base.output_shape[-1], cfg)
 
     def once() -> float:
         base, head = frozen_base_and_head()
@@ -96,7 +97,7 @@ def main(argv=None) -> int:
     def plain() -> float:
         base, head = frozen_base_and_head()
         started = time.perf_counter()
-        model = models.transfer(cfg, args.size, 2, base, head)
+        model = models.transfer(cfg, args.size, base, head)
         training._compile(model, cfg, 0.001)
         model.fit(x_train, y_train, validation_data=(x_val, y_val), **fit_args)
         return time.perf_counter() - started

@@ -13,15 +13,17 @@ keras = pytest.importorskip("keras")
 
 from skinlesion import gradcam, models  # noqa: E402
 from skinlesion.io import write_json  # noqa: E402
-from skinlesion.predictor import Trained  # noqa: E402
+from skinlesion import bundle  # noqa: E402
+from skinlesion.bundle import Bundle  # noqa: E402
+from skinlesion.variant import of as variant  # noqa: E402
 
 SIZE = 32
 
 
 def red_detector(task: str = "binary") -> "keras.Model":
     """The study's CNN with hand-set weights: conv0 responds to red (R - G - B), everything after is positive."""
-    cfg = {"name": "red", "task": task, "filters": [1], "dense_units": 1}
-    model = models.cnn(cfg, SIZE, 2, seed=0)
+    cfg = variant({"name": "red", "kind": "cnn", "task": task, "filters": [1], "dense_units": 1})
+    model = models.cnn(cfg, SIZE, seed=0)
     kernel = np.zeros((3, 3, 3, 1), np.float32)
     kernel[:, :, 0, 0], kernel[:, :, 1, 0], kernel[:, :, 2, 0] = 1 / 9, -1 / 9, -1 / 9
     model.get_layer("conv0").set_weights([kernel, np.zeros(1, np.float32)])
@@ -30,8 +32,10 @@ def red_detector(task: str = "binary") -> "keras.Model":
     out = model.get_layer("output")
     if task == "binary":
         out.set_weights([np.ones((1, 1), np.float32), np.full(1, -1.0, np.float32)])
-    else:  # class 1 = "red", class 0 = "not red"
-        out.set_weights([np.array([[-1.0, 1.0]], np.float32), np.zeros(2, np.float32)])
+    else:  # class 1 = "red"; class 0 = "not red", and so are the three other classes
+        weights = np.full((1, 5), -1.0, np.float32)
+        weights[0, 1] = 1.0
+        out.set_weights([weights, np.zeros(5, np.float32)])
     return model
 
 
@@ -78,11 +82,12 @@ def test_multiclass_map_follows_the_class_asked_for():
 
 
 def _transfer(n_meta: int = 0):
-    cfg = {"name": "tiny_transfer", "task": "binary", "backbone": "mobilenet_v2", "dense_units": 4,
-           "augment": {"flip": True, "rotation": 0.1}}
+    cfg = variant({"name": "tiny_transfer", "kind": "dual" if n_meta else "transfer", "task": "binary",
+                   "backbone": "mobilenet_v2", "dense_units": 4, "augment": {"flip": True, "rotation": 0.1},
+                   "features": ["age_approx"]})
     base = models.backbone("mobilenet_v2", SIZE, None)
-    head = models.head(base.output_shape[-1], cfg, 2, n_meta)
-    return models.transfer(cfg, SIZE, 2, base, head, n_meta, seed=0), cfg
+    head = models.head(base.output_shape[-1], cfg, n_meta)
+    return models.transfer(cfg, SIZE, base, head, n_meta, seed=0), cfg
 
 
 def test_transfer_and_dual_models_saved_and_loaded(tmp_path):
@@ -94,9 +99,9 @@ def test_transfer_and_dual_models_saved_and_loaded(tmp_path):
         folder = tmp_path / kind
         folder.mkdir()
         model.save(folder / "model.keras")
-        write_json(folder / "train.json", {"kind": kind, "config": cfg, "classes": ["benign", "malignant"],
-                                           "input_size": SIZE, "variant": kind, "features": ["age_approx"]})
-        loaded = Trained(folder).model
+        write_json(folder / bundle.MANIFEST, bundle.manifest(cfg, input_size=SIZE, imputation_means={},
+                                                             training_data={}, weights={}))
+        loaded = Bundle(folder).model
         inputs = [images, meta] if n_meta else images
         cams, probs = gradcam.heatmaps(loaded, images, meta if n_meta else None)
         assert cams.shape == (3, SIZE, SIZE) and np.isfinite(cams).all()

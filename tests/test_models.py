@@ -7,7 +7,8 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from skinlesion import models  # noqa: E402
+from skinlesion import backbones, models  # noqa: E402
+from skinlesion.variant import of as variant  # noqa: E402
 
 SIZE = 32
 
@@ -24,11 +25,11 @@ def _images(n=4, seed=0):
 @pytest.mark.parametrize("task,units", [("binary", 1), ("multiclass", 5)])
 def test_output_layers(task, units):
     cfg = {"name": "m", "task": task, "filters": [4], "dense_units": 8, "hidden_units": [8, 4], "dropout": 0.2}
-    cnn = models.cnn(cfg, SIZE, 5)
+    cnn = models.cnn(variant({**cfg, "kind": "cnn"}), SIZE)
     assert cnn.output_shape == (None, units)
     norm = keras.layers.Normalization()
     norm.adapt(np.random.default_rng(0).normal(size=(20, 3)).astype("float32"))
-    mlp = models.mlp(cfg, 3, 5, norm)
+    mlp = models.mlp(variant({**cfg, "kind": "mlp"}), 3, norm)
     assert mlp.output_shape == (None, units)
     assert [layer.name for layer in mlp.layers if layer.name.startswith("dense")] == ["dense0", "dense1"]
     probs = np.asarray(cnn(_images()))
@@ -42,29 +43,33 @@ def test_dual_head_normalises_and_concatenates_metadata():
     norm = keras.layers.Normalization(name="normalize_metadata")
     meta = np.random.default_rng(0).normal(50, 10, size=(30, 4)).astype("float32")
     norm.adapt(meta)
-    head = models.head(16, {"task": "binary", "dense_units": 8}, 2, extra_dim=4, meta_norm=norm)
+    head = models.head(16, variant({"kind": "dual", "task": "binary", "backbone": "mobilenet_v2", "dense_units": 8}),
+                       extra_dim=4, meta_norm=norm)
     assert [i.shape for i in head.inputs] == [(None, 16), (None, 4)]
     assert head.get_layer("concat").output.shape == (None, 20)
     assert head.get_layer("normalize_metadata") is norm
 
 
 def test_transfer_model_and_augmentation_identity_at_inference(mobilenet):
-    cfg = {"name": "t", "task": "binary", "backbone": "mobilenet_v2", "dense_units": 8,
+    cfg = {"name": "t", "kind": "transfer", "task": "binary", "backbone": "mobilenet_v2", "dense_units": 8,
            "augment": {"flip": True, "rotation": 0.2, "zoom": 0.2}}
-    head = models.head(mobilenet.output_shape[-1], cfg, 2)
-    model = models.transfer(cfg, SIZE, 2, mobilenet, head, seed=0)
+    head = models.head(mobilenet.output_shape[-1], variant(cfg))
+    model = models.transfer(variant(cfg), SIZE, mobilenet, head, seed=0)
     assert [layer.name for layer in model.layers if layer.name.startswith("aug_")] == \
         ["aug_flip", "aug_rotation", "aug_zoom"]
     x = _images()
-    plain = models.transfer({**cfg, "augment": None}, SIZE, 2, mobilenet, head)
+    plain = models.transfer(variant({**cfg, "augment": None}), SIZE, mobilenet, head)
     assert np.allclose(model.predict(x, verbose=0), plain.predict(x, verbose=0), atol=1e-6)
 
 
 def test_has_augmentation():
-    assert not models.has_augmentation(None) and not models.has_augmentation({})
-    assert not models.has_augmentation({"flip": False, "rotation": 0, "zoom": 0})
-    assert models.has_augmentation({"rotation": 0.1})  # flip defaults to on
-    assert models.has_augmentation({"flip": True})
+    def augmented(augment):
+        return variant({"kind": "cnn", "task": "binary", "augment": augment}).augmented
+
+    assert not augmented(None) and not augmented({})
+    assert not augmented({"flip": False, "rotation": 0, "zoom": 0})
+    assert augmented({"rotation": 0.1})  # flip defaults to on
+    assert augmented({"flip": True})
 
 
 def test_unfreeze_index(mobilenet):
@@ -77,6 +82,7 @@ def test_unfreeze_index(mobilenet):
         models.unfreeze_index(mobilenet, "block_99")
     with pytest.raises(ValueError, match="outside"):
         models.unfreeze_index(mobilenet, n)
+    assert mobilenet.layers[models.unfreeze_index(mobilenet, "top")].name == "block_13_expand"
 
 
 def test_set_trainable_from_keeps_bottom_and_batchnorm_frozen():
@@ -107,3 +113,18 @@ def test_caffe_preprocessing_matches_keras():
     layer = models.preprocessing("resnet50")
     x = _images()
     assert np.allclose(layer(x), keras.applications.resnet50.preprocess_input(x.copy()), atol=1e-4)
+
+
+@pytest.mark.parametrize("name", sorted(backbones.BACKBONES))
+def test_every_registered_backbone_builds_from_random_weights_and_cuts_at_its_top(name):
+    """A backbone is one registry entry: it builds at 32 px with random weights, its preprocessing layer
+    exists, and its `top` layer (fine-tuning the last blocks) is a layer of the network."""
+    base = models.backbone(name, SIZE, None)
+    assert base.name == f"backbone_{name}" and len(base.output_shape) == 4
+    start = models.unfreeze_index(base, "top")
+    assert 0 < start < len(base.layers)
+    cfg = variant({"kind": "transfer", "task": "binary", "backbone": name, "dense_units": 4, "name": "t"})
+    model = models.transfer(cfg, SIZE, base, models.head(base.output_shape[-1], cfg))
+    assert model.get_layer("preprocess") is not None
+    probs = model.predict(_images(2), verbose=0)
+    assert probs.shape == (2, 1) and np.isfinite(probs).all()

@@ -4,6 +4,7 @@ import pytest
 import yaml
 
 from skinlesion import params as P
+from skinlesion import variant
 from skinlesion.errors import PipelineError
 
 from conftest import REPO, base_params
@@ -51,13 +52,38 @@ def test_missing_file_and_bad_yaml_are_clear(tmp_path):
 def test_variant_inherits_train_defaults_and_overrides_win():
     params = copy.deepcopy(base_params())
     params["variants"]["v"] = {"kind": "cnn", "task": "binary", "epochs": 3}
-    merged = P.variant(params, "v")
-    assert merged["epochs"] == 3
-    assert merged["learning_rate"] == params["train"]["learning_rate"]
-    assert merged["batch_size"] == params["train"]["batch_size"]
-    assert merged["name"] == "v"
+    merged = variant.from_params(params, "v")
+    assert merged.epochs == 3
+    assert merged.learning_rate == params["train"]["learning_rate"]
+    assert merged.batch_size == params["train"]["batch_size"]
+    assert merged.name == "v"
     with pytest.raises(PipelineError, match="unknown variant 'nope'"):
-        P.variant(params, "nope")
+        variant.from_params(params, "nope")
+
+
+def test_variant_defaults_come_from_the_schema_and_the_kind():
+    """The one place defaults live: the schema's `default:` (and the kind's dropout); an empty variant gets them."""
+    bare = variant.of({"kind": "mlp", "task": "binary"})
+    defaults = variant.schema_defaults()
+    assert bare.hidden_units == tuple(defaults["hidden_units"]) == (64, 32)
+    assert bare.features == tuple(defaults["features"]) and bare.dense_units == defaults["dense_units"] == 128
+    assert bare.sampling.strategy == defaults["sampling"]["strategy"] == "natural"
+    assert (bare.learning_rate, bare.batch_size, bare.epochs, bare.patience) == (0.001, 32, 50, 10)
+    assert bare.dropout == 0.3 and variant.of({"kind": "cnn", "task": "binary"}).dropout == 0.0
+    assert bare.augment is None and not bare.augmented
+    flips = variant.of({"kind": "transfer", "task": "binary", "backbone": "mobilenet_v2", "augment": {"zoom": 0}})
+    assert flips.augmented and flips.flips_only  # flip defaults to on
+    tuned = variant.of({"kind": "transfer", "task": "binary", "backbone": "mobilenet_v2", "freeze": False,
+                        "epochs": 7, "learning_rate": 0.01})
+    assert (tuned.fine_tune.warmup_epochs, tuned.fine_tune.epochs) == (7, 7)
+    assert tuned.fine_tune.learning_rate == pytest.approx(0.001) and tuned.fine_tune.unfreeze_from is None
+
+
+def test_a_transfer_variant_without_a_backbone_fails_validation():
+    params = copy.deepcopy(base_params())
+    params["variants"]["v"] = {"kind": "transfer", "task": "binary"}
+    with pytest.raises(PipelineError, match="variant v: kind transfer needs a backbone"):
+        P.validate(params)
 
 
 def test_every_mapping_in_the_schema_rejects_unknown_keys():

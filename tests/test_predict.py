@@ -12,11 +12,12 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from skinlesion import cli, evaluation, prediction  # noqa: E402
+from skinlesion import bundle, cli, prediction  # noqa: E402
+from skinlesion.bundle import Bundle  # noqa: E402
 from skinlesion.calibration import apply_temperature  # noqa: E402
 from skinlesion.images import load_image  # noqa: E402
 from skinlesion.io import read_json, write_json  # noqa: E402
-from skinlesion.predictor import Trained  # noqa: E402
+from skinlesion.variant import of as variant  # noqa: E402
 
 SIZE = 32
 
@@ -32,8 +33,8 @@ def cnn_dir(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("models") / "tiny_cnn"
     folder.mkdir()
-    cfg = {"name": "tiny_cnn", "kind": "cnn", "task": "binary", "filters": [4], "dense_units": 4}
-    model = models.cnn(cfg, SIZE, 2, seed=0)
+    cfg = variant({"name": "tiny_cnn", "kind": "cnn", "task": "binary", "filters": [4], "dense_units": 4})
+    model = models.cnn(cfg, SIZE, seed=0)
     # Every kernel averages its inputs, so each unit carries the mean brightness b in [0, 1] and the
     # score is sigmoid(8 b - 2).
     for layer in model.layers:
@@ -44,8 +45,9 @@ def cnn_dir(tmp_path_factory):
             layer.set_weights([np.full_like(kernel, (8.0 if out else 1.0) / fan_in),
                                np.full_like(bias, -2.0 if out else 0.0)])
     model.save(folder / "model.keras")
-    write_json(folder / "train.json", {"kind": "cnn", "config": cfg, "classes": ["benign", "malignant"],
-                                       "input_size": SIZE, "variant": "tiny_cnn", "imagenet_weights": None})
+    write_json(folder / bundle.MANIFEST, bundle.manifest(
+        cfg, input_size=SIZE, imputation_means={}, training_data={"source": "local"},
+        weights={"source": "fixed by hand", "imagenet": None}))
     return folder
 
 
@@ -69,15 +71,13 @@ def _good(photos):
 
 
 def _expected(model_dir, files):
-    return Trained(model_dir).predict(None, np.stack([load_image(f, SIZE) for f in files]))
+    return Bundle(model_dir).predict(None, np.stack([load_image(f, SIZE) for f in files]))
 
 
-def _results(tmp_path, threshold, calibration="none", temperature=1.0):
-    folder = tmp_path / "results"
-    write_json(folder / "evaluation.json", {"predict": {"threshold": threshold, "calibration": calibration,
-                                                     "temperature": temperature, "classes": ["benign", "malignant"],
-                                                     "imputation_means_train": {}}})
-    return folder
+def _complete(model_dir, tmp_path, threshold, calibration="none", temperature=1.0):
+    """The complete bundle evaluate writes: the model with its decision chosen on validation."""
+    return Bundle(model_dir).complete(tmp_path / "bundle", {"threshold": threshold, "calibration": calibration,
+                                                            "temperature": temperature})
 
 
 def test_folder_with_a_corrupt_file_is_scored_and_the_file_reported(cnn_dir, photos, tmp_path, caplog):
@@ -86,7 +86,7 @@ def test_folder_with_a_corrupt_file_is_scored_and_the_file_reported(cnn_dir, pho
     threshold = float(np.sort(raw)[:2].mean())  # between the two lowest: one benign, two malignant
     out = tmp_path / "pred.csv"
     with caplog.at_level(logging.WARNING):
-        frame = prediction.run(cnn_dir, [photos], out, results_dir=_results(tmp_path, threshold))
+        frame = prediction.run(_complete(cnn_dir, tmp_path, threshold), [photos], out)
     written = pd.read_csv(out)
     assert list(written.columns) == ["isic_id", "path", "p_benign", "p_malignant", "predicted", "error"]
     assert len(written) == 4 and len(frame) == 4  # three images and the corrupt one; .txt and hidden files skipped
@@ -101,26 +101,24 @@ def test_folder_with_a_corrupt_file_is_scored_and_the_file_reported(cnn_dir, pho
     assert sorted(expected_class.tolist()) == ["benign", "malignant", "malignant"]
 
 
-def test_without_results_the_threshold_is_05_with_a_warning(cnn_dir, photos, tmp_path, caplog):
-    with caplog.at_level(logging.WARNING):
-        frame = prediction.run(cnn_dir, [photos / "ISIC_0000002.png"], tmp_path / "p.csv",
-                               results_dir=tmp_path / "nowhere")
-    assert "threshold 0.5" in caplog.text
+def test_a_bundle_without_a_decision_uses_05_with_a_warning(cnn_dir, photos, tmp_path, caplog):
+    with caplog.at_level(logging.WARNING):  # models/<variant>: train's bundle, before evaluate chose a threshold
+        frame = prediction.run(cnn_dir, [photos / "ISIC_0000002.png"], tmp_path / "p.csv")
+    assert "threshold 0.5" in caplog.text and "bundles/tiny_cnn" in caplog.text
     p = frame["p_malignant"].iloc[0]
     assert frame["predicted"].iloc[0] == ("malignant" if p >= 0.5 else "benign")
 
 
 def test_temperature_from_evaluation_is_applied(cnn_dir, photos, tmp_path):
     files = _good(photos)
-    frame = prediction.run(cnn_dir, files, tmp_path / "p.csv",
-                           results_dir=_results(tmp_path, 0.5, "temperature", 2.5))
+    frame = prediction.run(_complete(cnn_dir, tmp_path, 0.5, "temperature", 2.5), files, tmp_path / "p.csv")
     np.testing.assert_allclose(frame["p_malignant"], apply_temperature(_expected(cnn_dir, files), 2.5), atol=1e-6)
 
 
 def test_missing_file_and_gradcam_overlays(cnn_dir, photos, tmp_path):
     cams = tmp_path / "cams"
-    frame = prediction.run(cnn_dir, [photos / "ISIC_0000001.jpg", tmp_path / "absent.jpg", photos],
-                           tmp_path / "p.csv", gradcam_dir=cams, results_dir=_results(tmp_path, 0.5))
+    frame = prediction.run(_complete(cnn_dir, tmp_path, 0.5), [photos / "ISIC_0000001.jpg", tmp_path / "absent.jpg",
+                                                                 photos], tmp_path / "p.csv", gradcam_dir=cams)
     assert "file not found" in frame.set_index("isic_id").loc["absent", "error"]
     # ISIC_0000001 was given twice (as a file and inside the folder): both rows, both overlays.
     assert sorted(p.name for p in cams.iterdir()) == ["ISIC_0000001-2.png", "ISIC_0000001.png",
@@ -130,11 +128,11 @@ def test_missing_file_and_gradcam_overlays(cnn_dir, photos, tmp_path):
 
 def test_cli_exit_codes(cnn_dir, photos, tmp_path, capsys):
     out = tmp_path / "cli.csv"
-    assert cli.main(["predict", str(cnn_dir), str(photos), "-o", str(out), "--results", str(tmp_path / "x")]) == 0
+    assert cli.main(["predict", str(cnn_dir), str(photos), "-o", str(out)]) == 0
     assert len(pd.read_csv(out)) == 4
     assert cli.main(["predict", str(cnn_dir), str(photos / "broken.jpg"), "-o", str(out)]) == 1  # nothing scored
     assert cli.main(["predict", str(tmp_path), str(photos), "-o", str(out)]) == 2
-    assert "no train.json" in capsys.readouterr().err
+    assert "is not a model bundle" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------------------------
@@ -153,7 +151,8 @@ def metadata_run(tmp_path_factory):
               "variants": {"lr": {"kind": "logreg", "task": "binary"}}}
     sources.fetch(params, root / "raw")
     metadata.run(root / "raw", root / "interim" / "metadata.parquet", params)
-    training.run(params, "lr", root / "interim" / "metadata.parquet", None, root / "models" / "lr")
+    training.run(params, "lr", root / "interim" / "metadata.parquet", None, root / "models" / "lr",
+                 summary_path=root / "interim" / "metadata_summary.json")
     return root
 
 
@@ -163,34 +162,46 @@ def test_metadata_variant_imputes_with_the_train_means(metadata_run, tmp_path):
     assert table["age_approx_missing"].any() or table["clin_size_long_diam_mm_missing"].any()
     summary = root / "interim" / "metadata_summary.json"
     frame = prediction.run(root / "models" / "lr", [root / "raw" / "images"], tmp_path / "p.csv",
-                           metadata=root / "raw" / "metadata.csv", results_dir=tmp_path / "none",
-                           summary_path=summary)
+                           metadata=root / "raw" / "metadata.csv")
     assert frame["error"].isna().all()
     scored = frame.set_index("isic_id").loc[table["isic_id"], "p_malignant"].to_numpy()
-    np.testing.assert_allclose(scored, Trained(root / "models" / "lr").predict(table), atol=1e-6)
-    # evaluate records the same means in evaluation.json, read back from the table itself
-    recorded = evaluation.imputation_means(table)
-    for column, mean in read_json(summary)["imputation_means_train"].items():
-        assert recorded[column] == pytest.approx(mean, abs=1e-5)
+    np.testing.assert_allclose(scored, Bundle(root / "models" / "lr").predict(table), atol=1e-6)
+    # the bundle records the means the metadata stage fitted on train, and they fill the table's gaps
+    recorded = Bundle(root / "models" / "lr").imputation_means
+    assert recorded == read_json(summary)["imputation_means_train"]
+    for column, mean in recorded.items():
+        observed = table[(table["split"] == "train") & ~table[f"{column}_missing"]][column]
+        assert mean == pytest.approx(observed.mean(), abs=1e-5)
 
 
 def test_metadata_variant_needs_metadata_and_reports_missing_rows(metadata_run, tmp_path, photos):
     model = metadata_run / "models" / "lr"
     assert cli.main(["predict", str(model), str(photos), "-o", str(tmp_path / "x.csv")]) == 2
     frame = prediction.run(model, [photos / "ISIC_0000001.jpg"], tmp_path / "p.csv",
-                           metadata=metadata_run / "raw" / "metadata.csv",
-                           summary_path=metadata_run / "interim" / "metadata_summary.json")
+                           metadata=metadata_run / "raw" / "metadata.csv")
     assert "no row for isic_id ISIC_0000001" in frame["error"].iloc[0]
     # No files at all: every metadata row is scored.
-    every = prediction.run(model, [], tmp_path / "all.csv", metadata=metadata_run / "raw" / "metadata.csv",
-                           summary_path=metadata_run / "interim" / "metadata_summary.json")
+    every = prediction.run(model, [], tmp_path / "all.csv", metadata=metadata_run / "raw" / "metadata.csv")
     assert len(every) == len(pd.read_csv(metadata_run / "raw" / "metadata.csv"))
 
 
-def test_missing_values_without_known_means_is_a_clear_error(metadata_run, tmp_path):
+def test_a_copied_bundle_scores_alone_the_same_and_an_incomplete_copy_is_a_clear_error(metadata_run, tmp_path,
+                                                                                      monkeypatch, caplog):
+    """The bundle is everything scoring needs: copied away from the run (no data/, no results/ beside it, another
+    working folder) it scores every row exactly as in place; without its model file it says so."""
+    import shutil
+
     from skinlesion.errors import PipelineError
 
-    with pytest.raises(PipelineError, match="train means"):
-        prediction.run(metadata_run / "models" / "lr", [], tmp_path / "p.csv",
-                       metadata=metadata_run / "raw" / "metadata.csv", results_dir=tmp_path / "none",
-                       summary_path=tmp_path / "absent.json")
+    metadata_csv = metadata_run / "raw" / "metadata.csv"
+    here = prediction.run(metadata_run / "models" / "lr", [], tmp_path / "here.csv", metadata=metadata_csv)
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(metadata_run / "models" / "lr", elsewhere / "lr")
+    monkeypatch.chdir(elsewhere)
+    with caplog.at_level(logging.WARNING):
+        there = prediction.run("lr", [], "there.csv", metadata=metadata_csv)
+    assert "SYNTHETIC" in caplog.text  # trained on the synthetic self-test data: said, not hidden
+    pd.testing.assert_frame_equal(here, there)
+    (elsewhere / "lr" / "model.joblib").unlink()
+    with pytest.raises(PipelineError, match="incomplete"):
+        prediction.run("lr", [], "none.csv", metadata=metadata_csv)

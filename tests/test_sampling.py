@@ -6,8 +6,13 @@ import numpy as np
 import pytest
 
 from skinlesion import sampling
+from skinlesion.variant import Sampling
 
 Y = np.array([0] * 700 + [1] * 250 + [2] * 50)
+
+
+def S(strategy="natural", per_class=None, total=None) -> Sampling:
+    return Sampling(strategy, per_class, total)
 
 
 def test_balanced_per_class_counts():
@@ -17,13 +22,13 @@ def test_balanced_per_class_counts():
 
 
 def test_balanced_default_is_the_smallest_class():
-    rows, weights = sampling.apply(Y, {"strategy": "balanced", "per_class": None}, seed=0)
+    rows, weights = sampling.apply(Y, S(strategy="balanced", per_class=None), seed=0)
     assert np.bincount(Y[rows]).tolist() == [50, 50, 50] and weights is None
 
 
 def test_the_study_5000_per_class_subset():
     y = np.array([0] * 9000 + [1] * 6000)
-    rows, _ = sampling.apply(y, {"strategy": "balanced", "per_class": 5000}, seed=0)
+    rows, _ = sampling.apply(y, S(strategy="balanced", per_class=5000), seed=0)
     assert np.bincount(y[rows]).tolist() == [5000, 5000]
 
 
@@ -35,21 +40,21 @@ def test_sampling_is_seeded():
 
 def test_total_keeps_the_natural_shares():
     y = np.array([0] * 15000 + [1] * 5000)
-    rows, weights = sampling.apply(y, {"strategy": "natural", "total": 10000}, seed=0)
+    rows, weights = sampling.apply(y, S(strategy="natural", total=10000), seed=0)
     assert len(rows) == 10000 and np.bincount(y[rows]).tolist() == [7500, 2500] and weights is None
-    rows, _ = sampling.apply(Y, {"strategy": "natural", "total": 10}, seed=0)
+    rows, _ = sampling.apply(Y, S(strategy="natural", total=10), seed=0)
     assert len(rows) == 10 and set(Y[rows]) == {0, 1, 2}  # every class kept at least once
-    rows, _ = sampling.apply(Y, {"strategy": "natural", "total": 5000}, seed=0)
+    rows, _ = sampling.apply(Y, S(strategy="natural", total=5000), seed=0)
     assert len(rows) == len(Y)
 
 
 def test_natural_uses_everything():
-    rows, weights = sampling.apply(Y, {"strategy": "natural", "per_class": None}, seed=0)
+    rows, weights = sampling.apply(Y, S(strategy="natural", per_class=None), seed=0)
     assert np.array_equal(rows, np.arange(len(Y))) and weights is None
 
 
 def test_class_weights_balance_the_classes():
-    rows, weights = sampling.apply(Y, {"strategy": "class_weight"}, seed=0)
+    rows, weights = sampling.apply(Y, S(strategy="class_weight"), seed=0)
     assert len(rows) == len(Y)
     assert weights == pytest.approx({0: 1000 / (3 * 700), 1: 1000 / (3 * 250), 2: 1000 / (3 * 50)})
     # every class carries the same total weight
@@ -64,4 +69,4 @@ def test_class_weights_only_for_present_classes():
 
 def test_unknown_strategy_is_an_error():
     with pytest.raises(ValueError, match="natural, balanced, class_weight"):
-        sampling.apply(Y, {"strategy": "oversample"}, seed=0)
+        sampling.apply(Y, S(strategy="oversample"), seed=0)

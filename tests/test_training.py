@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from conftest import MOBILENET_WEIGHTS, base_params
-from skinlesion import evaluation, images, metadata, training
+from skinlesion import evaluation, images, metadata, tasks, training
 from skinlesion.params import validate
 from skinlesion.sources import fetch
 
@@ -62,7 +62,8 @@ def data(tmp_path_factory):
 def train(data, name: str, variant: dict, table=None):
     params = tiny_params({name: variant})
     out = data / "models" / name
-    info = training.run(params, name, table or data / "metadata.parquet", data / "shards", out)
+    info = training.run(params, name, table or data / "metadata.parquet", data / "shards", out,
+                        summary_path=data / "metadata_summary.json")
     return params, info, out
 
 
@@ -115,7 +116,7 @@ def test_frozen_backbone_computes_features_once_and_keeps_the_best_epoch(data, m
     import keras
     from sklearn.metrics import log_loss
 
-    from skinlesion.predictor import Trained
+    from skinlesion.bundle import Bundle
 
     calls = {"predict": [], "fit": []}
     predict, fit = keras.Model.predict, keras.Model.fit
@@ -144,7 +145,7 @@ def test_frozen_backbone_computes_features_once_and_keeps_the_best_epoch(data, m
     assert info["best_val_loss"] == pytest.approx(history["val_loss"].min(), abs=1e-5)
     assert info["best_epoch"] == int(history["epoch"][history["val_loss"].idxmin()])
     splits = training.dataset.load_splits(data / "metadata.parquet", data / "shards", "binary")
-    p_val = Trained(out).predict(splits["val"].table, splits["val"].images())
+    p_val = Bundle(out).predict(splits["val"].table, splits["val"].images())
     assert log_loss(splits["val"].labels("binary"), p_val, labels=[0, 1]) == pytest.approx(info["best_val_loss"],
                                                                                           abs=2e-3)
 
@@ -294,7 +295,7 @@ def test_multiclass_with_a_class_absent_from_train(data, kind):
     assert info["absent_train_classes"] == ["melanoma_metastasis"]
     assert "melanoma_metastasis" not in info["train_class_counts"]
     predictions = pd.read_csv(data / "results" / f"multi_{kind}" / "predictions.csv")
-    columns = [f"p_{c}" for c in training.class_names("multiclass")]
+    columns = [f"p_{c}" for c in tasks.get("multiclass").classes]
     assert all(c in predictions for c in columns)  # one probability per class, absent or not
     assert np.allclose(predictions[columns].sum(axis=1), 1, atol=1e-3)
     if kind == "transfer":
@@ -304,7 +305,7 @@ def test_multiclass_with_a_class_absent_from_train(data, kind):
     for test_set in ("test_natural", "val"):  # issue 11: no class-balanced test set any more
         m = result[test_set]
         assert 0 <= m["balanced_accuracy"] <= 1
-        assert set(m["recall"]) == set(training.class_names("multiclass"))
+        assert set(m["recall"]) == set(tasks.get("multiclass").classes)
         for name in m["absent_classes"]:
             assert m["recall"][name] == "absent"
 

@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import tasks
 from .errors import PipelineError
+from .tasks import Task
 
 
 @dataclass
@@ -32,16 +34,19 @@ class Split:
             out[positions] = data[self.table.loc[rows, "row"].to_numpy()]
         return out
 
-    def labels(self, task: str) -> np.ndarray:
-        column = "label" if task == "binary" else "label_multiclass"
-        return self.table[column].to_numpy(dtype=np.int64)
+    def labels(self, task: Task | str) -> np.ndarray:
+        return self.table[_task(task).label_column].to_numpy(dtype=np.int64)
+
+
+def _task(task: Task | str) -> Task:
+    return tasks.get(task) if isinstance(task, str) else task
 
 
 def _shape(shards_dir: Path) -> tuple[int, ...]:
     return np.load(shards_dir / "shard-00000.npy", mmap_mode="r").shape[1:]
 
 
-def load_splits(table_path: str | os.PathLike, shards_dir: str | os.PathLike | None, task: str) -> dict[str, Split]:
+def load_splits(table_path: str | os.PathLike, shards_dir: str | os.PathLike | None, task: Task | str) -> dict[str, Split]:
     """train/val/test Splits, in a fixed order, restricted to rows the task has a label for.
 
     With shards, rows whose image was unreadable (absent from the index) are left out too.
@@ -56,8 +61,7 @@ def load_splits(table_path: str | os.PathLike, shards_dir: str | os.PathLike | N
             raise PipelineError(f"{index_path} not found: the images stage writes it (skinlesion images).")
         index = pd.read_parquet(index_path, columns=["isic_id", "shard", "row"])
         table = table.merge(index, on="isic_id", how="inner")
-    if task == "multiclass":
-        table = table[table["label_multiclass"].notna()]
+    table = table[table[_task(task).label_column].notna()]  # the rows the task has a label for
     table = table.sort_values("isic_id").reset_index(drop=True)
     return {
         name: Split(table[table["split"] == name].reset_index(drop=True), shards_dir)

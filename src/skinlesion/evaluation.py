@@ -9,13 +9,15 @@ and on every external test set.
                                                  train split's); `external: {<name>: ...}`, the same metrics
                                                  on each external set (evaluate.external, prepared by the
                                                  external stage) at the validation threshold, with the
-                                                 threshold-transfer block; calibration; what predict needs
+                                                 threshold-transfer block; calibration
     results/variants/<variant>/plots/            DVC plot data, natural test set: roc.csv, pr.csv (micro-averaged
                                                  one-vs-rest for multiclass), confusion.csv, calibration.csv
                                                  (reliability bins); history.csv (training)
     results/variants/<variant>/predictions.csv   isic_id, group, split, label, probabilities, predicted (val + test,
                                                  then each external set as split "external:<name>")
     results/variants/<variant>/figures/          PNG: roc, pr, confusion, reliability, training, gradcam
+    bundles/<variant>/                           the complete model bundle (skinlesion.bundle): the trained model
+                                                 with the threshold and calibration chosen here, for predict
 
 With `evaluate.calibration: temperature` the temperature is fitted on val; the threshold is then chosen
 on the calibrated val scores and every thresholded metric uses calibrated probabilities (rank metrics
@@ -37,14 +39,14 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
-from . import dataset, external_sets, figures, metrics
+from . import __version__, dataset, external_sets, figures, metrics
+from .bundle import Bundle
 from .calibration import Calibrator, ece, reliability
 from .errors import PipelineError
 from .io import atomic_path, write_json
-from .metadata import NUMERIC
 from .metadata import load as load_table
-from .predictor import Trained
 from .reproducibility import seed_everything
+from .tasks import Task
 
 log = logging.getLogger(__name__)
 DEFAULTS = {"threshold": "youden", "target_sensitivity": 0.9, "bootstrap": 1000, "calibration": "none",
@@ -82,27 +84,9 @@ def settings(params: dict) -> dict:
     return {**DEFAULTS, **(params.get("evaluate") or {})}
 
 
-def _score(trained: Trained, split: dataset.Split) -> np.ndarray:
+def _score(trained: Bundle, split: dataset.Split) -> np.ndarray:
     images = split.images() if trained.uses_images else None
     return trained.predict(split.table, images)
-
-
-def imputation_means(table: pd.DataFrame) -> dict:
-    """The train means the metadata stage filled missing values with, read back from the table itself.
-
-    A column was imputed when it has no missing value left; its mean is that of train rows whose
-    `<column>_missing` flag is false. Recorded in evaluation.json so that predict imputes new metadata
-    exactly as training did.
-    """
-    means = {}
-    train = table["split"] == "train"
-    for column in NUMERIC:
-        if column not in table or table[column].isna().any():
-            continue
-        observed = train & ~table.get(f"{column}_missing", pd.Series(False, index=table.index)).astype(bool)
-        mean = table.loc[observed, column].mean()
-        means[column] = None if np.isnan(mean) else round(float(mean), 6)
-    return means
 
 
 @dataclass
@@ -116,7 +100,7 @@ class Scores:
     p: np.ndarray
 
     @classmethod
-    def of(cls, split: dataset.Split, task: str, raw: np.ndarray, calibrate: Calibrator) -> "Scores":
+    def of(cls, split: dataset.Split, task: Task, raw: np.ndarray, calibrate: Calibrator) -> "Scores":
         groups = metrics.group_codes(split.table["group"].to_numpy(), len(split))
         return cls(split.table, split.labels(task), groups, raw, calibrate(raw))
 
@@ -125,21 +109,20 @@ class Scores:
                       metrics.group_codes(self.groups[rows], len(rows)), self.raw[rows], self.p[rows])
 
 
-def external_split(external_dir, set_name: str, task: str) -> dataset.Split:
+def external_split(external_dir, set_name: str, task: Task) -> dataset.Split:
     """One prepared external set as a Split (all its rows), restricted as load_splits restricts test."""
     table_path, shards_dir = external_sets.load(external_dir, set_name)
     table = load_table(table_path)
     index = pd.read_parquet(shards_dir / "index.parquet", columns=["isic_id", "shard", "row"])
     table = table.merge(index, on="isic_id", how="inner")
-    if task == "multiclass":
-        table = table[table["label_multiclass"].notna()]
+    table = table[table[task.label_column].notna()]
     return dataset.Split(table.sort_values("isic_id").reset_index(drop=True), shards_dir)
 
 
-def prevalences(train: dataset.Split, task: str) -> dict[str, float]:
+def prevalences(train: dataset.Split, task: Task) -> dict[str, float]:
     """The prevalences PPV and NPV are stated at: 50%, and the train split's share of malignant images."""
     y = train.labels(task)
-    malignant = y if task == "binary" else (y != 0)
+    malignant = y if task.binary else (y != 0)
     return {"50": 0.5, "train": round(float(np.mean(malignant)), 6) if len(y) else 0.5}
 
 
@@ -166,28 +149,29 @@ def threshold_transfer(block: dict, y: np.ndarray, p: np.ndarray, groups: np.nda
     return out
 
 
-def run(params: dict, name: str, model_dir, table, shards, out, external_dir=None) -> dict:
+def run(params: dict, name: str, model_dir, table, shards, out, external_dir=None, bundle_out=None) -> dict:
     seed = params["seed"]
     cfg = settings(params)
-    trained = Trained(model_dir)
-    seed_everything(seed, tensorflow=trained.kind != "logreg")
-    splits = dataset.load_splits(table, shards, trained.task)
+    trained = Bundle(model_dir)
+    task = trained.task
+    seed_everything(seed, tensorflow=trained.kind.keras)
+    splits = dataset.load_splits(table, shards, task)
     val_split, test_split = splits["val"], splits["test"]
     ext_names = [entry["name"] for entry in external_sets.sets(params)]
     if ext_names and external_dir is None:
         raise PipelineError(f"evaluate.external names {', '.join(ext_names)} but no --external folder was given.")
-    ext_splits = {n: external_split(external_dir, n, trained.task) for n in ext_names}
+    ext_splits = {n: external_split(external_dir, n, task) for n in ext_names}
     raw_val, raw_test = _score(trained, val_split), _score(trained, test_split)
-    y_val = val_split.labels(trained.task)
+    y_val = val_split.labels(task)
     calibrate = Calibrator.fit(cfg["calibration"], y_val, raw_val)
-    val = Scores.of(val_split, trained.task, raw_val, calibrate)
-    test = Scores.of(test_split, trained.task, raw_test, calibrate)
-    ext = {n: Scores.of(s, trained.task, _score(trained, s), calibrate) for n, s in ext_splits.items()}
+    val = Scores.of(val_split, task, raw_val, calibrate)
+    test = Scores.of(test_split, task, raw_test, calibrate)
+    ext = {n: Scores.of(s, task, _score(trained, s), calibrate) for n, s in ext_splits.items()}
     sets = {"test_natural": test, "val": val}
     n_boot, bins = int(cfg["bootstrap"]), int(cfg["calibration_bins"])
-    prev = prevalences(splits["train"], trained.task)
+    prev = prevalences(splits["train"], task)
 
-    result = {"variant": name, "task": trained.task, "kind": trained.kind,
+    result = {"variant": name, "task": task.name, "kind": trained.kind.name,
               "imagenet_weights": trained.info.get("imagenet_weights"), "weights": trained.info.get("weights"),
               "bootstrap": {"replicates": n_boot, "unit": "group (patient or lesion)", "level": metrics.CI_LEVEL,
                             "seed": seed},
@@ -196,7 +180,8 @@ def run(params: dict, name: str, model_dir, table, shards, out, external_dir=Non
     # Every set gets the same metric code, the same threshold (chosen on val) and the same bootstrap.
     scored = {**sets, **{f"external:{n}": s for n, s in ext.items()}}
     blocks = {}
-    if trained.task == "binary":
+    t_mal = None
+    if task.binary:
         threshold = metrics.choose_threshold(val.y, val.p, cfg["threshold"], cfg["target_sensitivity"])
         for key, s in scored.items():
             blocks[key] = metrics.binary(s.y, s.p, threshold, s.groups, n_boot, seed, prev)
@@ -208,11 +193,10 @@ def run(params: dict, name: str, model_dir, table, shards, out, external_dir=Non
             block["malignant_vs_benign"] = None  # filled below, with its own validation threshold
             blocks[key] = block
         # The five-class model also gives a malignancy score, 1 - P(benign): the binary question.
-        t_mal = metrics.choose_threshold((val.y != 0).astype(int), 1 - val.p[:, 0], cfg["threshold"],
-                                         cfg["target_sensitivity"])
+        t_mal = metrics.choose_threshold(*task.malignancy(val.y, val.p), cfg["threshold"], cfg["target_sensitivity"])
         for key, s in scored.items():
-            blocks[key]["malignant_vs_benign"] = metrics.binary((s.y != 0).astype(int), 1 - s.p[:, 0], t_mal,
-                                                                s.groups, n_boot, seed, prev)
+            blocks[key]["malignant_vs_benign"] = metrics.binary(*task.malignancy(s.y, s.p), t_mal, s.groups, n_boot,
+                                                                seed, prev)
         pred_test = test.p.argmax(axis=1)
     for key, s in scored.items():
         blocks[key]["ece"] = metrics._r(ece(s.y, s.p, bins))
@@ -224,15 +208,16 @@ def run(params: dict, name: str, model_dir, table, shards, out, external_dir=Non
         result["external"] = {}
         for n, s in ext.items():
             block = blocks[f"external:{n}"]
-            binary_block = block if trained.task == "binary" else block["malignant_vs_benign"]
-            internal = result["test_natural"] if trained.task == "binary" else result["test_natural"]["malignant_vs_benign"]
-            y_bin, p_bin = (s.y, s.p) if trained.task == "binary" else ((s.y != 0).astype(int), 1 - s.p[:, 0])
+            binary_block = block if task.binary else block["malignant_vs_benign"]
+            internal = result["test_natural"] if task.binary else result["test_natural"]["malignant_vs_benign"]
+            y_bin, p_bin = task.malignancy(s.y, s.p)
             block["threshold_transfer"] = (threshold_transfer(binary_block, y_bin, p_bin, s.groups, internal, cfg,
                                                               n_boot, seed) if len(np.unique(y_bin)) == 2 else None)
             result["external"][n] = block
-    result["predict"] = {"threshold": threshold, "calibration": calibrate.method,
-                         "temperature": calibrate.temperature, "classes": trained.classes,
-                         "imputation_means_train": imputation_means(load_table(table))}
+    decision = {"threshold": threshold, "malignancy_threshold": t_mal, "rule": cfg["threshold"],
+                "target_sensitivity": cfg["target_sensitivity"] if cfg["threshold"] == "sensitivity" else None,
+                "calibration": calibrate.method, "temperature": calibrate.temperature,
+                "chosen_on": "the internal validation split", "evaluated_by": f"skinlesion {__version__}"}
 
     with atomic_path(out) as tmp:
         (tmp / "plots").mkdir(parents=True)
@@ -244,6 +229,7 @@ def run(params: dict, name: str, model_dir, table, shards, out, external_dir=Non
         _history(tmp, name, Path(model_dir) / "history.csv")
         write_json(tmp / "evaluation.json", result)
         write_json(tmp / "metrics.json", headline(result))
+    trained.complete(bundle_out or Path("bundles") / name, decision)
     natural = result["test_natural"]
     log.info("evaluate %s: test (natural) %s", name,
              {k: natural[k] for k in ("roc_auc", "pauc_above_80_tpr", "sensitivity", "specificity", "balanced_accuracy",
@@ -267,11 +253,11 @@ def _ci_text(m: dict, key: str) -> str:
     return f"{value:.3f}" + (f" [{ci['low']:.2f}-{ci['high']:.2f}]" if ci else "")
 
 
-def _plots_and_figures(out: Path, name: str, trained: Trained, test: Scores, ext: dict[str, Scores], result: dict,
+def _plots_and_figures(out: Path, name: str, trained: Bundle, test: Scores, ext: dict[str, Scores], result: dict,
                        pred: np.ndarray, bins: int) -> None:
     classes, fig_dir = trained.classes, out / "figures"
     natural_m = result["test_natural"]
-    if trained.task == "binary":
+    if trained.task.binary:
         _curves(out, test.y, test.p)
         curves = {f"test set, AUC {_ci_text(natural_m, 'roc_auc')}": (test.y, test.p)}
         for n, s in ext.items():
@@ -313,11 +299,11 @@ def _plots_and_figures(out: Path, name: str, trained: Trained, test: Scores, ext
     figures.reliability(tables, fig_dir / "reliability.png", f"{name}: reliability (test, natural)", reliability_label)
 
 
-def _gradcam(out: Path, name: str, trained: Trained, split: dataset.Split, test: Scores, threshold,
+def _gradcam(out: Path, name: str, trained: Bundle, split: dataset.Split, test: Scores, threshold,
              per_outcome: int, seed: int) -> None:
-    from . import features, gradcam
+    from . import gradcam
 
-    if trained.task == "binary":
+    if trained.task.binary:
         y, pred = test.y, (test.p >= threshold).astype(int)
     else:  # outcomes of the malignancy question; the map shows the evidence for the predicted class
         y, pred = (test.y != 0).astype(int), (test.p.argmax(axis=1) != 0).astype(int)
@@ -326,12 +312,12 @@ def _gradcam(out: Path, name: str, trained: Trained, split: dataset.Split, test:
         return
     rows = np.array([i for _, i in picked])
     images = dataset.Split(split.table.iloc[rows].reset_index(drop=True), split.shards_dir).images()
-    meta = features.matrix(split.table.iloc[rows], trained.info["features"]) if trained.kind == "dual" else None
+    meta = trained.metadata_matrix(split.table.iloc[rows])
     cams, _ = gradcam.heatmaps(trained.model, images, meta)
     items = []
     for (outcome, i), image, cam in zip(picked, images, cams):
         p = test.p[i]
-        if trained.task == "binary":
+        if trained.task.binary:
             caption = f"{outcome}\n{split.table['isic_id'].iloc[i]} P(mal)={p:.2f}"
         else:
             caption = (f"{outcome}\n{trained.classes[test.y[i]]} -> {trained.classes[int(p.argmax())]} "
@@ -343,7 +329,7 @@ def _gradcam(out: Path, name: str, trained: Trained, split: dataset.Split, test:
                        f"{name}: Grad-CAM on a seeded sample of test images (red = strongest evidence)")
 
 
-def _predictions(out: Path, trained: Trained, val: Scores, test: Scores, threshold, calibrate: Calibrator,
+def _predictions(out: Path, trained: Bundle, val: Scores, test: Scores, threshold, calibrate: Calibrator,
                  ext: dict[str, Scores] | None = None) -> None:
     parts = [val, test] + list((ext or {}).values())
     tables = [val.table, test.table] + [s.table.assign(split=f"external:{n}") for n, s in (ext or {}).items()]
@@ -351,7 +337,7 @@ def _predictions(out: Path, trained: Trained, val: Scores, test: Scores, thresho
     predictions["label"] = np.concatenate([s.y for s in parts])
     raw = np.concatenate([s.raw for s in parts])
     p = np.concatenate([s.p for s in parts])
-    if trained.task == "binary":
+    if trained.task.binary:
         predictions["p_malignant"] = np.round(raw, 6)
         if calibrate.method != "none":
             predictions["p_malignant_calibrated"] = np.round(p, 6)

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import numpy as np
 
-KINDS = ("cnn", "transfer", "dual")
-
 
 def _target_index(model) -> int:
     import keras

@@ -14,7 +14,7 @@ import pandas as pd
 
 from . import labels, raw_layout, splits
 from .errors import PipelineError
-from .io import atomic_path, write_json
+from .io import atomic_path, read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +91,22 @@ def build(raw_dir: str | os.PathLike, params: dict) -> tuple[pd.DataFrame, dict]
         "groups": int(frame["group"].nunique()),
         "groups_merged": splits.merged_groups(frame),
         "conflicts": conflicts[:100],
+        "source": data_source(raw_dir),
     }
     return frame, summary
+
+
+def data_source(raw_dir: str | os.PathLike) -> dict:
+    """Which source wrote the raw folder (its source.json): recorded so that the model bundle can say what a
+    model was trained on, while no stage after fetch reads the params' data section."""
+    path = Path(raw_dir) / "source.json"
+    try:
+        info = read_json(path)
+    except (OSError, ValueError):
+        info = None
+    if not isinstance(info, dict):
+        return {"source": "unknown", "note": f"{path} missing or unreadable"}
+    return {"source": str(info.get("source", "unknown"))[:64], "images": info.get("images")}
 
 
 LABEL_FIELDS = ("diagnosis_1", "diagnosis_2", "diagnosis_3")

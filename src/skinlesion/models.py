@@ -9,10 +9,9 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-BACKBONES = {
-    "mobilenet_v2": keras.applications.MobileNetV2,
-    "resnet50": keras.applications.ResNet50,
-}
+from . import backbones
+from .tasks import Task
+from .variant import Augment, Variant
 
 
 @keras.saving.register_keras_serializable(package="skinlesion")
@@ -25,56 +24,43 @@ class CaffePreprocess(layers.Layer):
 
 
 def preprocessing(backbone: str) -> layers.Layer:
-    if backbone == "mobilenet_v2":
+    """The backbone's ImageNet preprocessing (skinlesion.backbones), as the layer named "preprocess"."""
+    style = backbones.get(backbone).preprocessing
+    if style == "tf":
         return layers.Rescaling(1.0 / 127.5, offset=-1.0, name="preprocess")
-    return CaffePreprocess(name="preprocess")
+    if style == "caffe":
+        return CaffePreprocess(name="preprocess")
+    return layers.Identity(name="preprocess")  # "builtin": the network rescales its 0..255 input itself
 
 
-def has_augmentation(cfg: dict | None) -> bool:
-    """Whether a variant's `augment` settings add any random layer (flip defaults to on)."""
-    return bool(cfg) and bool(cfg.get("flip", True) or cfg.get("rotation", 0) or cfg.get("zoom", 0))
-
-
-def flips_only(cfg: dict | None) -> bool:
-    """Whether the augmentation is RandomFlip alone (four possible outcomes per image)."""
-    return has_augmentation(cfg) and bool(cfg.get("flip", True)) and not cfg.get("rotation", 0) \
-        and not cfg.get("zoom", 0)
-
-
-def augmentation(cfg: dict | None, seed: int) -> list[layers.Layer]:
+def augmentation(augment: Augment | None, seed: int) -> list[layers.Layer]:
     """The study's augmentation (flip, rotation, zoom); the layers are identity at inference."""
-    if not cfg:
+    if augment is None:
         return []
     out = []
-    if cfg.get("flip", True):
+    if augment.flip:
         out.append(layers.RandomFlip("horizontal_and_vertical", seed=seed, name="aug_flip"))
-    if cfg.get("rotation", 0):
-        out.append(layers.RandomRotation(cfg["rotation"], fill_mode="reflect", seed=seed + 1, name="aug_rotation"))
-    if cfg.get("zoom", 0):
-        out.append(layers.RandomZoom(cfg["zoom"], fill_mode="reflect", seed=seed + 2, name="aug_zoom"))
+    if augment.rotation:
+        out.append(layers.RandomRotation(augment.rotation, fill_mode="reflect", seed=seed + 1, name="aug_rotation"))
+    if augment.zoom:
+        out.append(layers.RandomZoom(augment.zoom, fill_mode="reflect", seed=seed + 2, name="aug_zoom"))
     return out
 
 
-def n_outputs(task: str, n_classes: int) -> int:
-    return 1 if task == "binary" else n_classes
-
-
-def output_layer(task: str, n_classes: int) -> layers.Layer:
+def output_layer(task: Task) -> layers.Layer:
     # Under a mixed-precision policy (train.mixed_precision) the probabilities stay float32: a float16
     # sigmoid / softmax and its loss lose precision. Under float32 nothing is passed (same saved config).
     extra = {"dtype": "float32"} if keras.mixed_precision.global_policy().name != "float32" else {}
-    if task == "binary":
-        return layers.Dense(1, activation="sigmoid", name="output", **extra)
-    return layers.Dense(n_classes, activation="softmax", name="output", **extra)
+    return layers.Dense(task.n_outputs, activation=task.activation, name="output", **extra)
 
 
 def backbone(name: str, size: int, weights: str | None) -> keras.Model:
-    base = BACKBONES[name](input_shape=(size, size, 3), include_top=False, weights=weights)
+    base = backbones.get(name).build(size, weights)
     base.name = f"backbone_{name}"
     return base
 
 
-def head(in_dim: int, cfg: dict, n_classes: int, extra_dim: int = 0,
+def head(in_dim: int, v: Variant, extra_dim: int = 0,
          meta_norm: layers.Normalization | None = None) -> keras.Model:
     """Dense ReLU (+dropout) and the output: applied to pooled image features (and metadata).
 
@@ -90,20 +76,20 @@ def head(in_dim: int, cfg: dict, n_classes: int, extra_dim: int = 0,
         inputs.append(meta)
         m = meta_norm(meta) if meta_norm is not None else meta
         x = layers.Concatenate(name="concat")([x, m])
-    x = layers.Dense(cfg.get("dense_units", 128), activation="relu", name="dense")(x)
-    if cfg.get("dropout", 0):
-        x = layers.Dropout(cfg["dropout"], name="dropout")(x)
-    return keras.Model(inputs, output_layer(cfg["task"], n_classes)(x), name="head")
+    x = layers.Dense(v.dense_units, activation="relu", name="dense")(x)
+    if v.dropout:
+        x = layers.Dropout(v.dropout, name="dropout")(x)
+    return keras.Model(inputs, output_layer(v.task)(x), name="head")
 
 
-def transfer(cfg: dict, size: int, n_classes: int, base: keras.Model, head_model: keras.Model,
-             n_meta: int = 0, seed: int = 0) -> keras.Model:
+def transfer(v: Variant, size: int, base: keras.Model, head_model: keras.Model, n_meta: int = 0,
+             seed: int = 0) -> keras.Model:
     """image -> [augment] -> preprocess -> backbone (inference-mode BN) -> GAP -> head."""
     image = keras.Input((size, size, 3), name="image")
     x = image
-    for layer in augmentation(cfg.get("augment"), seed):
+    for layer in augmentation(v.augment, seed):
         x = layer(x)
-    x = preprocessing(cfg["backbone"])(x)
+    x = preprocessing(v.backbone.name)(x)
     # Inference-mode BatchNorm. Keras 3 lets fit()'s training=True override this training=False for the
     # layers inside (keras-team/keras#20285): set_trainable_from keeps BatchNorm frozen for that reason.
     x = base(x, training=False)
@@ -115,7 +101,7 @@ def transfer(cfg: dict, size: int, n_classes: int, base: keras.Model, head_model
         out = head_model([x, meta])
     else:
         out = head_model(x)
-    return keras.Model(inputs, out, name=cfg["name"])
+    return keras.Model(inputs, out, name=v.name)
 
 
 def pooled_features(base: keras.Model, backbone_name: str, size: int) -> keras.Model:
@@ -128,9 +114,12 @@ def pooled_features(base: keras.Model, backbone_name: str, size: int) -> keras.M
 
 def unfreeze_index(base: keras.Model, unfreeze_from: int | str | None) -> int:
     """Index into base.layers of the first layer to unfreeze: an index (negative counts from the
-    top) or a layer name; None or 0 unfreezes the whole backbone."""
+    top), a layer name, or "top" (the backbone's top blocks, skinlesion.backbones); None or 0
+    unfreezes the whole backbone."""
     if unfreeze_from is None:
         return 0
+    if unfreeze_from == "top":
+        unfreeze_from = backbones.get(base.name.removeprefix("backbone_")).top_blocks_from
     if isinstance(unfreeze_from, str):
         names = [layer.name for layer in base.layers]
         if unfreeze_from not in names:
@@ -201,28 +190,28 @@ def top_model(top: keras.Model, head_model: keras.Model, n_meta: int = 0) -> ker
     return keras.Model(cut, head_model(x), name="top_and_head")
 
 
-def cnn(cfg: dict, size: int, n_classes: int, seed: int = 0) -> keras.Model:
+def cnn(v: Variant, size: int, seed: int = 0) -> keras.Model:
     """The study's small CNN: conv + max-pool blocks, flatten, dense ReLU, output (trained from scratch)."""
     image = keras.Input((size, size, 3), name="image")
     x = image
-    for layer in augmentation(cfg.get("augment"), seed):
+    for layer in augmentation(v.augment, seed):
         x = layer(x)
     x = layers.Rescaling(1.0 / 255, name="preprocess")(x)
-    for i, filters in enumerate(cfg.get("filters", [32, 64, 128])):
+    for i, filters in enumerate(v.filters):
         x = layers.Conv2D(filters, 3, padding="same", activation="relu", name=f"conv{i}")(x)
         x = layers.MaxPooling2D(2, name=f"pool{i}")(x)
     x = layers.Flatten(name="flatten")(x)
-    x = layers.Dense(cfg.get("dense_units", 128), activation="relu", name="dense")(x)
-    if cfg.get("dropout", 0):
-        x = layers.Dropout(cfg["dropout"], name="dropout")(x)
-    return keras.Model(image, output_layer(cfg["task"], n_classes)(x), name=cfg["name"])
+    x = layers.Dense(v.dense_units, activation="relu", name="dense")(x)
+    if v.dropout:
+        x = layers.Dropout(v.dropout, name="dropout")(x)
+    return keras.Model(image, output_layer(v.task)(x), name=v.name)
 
 
-def mlp(cfg: dict, n_features: int, n_classes: int, normalizer: layers.Normalization) -> keras.Model:
-    """The study's metadata MLP: two dense ReLU layers with dropout (normalisation fitted on train)."""
+def mlp(v: Variant, n_features: int, normalizer: layers.Normalization) -> keras.Model:
+    """The study's metadata MLP: dense ReLU layers, each with dropout (normalisation fitted on train)."""
     meta = keras.Input((n_features,), name="metadata")
     x = normalizer(meta)
-    for i, units in enumerate(cfg.get("hidden_units", [64, 32])):
+    for i, units in enumerate(v.hidden_units):
         x = layers.Dense(units, activation="relu", name=f"dense{i}")(x)
-        x = layers.Dropout(cfg.get("dropout", 0.3), name=f"dropout{i}")(x)
-    return keras.Model(meta, output_layer(cfg["task"], n_classes)(x), name=cfg["name"])
+        x = layers.Dropout(v.dropout, name=f"dropout{i}")(x)
+    return keras.Model(meta, output_layer(v.task)(x), name=v.name)

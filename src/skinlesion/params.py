@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import os
 from functools import lru_cache
 from importlib import resources
@@ -14,8 +13,6 @@ import yaml
 from .errors import PipelineError
 
 DEFAULT_PARAMS = "params.yaml"
-# Hyper-parameters a variant inherits from `train:` unless it sets its own.
-INHERITED = ("learning_rate", "batch_size", "epochs", "patience")
 
 
 @lru_cache(maxsize=1)
@@ -35,6 +32,7 @@ def validate(params: Any, origin: str = DEFAULT_PARAMS) -> dict:
     validator = jsonschema.Draft202012Validator(schema())
     errors = sorted(validator.iter_errors(params), key=lambda e: list(e.absolute_path))
     if not errors:
+        _check_variants(params, origin)
         return params
     error = jsonschema.exceptions.best_match(errors)
     where = ".".join(str(p) for p in error.absolute_path) or "(top level)"
@@ -60,15 +58,12 @@ def load(path: str | os.PathLike = DEFAULT_PARAMS) -> dict:
     return validate(params, origin=str(path))
 
 
-def variant(params: dict, name: str) -> dict:
-    """A variant's settings with the `train:` defaults filled in (the variant's own keys win)."""
-    variants = params["variants"]
-    if name not in variants:
-        raise PipelineError(
-            f"unknown variant '{name}'. Variants in params: {', '.join(sorted(variants))}."
-        )
-    merged = {k: params["train"][k] for k in INHERITED if k in params["train"]}
-    merged.update(copy.deepcopy(variants[name]))
-    merged["name"] = name
-    merged.setdefault("sampling", {"strategy": "natural", "per_class": None})
-    return merged
+def _check_variants(params: dict, origin: str) -> None:
+    """What the schema cannot say: each variant must build (a transfer kind needs a backbone, ...)."""
+    from . import variant
+
+    for name in params["variants"]:
+        try:
+            variant.from_params(params, name)
+        except PipelineError as exc:
+            raise PipelineError(f"{origin}: {exc}") from None

@@ -1,10 +1,10 @@
-"""`skinlesion predict`: score new image files with a trained variant, exactly as evaluate scored the test set.
+"""`skinlesion predict`: score new image files with a model bundle, exactly as evaluate scored the test set.
 
-Per image: skinlesion.images.load_image at the model's input size (train.json input_size, the same
-decode and resize the images stage applied), then Trained.predict, the code path evaluate uses. What
-evaluate decided on validation is read back from results/variants/<variant>/evaluation.json (`predict`
-block): the decision threshold, the calibration temperature, and the train means that metadata
-imputation used. Without that file the threshold falls back to 0.5 (with a warning).
+Per image: skinlesion.images.load_image at the bundle's input size (the same decode and resize the images
+stage applied), then Bundle.predict, the code path evaluate uses. Everything else comes from the bundle
+alone (skinlesion.bundle): the decision threshold and calibration evaluate chose on validation, and the
+train means that metadata imputation used. A bundle from models/<variant> (train's, before evaluate) has
+no decision: the threshold is then 0.5, with a warning naming bundles/<variant>.
 
 An unreadable file, or one without a metadata row, gets its message in the `error` column and the
 log; every other file is still scored.
@@ -20,12 +20,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .bundle import Bundle
 from .calibration import Calibrator
 from .errors import PipelineError
 from .images import load_image
-from .io import atomic_path, read_json
+from .io import atomic_path
 from .metadata import NUMERIC, typed
-from .predictor import Trained
 from .raw_layout import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
@@ -38,34 +38,20 @@ class Settings:
 
     threshold: float | None = 0.5
     calibration: Calibrator = field(default_factory=Calibrator)
-    imputation_means: dict | None = None
     origin: str = "defaults"
 
 
-def load_settings(trained: Trained, results_dir: str | os.PathLike | None,
-                  summary_path: str | os.PathLike | None = None) -> Settings:
-    settings = Settings()
-    path = Path(results_dir) / "evaluation.json" if results_dir else None
-    block = None
-    if path is not None and path.exists():
-        block = read_json(path).get("predict")
-        if block is None:
-            log.warning("predict: %s has no 'predict' block (evaluated by an older skinlesion?); rerun evaluate",
-                        path)
-    if block is not None:
-        settings.threshold = block.get("threshold")
-        if block.get("calibration", "none") != "none":
-            settings.calibration = Calibrator(block["calibration"], float(block.get("temperature", 1.0)))
-        settings.imputation_means = block.get("imputation_means_train")
-        settings.origin = str(path)
-    elif trained.task == "binary":
-        log.warning("predict: no evaluation results at %s; using threshold 0.5, not a threshold chosen on "
-                    "validation (pass --results results/variants/<variant>)", path)
-    if settings.threshold is None and trained.task == "binary":
-        settings.threshold = 0.5
-    if settings.imputation_means is None and summary_path and Path(summary_path).exists():
-        settings.imputation_means = read_json(summary_path).get("imputation_means_train")
-    return settings
+def decision_settings(trained: Bundle) -> Settings:
+    decision = trained.decision
+    if decision is None:
+        if trained.task.binary:
+            log.warning("predict: %s has no decision (a train output, not evaluated): threshold 0.5, not one chosen "
+                        "on validation; use bundles/%s, which evaluate writes", trained.dir, trained.name)
+        return Settings()
+    out = Settings(threshold=decision.get("threshold"), origin=f"{trained.dir} (chosen on validation)")
+    if decision.get("calibration", "none") != "none":
+        out.calibration = Calibrator(decision["calibration"], float(decision.get("temperature", 1.0)))
+    return out
 
 
 def collect(paths: list[str | os.PathLike]) -> list[Path]:
@@ -80,7 +66,7 @@ def collect(paths: list[str | os.PathLike]) -> list[Path]:
     return out
 
 
-def prepare_metadata(csv_path: str | os.PathLike, means: dict | None) -> pd.DataFrame:
+def prepare_metadata(csv_path: str | os.PathLike, means: dict) -> pd.DataFrame:
     """An isic-cli metadata.csv typed and imputed exactly as the metadata stage did for training rows."""
     path = Path(csv_path)
     if not path.exists():
@@ -92,26 +78,19 @@ def prepare_metadata(csv_path: str | os.PathLike, means: dict | None) -> pd.Data
     for column in NUMERIC:
         frame[f"{column}_missing"] = frame[column].isna()
     for column in NUMERIC:
-        if not frame[column].isna().any():
-            continue
-        if means is None:
-            raise PipelineError(
-                f"{path}: {column} is missing in some rows, and the train means to fill it with were not found. "
-                "Pass --results results/variants/<variant> (evaluated) or --metadata-summary "
-                "data/interim/metadata_summary.json.")
         if column in means:  # imputed at training time: the train mean (0 where train had none)
             frame[column] = frame[column].fillna(0.0 if means[column] is None else means[column])
     return frame.set_index("isic_id", drop=False)
 
 
-def _columns(trained: Trained) -> list[str]:
+def _columns(trained: Bundle) -> list[str]:
     return [f"p_{c}" for c in trained.classes]
 
 
-def _rows_for(trained: Trained, probs: np.ndarray, settings: Settings) -> list[dict]:
+def _rows_for(trained: Bundle, probs: np.ndarray, settings: Settings) -> list[dict]:
     p = settings.calibration(probs)
     rows = []
-    if trained.task == "binary":
+    if trained.task.binary:
         for x in np.atleast_1d(p):
             rows.append({"p_benign": round(1 - float(x), 6), "p_malignant": round(float(x), 6),
                          "predicted": trained.classes[int(x >= settings.threshold)]})
@@ -123,17 +102,17 @@ def _rows_for(trained: Trained, probs: np.ndarray, settings: Settings) -> list[d
 
 
 def run(model_dir: str | os.PathLike, paths: list[str | os.PathLike], out: str | os.PathLike,
-        metadata: str | os.PathLike | None = None, gradcam_dir: str | os.PathLike | None = None,
-        results_dir: str | os.PathLike | None = None,
-        summary_path: str | os.PathLike | None = "data/interim/metadata_summary.json") -> pd.DataFrame:
-    trained = Trained(model_dir)
-    name = trained.info.get("variant", Path(model_dir).name)
-    results_dir = results_dir if results_dir is not None else Path("results/variants") / name
-    settings = load_settings(trained, results_dir, summary_path)
+        metadata: str | os.PathLike | None = None, gradcam_dir: str | os.PathLike | None = None) -> pd.DataFrame:
+    trained = Bundle(model_dir)
+    name = trained.name
+    chosen = decision_settings(trained)
+    if trained.trained_on == "synthetic":
+        log.warning("predict: %s was trained on SYNTHETIC data (the pipeline's self-test): its scores say nothing "
+                    "about real lesions", name)
     if trained.uses_metadata and metadata is None:
-        raise PipelineError(f"variant {name} ({trained.kind}) uses metadata: pass --metadata METADATA.csv "
+        raise PipelineError(f"variant {name} ({trained.kind.name}) uses metadata: pass --metadata METADATA.csv "
                             "(isic-cli columns: isic_id, age_approx, sex, anatom_site_1, ...)")
-    table = prepare_metadata(metadata, settings.imputation_means) if (metadata and trained.uses_metadata) else None
+    table = prepare_metadata(metadata, trained.imputation_means) if (metadata and trained.uses_metadata) else None
     if metadata and not trained.uses_metadata:
         log.info("predict: variant %s uses images only; --metadata is ignored", name)
     files = collect(paths)
@@ -144,18 +123,18 @@ def run(model_dir: str | os.PathLike, paths: list[str | os.PathLike], out: str |
     if not items:
         raise PipelineError(("no image files found in " + ", ".join(map(str, paths))) if paths else
                             "no image files given")
-    size = int(trained.info.get("input_size") or 0)
+    size = int(trained.input_size or 0)
     if trained.uses_images and not size:
-        raise PipelineError(f"{model_dir}/train.json has no input_size; retrain the variant")
-    log.info("predict: %s (%s, %s) on %d file(s); threshold %s from %s%s", name, trained.kind, trained.task,
-             len(items), settings.threshold, settings.origin,
-             f", temperature {settings.calibration.temperature}" if settings.calibration.method != "none" else "")
+        raise PipelineError(f"{model_dir}/bundle.json has no input image_size; retrain the variant")
+    log.info("predict: %s (%s, %s) on %d file(s); threshold %s from %s%s", name, trained.kind.name,
+             trained.task.name, len(items), chosen.threshold, chosen.origin,
+             f", temperature {chosen.calibration.temperature}" if chosen.calibration.method != "none" else "")
 
     names = _unique_names([i for i, _ in items])
     records = []
     for start in range(0, len(items), BATCH):
         records += _score_batch(trained, items[start:start + BATCH], names[start:start + BATCH], size, table,
-                                settings, gradcam_dir)
+                                chosen, gradcam_dir)
     columns = ["isic_id", "path"] + _columns(trained) + ["predicted", "error"]
     frame = pd.DataFrame(records, columns=columns)
     with atomic_path(out) as tmp:
@@ -184,7 +163,7 @@ def _read(path: str, size: int) -> np.ndarray:
         raise OSError(f"unreadable image ({type(exc).__name__}: {exc})") from exc
 
 
-def _score_batch(trained: Trained, items: list[tuple[str, str]], names: list[str], size: int,
+def _score_batch(trained: Bundle, items: list[tuple[str, str]], names: list[str], size: int,
                  table: pd.DataFrame | None, settings: Settings, gradcam_dir) -> list[dict]:
     records = [{"isic_id": i, "path": p, "error": None} for i, p in items]
     images, ok = [], []
@@ -211,17 +190,16 @@ def _score_batch(trained: Trained, items: list[tuple[str, str]], names: list[str
     return records
 
 
-def _gradcam(trained: Trained, names: list[str], pixels: np.ndarray, meta, probs, settings: Settings,
+def _gradcam(trained: Bundle, names: list[str], pixels: np.ndarray, meta, probs, settings: Settings,
              folder: Path) -> None:
     """One PNG per image, <folder>/<isic_id>.png: the image and its Grad-CAM overlay."""
-    from . import features, figures, gradcam
+    from . import figures, gradcam
 
-    matrix = features.matrix(meta, trained.info["features"]) if trained.kind == "dual" else None
-    cams, _ = gradcam.heatmaps(trained.model, pixels, matrix)
+    cams, _ = gradcam.heatmaps(trained.model, pixels, trained.metadata_matrix(meta))
     folder.mkdir(parents=True, exist_ok=True)
     p = settings.calibration(probs)
     for name, image, cam, score in zip(names, pixels, cams, p):
-        if trained.task == "binary":
+        if trained.task.binary:
             caption = f"{name}: P(malignant) {float(score):.2f}"
         else:
             caption = f"{name}: {trained.classes[int(np.argmax(score))]} {float(np.max(score)):.2f}"

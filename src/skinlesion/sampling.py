@@ -65,14 +65,14 @@ def class_weights(labels: np.ndarray) -> dict[int, float]:
     return {int(c): float(len(labels) / (len(classes) * n)) for c, n in zip(classes, counts)}
 
 
-def apply(labels: np.ndarray, sampling: dict, seed: int) -> tuple[np.ndarray, dict[int, float] | None]:
-    """(row indices to train on, class weights or None) for a variant's `sampling` settings."""
-    strategy = sampling.get("strategy", "natural")
+def apply(labels: np.ndarray, sampling, seed: int) -> tuple[np.ndarray, dict[int, float] | None]:
+    """(row indices to train on, class weights or None) for a variant's sampling (skinlesion.variant.Sampling)."""
+    strategy = sampling.strategy
     if strategy not in STRATEGIES:
         raise ValueError(f"sampling.strategy '{strategy}': allowed {', '.join(STRATEGIES)}")
     if strategy == "balanced":
-        return balanced_indices(labels, sampling.get("per_class"), seed), None
-    rows = stratified_indices(labels, sampling.get("total"), seed)
+        return balanced_indices(labels, sampling.per_class, seed), None
+    rows = stratified_indices(labels, sampling.total, seed)
     if strategy == "class_weight":
         return rows, class_weights(labels[rows])
     return rows, None

@@ -25,7 +25,7 @@ STAGE_PARAMS: dict[str, list[str]] = {
     "fetch": ["seed", "data"],
     "metadata": ["seed", "metadata", "split"],
     "images": ["images"],
-    "train": ["seed", "data.source", "train", "variants.{variant}"],
+    "train": ["seed", "train", "variants.{variant}"],
     "external": ["metadata", "images", "evaluate.external"],
     "evaluate": ["seed", "evaluate"],
     "compare": ["variants"],

@@ -3,6 +3,7 @@
     models/<variant>/model.keras | model.joblib   the trained model (predicts from raw inputs)
     models/<variant>/history.csv                  loss and metric per epoch and phase (DVC plot data)
     models/<variant>/train.json                   what was trained, on what, with which weights, per phase
+    models/<variant>/bundle.json                  what scoring needs (skinlesion.bundle; evaluate completes it)
 (Wall seconds of the stage and each phase go to the log only: a model's bytes and DVC hash must not
 depend on how long it took.)
 
@@ -30,37 +31,44 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import dataset, devices, features, labels, sampling
-from . import params as P
+from . import bundle, dataset, devices, features, sampling
+from . import variant as V
 from .errors import PipelineError
-from .io import atomic_path, make_keras_archive_reproducible, write_json
+from .io import atomic_path, make_keras_archive_reproducible, read_json, write_json
 from .reproducibility import seed_everything
 
 log = logging.getLogger(__name__)
-IMAGE_KINDS = ("cnn", "transfer", "dual")
-META_KINDS = ("logreg", "mlp", "dual")
 FEATURE_BATCH = 64  # batch size of the one-off feature / activation passes
 
 
-def class_names(task: str) -> list[str]:
-    return labels.BINARY_CLASSES if task == "binary" else labels.CLASSES
+def data_summary(summary_path: str | os.PathLike) -> dict:
+    """The metadata stage's summary: the train means missing values were filled with, and the data's source."""
+    path = Path(summary_path)
+    if not path.is_file():
+        raise PipelineError(f"{path} not found: the metadata stage writes it (skinlesion metadata); the model "
+                            "bundle records its imputation means and data source.")
+    summary = read_json(path)
+    return {"imputation_means": summary.get("imputation_means_train") or {},
+            "source": (summary.get("source") or {}).get("source", "unknown")}
 
 
-def run(params: dict, name: str, table: str | os.PathLike, shards: str | os.PathLike, out: str | os.PathLike) -> dict:
-    cfg = P.variant(params, name)
+def run(params: dict, name: str, table: str | os.PathLike, shards: str | os.PathLike, out: str | os.PathLike,
+        summary_path: str | os.PathLike | None = None) -> dict:
+    """summary_path: the metadata stage's summary, by default beside the table (<table>_summary.json)."""
+    v = V.from_params(params, name)
+    data = data_summary(summary_path or Path(table).with_name(Path(table).stem + "_summary.json"))
     seed = params["seed"]
-    seed_everything(seed, tensorflow=cfg["kind"] != "logreg")
-    splits = dataset.load_splits(table, shards, cfg["task"])
+    seed_everything(seed, tensorflow=v.kind.keras)
+    splits = dataset.load_splits(table, shards, v.task)
     train, val = splits["train"], splits["val"]
-    y_train_all = train.labels(cfg["task"])
-    rows, weights = sampling.apply(y_train_all, cfg["sampling"], seed)
+    y_train_all = train.labels(v.task)
+    rows, weights = sampling.apply(y_train_all, v.sampling, seed)
     train = dataset.Split(train.table.iloc[rows].reset_index(drop=True), train.shards_dir)
-    log.info("train %s: %d training images (%s), %d validation", name, len(train),
-             cfg["sampling"].get("strategy", "natural"), len(val))
+    log.info("train %s: %d training images (%s), %d validation", name, len(train), v.sampling.strategy, len(val))
     if len(train) == 0 or len(val) == 0:
         raise PipelineError(f"variant {name}: the train or val split is empty; use more data or other split fractions")
-    names = class_names(cfg["task"])
-    absent = sorted(set(range(len(names))) - set(train.labels(cfg["task"]).tolist()))
+    names = list(v.task.classes)
+    absent = sorted(set(range(len(names))) - set(train.labels(v.task).tolist()))
     if absent:
         log.warning("train %s: class(es) absent from the training set: %s; the model still has an output "
                     "for each (it is never the target)", name, [names[i] for i in absent])
@@ -69,20 +77,21 @@ def run(params: dict, name: str, table: str | os.PathLike, shards: str | os.Path
     timing: dict = {}
     with atomic_path(out) as tmp:
         tmp.mkdir(parents=True)
-        if cfg["kind"] == "logreg":
-            info = _fit_logreg(cfg, train, val, tmp, seed)
+        if not v.kind.keras:
+            info = _fit_logreg(v, train, val, tmp, seed)
         else:
             setup = devices.setup(params["train"])
             try:
                 with setup.scope():
-                    info = _fit_keras(cfg, params, train, val, tmp, weights, seed, timing, setup)
+                    info = _fit_keras(v, params["train"], data["source"], train, val, tmp, weights, seed, timing,
+                                      setup)
             finally:
                 devices.reset()
             info["devices"] = setup.describe()
-        counts = pd.Series(train.labels(cfg["task"])).value_counts().sort_index()
+        counts = pd.Series(train.labels(v.task)).value_counts().sort_index()
         info.update({
             "variant": name,
-            "config": cfg,
+            "config": v.as_dict(),
             "classes": names,
             "n_train": len(train),
             "n_val": len(val),
@@ -91,6 +100,15 @@ def run(params: dict, name: str, table: str | os.PathLike, shards: str | os.Path
             "class_weight": weights,
         })
         write_json(tmp / "train.json", info)
+        hashed = ["isic_id", v.task.label_column] + ([c for f in v.features for c in (f, f"{f}_missing")
+                                                      if c in train.table] if v.kind.metadata else [])
+        write_json(tmp / bundle.MANIFEST, bundle.manifest(
+            v, input_size=info.get("input_size"), imputation_means=data["imputation_means"],
+            training_data={"source": data["source"], "n_train": len(train), "n_val": len(val),
+                           "class_counts": info["train_class_counts"],
+                           "sha256": bundle.training_data_hash(train.table, hashed, train.shards_dir)},
+            weights={"source": info.get("weights"), "imagenet": info.get("imagenet_weights"),
+                     "backbone": v.backbone.name if v.backbone else None}))
     log.info("train %s: done in %.2f s (%s); seconds per phase: %s", name, time.time() - started,
              info.get("weights", "metadata only"), timing)
     if "devices" in info:
@@ -124,30 +142,30 @@ class AllClasses:
         return self.predict_proba(x).argmax(axis=1)
 
 
-def _fit_logreg(cfg: dict, train: dataset.Split, val: dataset.Split, out: Path, seed: int) -> dict:
+def _fit_logreg(v: V.Variant, train: dataset.Split, val: dataset.Split, out: Path, seed: int) -> dict:
     import joblib
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import log_loss
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    feats = cfg.get("features", features.DEFAULT_FEATURES)
-    y = train.labels(cfg["task"])
+    feats = list(v.features)
+    y = train.labels(v.task)
     if len(np.unique(y)) < 2:
-        raise PipelineError(f"variant {cfg['name']}: the training set has a single class; nothing to learn")
+        raise PipelineError(f"variant {v.name}: the training set has a single class; nothing to learn")
     pipeline = make_pipeline(
         StandardScaler(),
-        LogisticRegression(C=cfg.get("C", 1.0), max_iter=2000, random_state=seed,
-                           class_weight="balanced" if cfg["sampling"].get("strategy") == "class_weight" else None),
+        LogisticRegression(C=v.C, max_iter=2000, random_state=seed,
+                           class_weight="balanced" if v.sampling.strategy == "class_weight" else None),
     )
     pipeline.fit(features.matrix(train.table, feats), y)
-    n_classes = len(class_names(cfg["task"]))
+    n_classes = len(v.task.classes)
     model = pipeline if len(pipeline.classes_) == n_classes else AllClasses(pipeline, n_classes)
-    joblib.dump({"model": model, "features": feats, "task": cfg["task"]}, out / "model.joblib")
+    joblib.dump({"model": model, "features": feats, "task": v.task.name}, out / v.kind.saved_as)
     # No epochs to report: an empty table (header only) keeps the plot files uniform across variants.
     pd.DataFrame(columns=["epoch", "phase", "loss", "val_loss"]).to_csv(out / "history.csv", index=False)
     p_val = model.predict_proba(features.matrix(val.table, feats))
-    val_loss = log_loss(val.labels(cfg["task"]), p_val, labels=list(range(n_classes)))
+    val_loss = log_loss(val.labels(v.task), p_val, labels=list(range(n_classes)))
     return {"kind": "logreg", "features": feats, "weights": "not applicable (metadata model)",
             "imagenet_weights": None, "val_loss": round(float(val_loss), 6)}
 
@@ -156,30 +174,25 @@ def _fit_logreg(cfg: dict, train: dataset.Split, val: dataset.Split, out: Path, 
 # Keras models
 
 
-def _callbacks(cfg: dict) -> list:
+def _callbacks(v: V.Variant) -> list:
     import keras
 
-    return [keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg["patience"], restore_best_weights=True)]
+    return [keras.callbacks.EarlyStopping(monitor="val_loss", patience=v.patience, restore_best_weights=True)]
 
 
-def _compile(model, cfg: dict, learning_rate: float) -> None:
+def _compile(model, v: V.Variant, learning_rate: float) -> None:
     import keras
 
-    binary = cfg["task"] == "binary"
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
-        loss="binary_crossentropy" if binary else "sparse_categorical_crossentropy",
-        metrics=[keras.metrics.AUC(name="auc")] if binary else ["accuracy"],
-    )
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=v.task.loss, metrics=v.task.keras_metrics())
 
 
 class _Phases:
     """Runs the fit of each training phase and keeps its history, best epoch and timing."""
 
-    def __init__(self, cfg: dict, class_weight, timing: dict, setup: devices.Setup | None = None):
-        self.cfg = cfg
+    def __init__(self, v: V.Variant, class_weight, timing: dict, setup: devices.Setup | None = None):
+        self.v = v
         self.setup = setup
-        self.fit_args = dict(batch_size=cfg["batch_size"], class_weight=class_weight, verbose=2, shuffle=True)
+        self.fit_args = dict(batch_size=v.batch_size, class_weight=class_weight, verbose=2, shuffle=True)
         self.frames: list[pd.DataFrame] = []
         self.info: list[dict] = []
         self.timing = timing
@@ -190,7 +203,7 @@ class _Phases:
 
     def fit(self, model, phase: str, x, y, x_val, y_val, epochs: int, learning_rate: float, **about) -> float:
         """Compile at `learning_rate`, fit with early stopping; the best validation loss reached."""
-        _compile(model, self.cfg, learning_rate)
+        _compile(model, self.v, learning_rate)
         if self.setup is not None:
             if self.setup.compile_args():  # train.xla true / false; "auto" leaves Keras' own choice
                 model.jit_compile = self.setup.compile_args()["jit_compile"]
@@ -201,7 +214,7 @@ class _Phases:
         validation = (x_val, y_val) if y_val is not None else x_val
         if y_val is None:
             args = {k: v for k, v in args.items() if k != "shuffle"}
-        hist = model.fit(x, y, validation_data=validation, epochs=epochs, callbacks=_callbacks(self.cfg),
+        hist = model.fit(x, y, validation_data=validation, epochs=epochs, callbacks=_callbacks(self.v),
                          **args)
         self.timing[f"{phase}_seconds"] = round(time.time() - started, 2)
         offset = self.epochs_run
@@ -280,59 +293,56 @@ def _flip_batches(variants: np.ndarray, meta, y: np.ndarray, batch_size: int, se
     return FlipBatches()
 
 
-def _streams(cfg, train, val, y_train, y_val, meta_train, meta_val, seed: int):
+def _streams(v: V.Variant, train, val, y_train, y_val, meta_train, meta_val, seed: int):
     """(train, val) tf.data pipelines of images read from the shards (train.input_pipeline: tf_data)."""
-    return (dataset.image_batches(train, y_train, meta_train, cfg["batch_size"], True, seed),
-            dataset.image_batches(val, y_val, meta_val, cfg["batch_size"], False, seed))
+    return (dataset.image_batches(train, y_train, meta_train, v.batch_size, True, seed),
+            dataset.image_batches(val, y_val, meta_val, v.batch_size, False, seed))
 
 
-def _fit_keras(cfg, params, train, val, out: Path, class_weight, seed: int, timing: dict,
-               setup: devices.Setup | None = None) -> dict:
+def _fit_keras(v: V.Variant, train_cfg: dict, source: str, train, val, out: Path, class_weight, seed: int,
+               timing: dict, setup: devices.Setup | None = None) -> dict:
     import keras
 
     from . import models
 
-    task, kind = cfg["task"], cfg["kind"]
-    n_classes = len(class_names(task))
-    y_train, y_val = train.labels(task), val.labels(task)
-    phases = _Phases(cfg, class_weight, timing, setup)
+    y_train, y_val = train.labels(v.task), val.labels(v.task)
+    phases = _Phases(v, class_weight, timing, setup)
     streaming = setup is not None and setup.input_pipeline == "tf_data"
-    info: dict = {"kind": kind, "weights": "not applicable (trained from scratch)", "imagenet_weights": None}
+    info: dict = {"kind": v.kind.name, "weights": "not applicable (trained from scratch)", "imagenet_weights": None}
 
-    feats = cfg.get("features", features.DEFAULT_FEATURES)
+    feats = list(v.features)
     meta_train = meta_val = meta_norm = None
-    if kind in META_KINDS:
+    if v.kind.metadata:
         meta_train, meta_val = features.matrix(train.table, feats), features.matrix(val.table, feats)
         meta_norm = keras.layers.Normalization(name="normalize_metadata")
         meta_norm.adapt(meta_train)  # fitted on train only, stored in the model
         info["features"] = feats
 
-    if kind == "mlp":
-        model = models.mlp(cfg, meta_train.shape[1], n_classes, meta_norm)
-        phases.fit(model, "train", meta_train, y_train, meta_val, y_val, cfg["epochs"], cfg["learning_rate"])
-    elif kind == "cnn" and streaming:
+    if not v.kind.images:  # the metadata MLP
+        model = models.mlp(v, meta_train.shape[1], meta_norm)
+        phases.fit(model, "train", meta_train, y_train, meta_val, y_val, v.epochs, v.learning_rate)
+    elif not v.kind.backbone and streaming:  # the small CNN, fed by tf.data
         size = int(dataset._shape(train.shards_dir)[0])
         info["input_size"] = size
-        model = models.cnn(cfg, size, n_classes, seed)
-        s_train, s_val = _streams(cfg, train, val, y_train, y_val, None, None, seed)
-        phases.fit(model, "train", s_train, None, s_val, None, cfg["epochs"], cfg["learning_rate"],
+        model = models.cnn(v, size, seed)
+        s_train, s_val = _streams(v, train, val, y_train, y_val, None, None, seed)
+        phases.fit(model, "train", s_train, None, s_val, None, v.epochs, v.learning_rate,
                    inputs="images (tf.data from the shards)")
     else:
         x_train, x_val = train.images(), val.images()
         size = x_train.shape[1]
         info["input_size"] = size
-        if kind == "cnn":
-            model = models.cnn(cfg, size, n_classes, seed)
-            phases.fit(model, "train", x_train, y_train, x_val, y_val, cfg["epochs"], cfg["learning_rate"],
-                       inputs="images")
+        if not v.kind.backbone:
+            model = models.cnn(v, size, seed)
+            phases.fit(model, "train", x_train, y_train, x_val, y_val, v.epochs, v.learning_rate, inputs="images")
         else:
-            streams = (lambda: _streams(cfg, train, val, y_train, y_val, meta_train, meta_val, seed)) \
+            streams = (lambda: _streams(v, train, val, y_train, y_val, meta_train, meta_val, seed)) \
                 if streaming else None
-            model = _fit_transfer(cfg, params, x_train, y_train, x_val, y_val, meta_train, meta_val, meta_norm,
-                                  n_classes, seed, phases, info, timing, streams)
+            model = _fit_transfer(v, train_cfg, source, x_train, y_train, x_val, y_val, meta_train, meta_val,
+                                  meta_norm, seed, phases, info, timing, streams)
 
-    model.save(out / "model.keras")
-    make_keras_archive_reproducible(out / "model.keras")  # same inputs and params -> same bytes
+    model.save(out / v.kind.saved_as)
+    make_keras_archive_reproducible(out / v.kind.saved_as)  # same inputs and params -> same bytes
     history = phases.history()
     history.to_csv(out / "history.csv", index=False, float_format="%.6g")
     kept = min(phases.info, key=lambda p: p["best_val_loss"]) if info.get("kept_phase") is None else \
@@ -342,48 +352,47 @@ def _fit_keras(cfg, params, train, val, out: Path, class_weight, seed: int, timi
     return info
 
 
-def _fit_transfer(cfg, params, x_train, y_train, x_val, y_val, meta_train, meta_val, meta_norm, n_classes,
-                  seed, phases: _Phases, info: dict, timing: dict, streams=None):
+def _fit_transfer(v: V.Variant, train_cfg: dict, source: str, x_train, y_train, x_val, y_val, meta_train, meta_val,
+                  meta_norm, seed, phases: _Phases, info: dict, timing: dict, streams=None):
     """Transfer (and dual-input) models: frozen phase, then optionally fine-tuning the backbone's top."""
     from . import models, weights
 
     size = x_train.shape[1]
-    source = params["data"]["source"]
-    w = weights.resolve(cfg["backbone"], (params["train"].get("weights") or {}).get(cfg["backbone"]),
-                        size, allow_random=source == "synthetic")
-    info.update({"weights": w.source, "imagenet_weights": w.imagenet, "backbone": cfg["backbone"]})
-    base = models.backbone(cfg["backbone"], size, w.keras_arg)
+    name = v.backbone.name
+    # Random weights are tolerated on synthetic data only (every output then says so).
+    w = weights.resolve(name, (train_cfg.get("weights") or {}).get(name), size, allow_random=source == "synthetic")
+    info.update({"weights": w.source, "imagenet_weights": w.imagenet, "backbone": name})
+    base = models.backbone(name, size, w.keras_arg)
     base.trainable = False
     n_meta = meta_train.shape[1] if meta_train is not None else 0
-    augmented = models.has_augmentation(cfg.get("augment"))
+    augmented = v.augmented
     # Flips alone have four outcomes: their outputs can be computed once too, one drawn per image and epoch.
-    flips = augmented and models.flips_only(cfg.get("augment"))
+    flips = v.flips_only
     cacheable = not augmented or flips
-    fine_tune = not cfg.get("freeze", True)
-    ft = cfg.get("fine_tune") or {}
-    warmup = ft.get("warmup_epochs", cfg["epochs"]) if fine_tune else cfg["epochs"]
+    fine_tune = v.fine_tune is not None
+    warmup = v.warmup_epochs
     info["features_once"] = cacheable
-    head = models.head(base.output_shape[-1], cfg, n_classes, n_meta, meta_norm)
+    head = models.head(base.output_shape[-1], v, n_meta, meta_norm)
     once = "of the 4 flips of each image, computed once, one flip drawn per image and epoch" if flips \
         else "computed once"
 
     def train_inputs(computed):
         if flips:
-            return _flip_batches(computed, meta_train, y_train, cfg["batch_size"], seed), None
+            return _flip_batches(computed, meta_train, y_train, v.batch_size, seed), None
         return _inputs(computed, meta_train), y_train
 
-    start = models.unfreeze_index(base, ft.get("unfreeze_from")) if fine_tune else 0
+    start = models.unfreeze_index(base, v.fine_tune.unfreeze_from) if fine_tune else 0
     cut = models.split_backbone(base, start) if fine_tune and cacheable else None
     if cut is not None:
         # Fine-tuning from a clean cut: the frozen bottom's activations never change. Compute them once;
         # the warm-up's pooled features come from them through the (still frozen) top.
         bottom, top = cut
-        below = models.bottom_features(bottom, cfg["backbone"], size)
+        below = models.bottom_features(bottom, name, size)
         a_train = _once(below, x_train, flips, timing, "activations_seconds")
         a_val = _timed_predict(below, x_val, timing, "activations_seconds")
         extractor, f_source = models.pooled_top(top), (a_train, a_val)
     elif cacheable:
-        extractor, f_source = models.pooled_features(base, cfg["backbone"], size), (x_train, x_val)
+        extractor, f_source = models.pooled_features(base, name, size), (x_train, x_val)
 
     warm_best = np.inf
     if cacheable:
@@ -397,27 +406,26 @@ def _fit_transfer(cfg, params, x_train, y_train, x_val, y_val, meta_train, meta_
         if warmup > 0:
             x_fit, y_fit = train_inputs(f_train)
             warm_best = phases.fit(head, "frozen", x_fit, y_fit, _inputs(f_val, meta_val), y_val, warmup,
-                                   cfg["learning_rate"], inputs=f"pooled backbone features {once}")
+                                   v.learning_rate, inputs=f"pooled backbone features {once}")
             del x_fit
         del f_train, f_source
-    model = models.transfer(cfg, size, n_classes, base, head, n_meta, seed)
+    model = models.transfer(v, size, base, head, n_meta, seed)
     if not cacheable and warmup > 0:
         if streams is not None:
             s_train, s_val = streams()
-            warm_best = phases.fit(model, "frozen", s_train, None, s_val, None, warmup, cfg["learning_rate"],
+            warm_best = phases.fit(model, "frozen", s_train, None, s_val, None, warmup, v.learning_rate,
                                    inputs="images (augmented, tf.data from the shards)")
         else:
             warm_best = phases.fit(model, "frozen", _inputs(x_train, meta_train), y_train,
-                                   _inputs(x_val, meta_val), y_val, warmup, cfg["learning_rate"],
+                                   _inputs(x_val, meta_val), y_val, warmup, v.learning_rate,
                                    inputs="images (augmented)")
     if not fine_tune:
         return model
 
     # (variable, value) pairs: restoring by variable cannot depend on the order of trainable flags
-    warm_weights = [(v, v.numpy()) for v in model.weights] if np.isfinite(warm_best) else None
+    warm_weights = [(var, var.numpy()) for var in model.weights] if np.isfinite(warm_best) else None
     trainable = models.set_trainable_from(base, start)
-    lr = ft.get("learning_rate", cfg["learning_rate"] / 10)
-    epochs = ft.get("epochs", cfg["epochs"])
+    lr, epochs = v.fine_tune.learning_rate, v.fine_tune.epochs
     about = {"unfrozen_from": base.layers[start].name, "unfrozen_from_index": start,
              "trainable_backbone_layers": len(trainable)}
     if cut is not None:
@@ -437,7 +445,7 @@ def _fit_transfer(cfg, params, x_train, y_train, x_val, y_val, meta_train, meta_
     if warm_weights is not None and best >= warm_best:
         # Fine-tuning never beat the frozen phase on validation loss: keep the frozen phase's best weights.
         log.info("train %s: fine-tuning did not improve validation loss (%.4f >= %.4f); keeping the frozen "
-                 "phase's weights", cfg["name"], best, warm_best)
+                 "phase's weights", v.name, best, warm_best)
         for variable, value in warm_weights:
             variable.assign(value)
         info["kept_phase"] = "frozen"

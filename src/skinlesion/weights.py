@@ -12,11 +12,10 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import backbones
 from .errors import PipelineError
 
 log = logging.getLogger(__name__)
-
-MOBILENET_SIZES = (96, 128, 160, 192, 224)
 
 
 @dataclass(frozen=True)
@@ -30,10 +29,7 @@ class Weights:
 
 
 def keras_cache_file(backbone: str, size: int) -> str:
-    if backbone == "mobilenet_v2":
-        s = min(MOBILENET_SIZES, key=lambda x: abs(x - size))
-        return f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{s}_no_top.h5"
-    return "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    return backbones.get(backbone).cache_file(size)
 
 
 def _cache_dir() -> Path:
@@ -42,12 +38,10 @@ def _cache_dir() -> Path:
 
 def _download(backbone: str, size: int, timeout: float = 20.0) -> bool:
     """Let Keras fetch the official file into its cache; False (quickly) when offline."""
-    from . import models
-
     old = socket.getdefaulttimeout()
     socket.setdefaulttimeout(timeout)
     try:
-        models.BACKBONES[backbone](input_shape=(size, size, 3), include_top=False, weights="imagenet")
+        backbones.get(backbone).build(size, "imagenet")
         return True
     except Exception as exc:  # no network, DNS failure, HTTP error: all mean "not available"
         log.info("weights: download of %s ImageNet weights failed: %s", backbone, exc)

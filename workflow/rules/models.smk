@@ -1,10 +1,13 @@
 # One training and one evaluation job per variant in params.yaml.
 
+from skinlesion.kinds import uses_images
+
 
 rule train:
     input:
         table="data/interim/metadata.parquet",
         shards="data/processed/shards",
+        summary="data/interim/metadata_summary.json",
         code=stage_inputs("train"),
     output:
         directory("models/{variant}"),
@@ -25,10 +28,10 @@ rule train:
         runtime=720,
         # one GPU for image models (cnn, transfer, dual), none for metadata models: the SLURM and
         # Kubernetes profiles request what a job declares; a local run is not limited by it.
-        gpu=lambda wildcards: int(config["variants"][wildcards.variant]["kind"] in ("cnn", "transfer", "dual")),
+        gpu=lambda wildcards: int(uses_images(config["variants"][wildcards.variant]["kind"])),
     shell:
         "skinlesion train{params.p} {wildcards.variant} --table {input.table} --shards {input.shards} "
-        "--out {output} > {log} 2>&1"
+        "--metadata-summary {input.summary} --out {output} > {log} 2>&1"
 
 
 rule evaluate:
@@ -44,6 +47,7 @@ rule evaluate:
         plots=directory("results/variants/{variant}/plots"),
         figures=directory("results/variants/{variant}/figures"),
         predictions="results/variants/{variant}/predictions.csv",
+        bundle=directory("bundles/{variant}"),
     params:
         p=P,
         cfg=stage_params("evaluate"),
@@ -59,7 +63,8 @@ rule evaluate:
     resources:
         mem_mb=8000,
         runtime=60,
-        gpu=lambda wildcards: int(config["variants"][wildcards.variant]["kind"] in ("cnn", "transfer", "dual")),
+        gpu=lambda wildcards: int(uses_images(config["variants"][wildcards.variant]["kind"])),
     shell:
         "skinlesion evaluate{params.p} {wildcards.variant} --model {input.model} --table {input.table} "
-        "--shards {input.shards} --out results/variants/{wildcards.variant} --external {input.external} > {log} 2>&1"
+        "--shards {input.shards} --out results/variants/{wildcards.variant} --external {input.external} "
+        "--bundle {output.bundle} > {log} 2>&1"

@@ -1,8 +1,8 @@
-"""Score new images with a trained variant: one CSV row per image with class probabilities, the predicted
+"""Score new images with a model bundle: one CSV row per image with class probabilities, the predicted
 class at the threshold evaluate chose on validation, and an error column for files that could not be read.
 
-  skinlesion predict models/mobilenet_frozen photos/ extra.jpg -o predictions.csv
-  skinlesion predict models/dual_mobilenet_frozen photos/ --metadata photos/metadata.csv -o out.csv --gradcam cams/
+  skinlesion predict bundles/mobilenet_frozen photos/ extra.jpg -o predictions.csv
+  skinlesion predict bundles/dual_mobilenet_frozen photos/ --metadata photos/metadata.csv -o out.csv --gradcam cams/
 
 See docs/predict.md.
 """
@@ -11,7 +11,9 @@ from __future__ import annotations
 
 
 def configure(parser):
-    parser.add_argument("model", metavar="MODEL_DIR", help="a trained variant's folder, e.g. models/<variant>")
+    parser.add_argument("model", metavar="BUNDLE",
+                        help="a model bundle: bundles/<variant> (written by evaluate: with the threshold and "
+                             "calibration chosen on validation), or models/<variant> (train's, threshold 0.5)")
     parser.add_argument("paths", nargs="*", metavar="PATH",
                         help="image files and/or folders (searched recursively for .jpg, .jpeg, .png); a metadata-only "
                              "variant given none scores every row of --metadata")
@@ -19,17 +21,10 @@ def configure(parser):
     parser.add_argument("--metadata", help="isic-cli metadata CSV (isic_id, age_approx, sex, anatom_site_1, "
                                            "clin_size_long_diam_mm); needed by metadata and dual variants")
     parser.add_argument("--gradcam", metavar="DIR", help="also write a Grad-CAM overlay per image into DIR (image models)")
-    parser.add_argument("--results", metavar="DIR",
-                        help="the variant's evaluation (evaluation.json: threshold, calibration, imputation means); "
-                             "default results/variants/<variant>; without it the threshold is 0.5")
-    parser.add_argument("--metadata-summary", default="data/interim/metadata_summary.json",
-                        help="fallback source of the train means for imputing missing metadata "
-                             "(default: data/interim/metadata_summary.json)")
 
 
 def run(args):
     from .. import prediction
 
-    frame = prediction.run(args.model, args.paths, args.out, metadata=args.metadata, gradcam_dir=args.gradcam,
-                           results_dir=args.results, summary_path=args.metadata_summary)
+    frame = prediction.run(args.model, args.paths, args.out, metadata=args.metadata, gradcam_dir=args.gradcam)
     return 1 if len(frame) and frame["error"].notna().all() else 0

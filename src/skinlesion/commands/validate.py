@@ -1,4 +1,8 @@
-"""Check a params file against the schema; prints the first problem with its key, or 'ok'."""
+"""Check a params file against the schema; prints the first problem with its key, or 'ok'.
+
+With --show, also prints every variant with all its settings filled in (the `train:` section and the
+schema's defaults), exactly as train reads it.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from . import add_params_argument
 
 def configure(parser):
     add_params_argument(parser)
+    parser.add_argument("--show", action="store_true", help="print each variant's settings, defaults filled in")
 
 
 def run(args):
@@ -14,3 +19,14 @@ def run(args):
 
     params = P.load(args.params)
     print(f"{args.params}: ok ({len(params['variants'])} variants: {', '.join(params['variants'])})")
+    if args.show:
+        import yaml
+
+        from .. import variant
+
+        resolved = {}
+        for name in params["variants"]:
+            settings = variant.from_params(params, name).as_dict()
+            del settings["name"], settings["given"]
+            resolved[name] = settings
+        print(yaml.safe_dump(resolved, sort_keys=False), end="")

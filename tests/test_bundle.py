@@ -3,12 +3,14 @@ import numpy as np
 import pandas as pd
 from sklearn.linear_model import LogisticRegression
 
-from skinlesion import features, io, labels
-from skinlesion.predictor import Trained
+from skinlesion import bundle, features, io
+from skinlesion.bundle import Bundle
+from skinlesion.variant import of as variant
 
 
 def test_logreg_class_absent_from_train_keeps_columns_aligned(tmp_path):
-    """A five-class logreg that never saw class 1 must still put melanoma's probability in column 2."""
+    """A five-class logreg that never saw class 1 must still put melanoma's probability in column 2 (train wraps
+    it in AllClasses; the bundle scores it as saved)."""
     rng = np.random.default_rng(0)
     table = pd.DataFrame({
         "age_approx": rng.uniform(20, 80, 60), "age_approx_missing": False,
@@ -18,12 +20,13 @@ def test_logreg_class_absent_from_train_keeps_columns_aligned(tmp_path):
     })
     y = np.array([0, 2, 3, 4] * 15)
     model = LogisticRegression(max_iter=500).fit(features.matrix(table), y)
-    joblib.dump({"model": model}, tmp_path / "model.joblib")
-    io.write_json(tmp_path / "train.json", {
-        "variant": "lr5", "kind": "logreg", "config": {"task": "multiclass"}, "classes": labels.CLASSES,
-        "features": features.DEFAULT_FEATURES,
-    })
-    probs = Trained(tmp_path).predict(table)
+    v = variant({"name": "lr5", "kind": "logreg", "task": "multiclass"})
+    io.write_json(tmp_path / bundle.MANIFEST, bundle.manifest(v, input_size=None, imputation_means={},
+                                                             training_data={}, weights={}))
+    from skinlesion.training import AllClasses
+
+    joblib.dump({"model": AllClasses(model, 5)}, tmp_path / "model.joblib")
+    probs = Bundle(tmp_path).predict(table)
     assert probs.shape == (60, 5)
     assert np.allclose(probs[:, 1], 0)
     assert np.allclose(probs[:, [0, 2, 3, 4]], model.predict_proba(features.matrix(table)))
