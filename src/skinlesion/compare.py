@@ -24,42 +24,31 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import __version__, figures, report, stages
+from . import __version__, figures, metric_catalog, report, stages
 from .report import sections
 from .errors import PipelineError
 from .io import atomic_path, read_json
 
 log = logging.getLogger(__name__)
-COLUMNS = ["roc_auc", "average_precision", "sensitivity", "specificity", "balanced_accuracy",
-           "macro_roc_auc_ovr", "accuracy", "threshold", "n"]
-# Added after the original columns (and imagenet_weights), so readers of the old layout keep working.
-EXTRA = ["pauc_above_80_tpr", "sensitivity_at_90_specificity", "sensitivity_at_95_specificity",
-         "specificity_at_90_sensitivity", "specificity_at_95_sensitivity", "ppv", "npv", "ece", "ece_uncalibrated",
-         "n_malignant", "n_groups"]
-# Predictive values at stated prevalences (metrics.binary: 50% and the train split's), in place of the
-# former class-balanced test set; then the threshold transfer of external rows.
-PREVALENCE = ["ppv_at_50_prevalence", "npv_at_50_prevalence", "ppv_at_train_prevalence", "npv_at_train_prevalence",
-              "train_prevalence"]
-TRANSFER = ["own_threshold", "sensitivity_at_own_threshold", "specificity_at_own_threshold"]
-WITH_CI = ["roc_auc", "average_precision", "pauc_above_80_tpr", "sensitivity", "specificity", "balanced_accuracy",
-           "macro_roc_auc_ovr", "sensitivity_at_90_specificity", "specificity_at_90_sensitivity",
-           "ppv_at_50_prevalence", "npv_at_50_prevalence", "ppv_at_train_prevalence", "npv_at_train_prevalence",
-           "sensitivity_at_own_threshold", "specificity_at_own_threshold"]
+# The columns after variant, task, test_set, in their append-only order (skinlesion.metric_catalog):
+# the metrics and imagenet_weights, then the 95% interval bounds of those with csv_ci, then binary_score.
+VALUES = metric_catalog.csv_columns()
+COLUMNS = VALUES[:VALUES.index("imagenet_weights")]  # the original layout, which older readers expect first
+WITH_CI = metric_catalog.csv_intervals()
 # Binary questions a multiclass variant answers through its malignancy score 1 - P(benign).
-BINARY_VIEW = ["roc_auc", "average_precision", "pauc_above_80_tpr", "sensitivity", "specificity", "threshold", "ppv",
-               "npv", "n_malignant", "sensitivity_at_90_specificity", "sensitivity_at_95_specificity",
-               "specificity_at_90_sensitivity", "specificity_at_95_sensitivity", "ppv_at_50_prevalence",
-               "npv_at_50_prevalence", "ppv_at_train_prevalence", "npv_at_train_prevalence", "prevalences"]
+BINARY_VIEW = metric_catalog.view_keys()
 
 
-def _row(m: dict, task: str) -> tuple[dict, dict]:
+def _values(m: dict, task: str) -> dict:
+    """The metric block with what metrics.csv derives from it: a multiclass variant's binary view, the train
+    prevalence, the threshold transfer of an external set."""
     source = dict(m)
     if task != "binary" and isinstance(m.get("malignant_vs_benign"), dict):
         mal = m["malignant_vs_benign"]
         for key in BINARY_VIEW:
             source[key] = mal.get(key)
             source[f"{key}_ci95"] = mal.get(f"{key}_ci95")
-    row = {c: source.get(c) for c in COLUMNS}
+        source["prevalences"] = mal.get("prevalences")
     source["train_prevalence"] = (source.get("prevalences") or {}).get("train")
     transfer = m.get("threshold_transfer") or {}
     source["own_threshold"] = transfer.get("own_threshold")
@@ -67,7 +56,7 @@ def _row(m: dict, task: str) -> tuple[dict, dict]:
         own = transfer.get("at_own_threshold") or {}
         source[f"{key}_at_own_threshold"] = own.get(key)
         source[f"{key}_at_own_threshold_ci95"] = own.get(f"{key}_ci95")
-    return row, source
+    return source
 
 
 def test_sets(result: dict) -> list[tuple[str, dict]]:
@@ -80,10 +69,9 @@ def table(results: dict[str, dict]) -> pd.DataFrame:
     rows = []
     for name, result in results.items():
         for test_set, block in test_sets(result):
-            row, source = _row(block, result["task"])
-            row = {"variant": name, "task": result["task"], "test_set": test_set, **row,
-                   "imagenet_weights": result.get("imagenet_weights")}
-            row.update({c: source.get(c) for c in EXTRA + PREVALENCE + TRANSFER})
+            source = _values(block, result["task"])
+            source["imagenet_weights"] = result.get("imagenet_weights")  # the variant's, on each of its rows
+            row = {"variant": name, "task": result["task"], "test_set": test_set, **{c: source.get(c) for c in VALUES}}
             for c in WITH_CI:
                 ci = source.get(f"{c}_ci95") or {}
                 row[f"{c}_ci_low"], row[f"{c}_ci_high"] = ci.get("low"), ci.get("high")

@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
-from . import __version__, dataset, external_sets, figures, metrics
+from . import __version__, dataset, external_sets, figures, metric_catalog, metrics
 from .bundle import Bundle
 from .calibration import Calibrator, ece, reliability
 from .errors import PipelineError
@@ -53,21 +53,16 @@ DEFAULTS = {"threshold": "youden", "target_sensitivity": 0.9, "bootstrap": 1000,
             "calibration_bins": 10, "gradcam_per_outcome": 2}
 
 
-# What metrics.json keeps of the natural test set's block, per task: few enough that `dvc exp show`
-# stays readable with every variant; the rest is in evaluation.json.
-HEADLINE = {
-    "binary": ["roc_auc", "roc_auc_ci95", "pauc_above_80_tpr", "average_precision", "sensitivity", "specificity",
-               "balanced_accuracy", "ece", "threshold"],
-    "multiclass": ["macro_roc_auc_ovr", "macro_roc_auc_ovr_ci95", "macro_average_precision_ovr", "balanced_accuracy",
-                   "ece"],
-}
+# What metrics.json keeps of the natural test set's block, per task (metric_catalog: Metric.headline): few
+# enough that `dvc exp show` stays readable with every variant; the rest is in evaluation.json.
+HEADLINE = {task: metric_catalog.headline_keys(task) for task in (metric_catalog.BINARY, metric_catalog.MULTICLASS)}
+HEADLINE_VIEW = metric_catalog.headline_keys(metric_catalog.VIEW)  # of a multiclass block's malignant_vs_benign
 
 
 def _headline_block(block: dict, task: str) -> dict:
     out = {k: block.get(k) for k in HEADLINE[task]}
     if task != "binary":
-        out["malignant_vs_benign"] = {k: (block["malignant_vs_benign"] or {}).get(k)
-                                      for k in ("roc_auc", "sensitivity", "specificity", "threshold")}
+        out["malignant_vs_benign"] = {k: (block["malignant_vs_benign"] or {}).get(k) for k in HEADLINE_VIEW}
     return out
 
 

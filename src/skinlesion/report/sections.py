@@ -8,36 +8,10 @@ import math
 from html import escape
 from pathlib import Path
 
+from .. import metric_catalog
+
 # (column, header, tooltip) of the comparison table; a column with <col>_ci_low/_ci_high gets its interval.
-COLUMNS = [
-    ("roc_auc", "ROC AUC", "Area under the ROC curve: chance that a random malignant case scores above a random "
-                           "benign one (0.5 chance, 1 perfect). Multiclass variants: malignant (any class) vs benign, "
-                           "score 1 - P(benign)."),
-    ("pauc_above_80_tpr", "pAUC TPR&ge;0.8", "Partial AUC above 80% sensitivity (ISIC 2024 metric), 0 to 0.2; "
-                                             "random 0.02."),
-    ("average_precision", "AP", "Average precision: area under the precision-recall curve; depends on prevalence."),
-    ("sensitivity", "Sensitivity", "Share of malignant cases flagged, at the threshold chosen on validation."),
-    ("specificity", "Specificity", "Share of benign cases not flagged, at the threshold chosen on validation."),
-    ("balanced_accuracy", "Balanced acc.", "Mean of the per-class recalls (binary: (sensitivity + specificity) / 2; "
-                                           "multiclass: over the five classes)."),
-    ("sensitivity_at_90_specificity", "Sens @ 90% spec", "Best sensitivity on the test ROC curve with specificity "
-                                                         "at least 90%."),
-    ("specificity_at_90_sensitivity", "Spec @ 90% sens", "Best specificity on the test ROC curve with sensitivity "
-                                                         "at least 90%."),
-    ("ppv_at_50_prevalence", "PPV @ 50%", "Positive predictive value where half the lesions are malignant: Bayes' "
-                                          "rule on this set's sensitivity and specificity at the validation threshold."),
-    ("npv_at_50_prevalence", "NPV @ 50%", "Negative predictive value where half the lesions are malignant."),
-    ("ppv_at_train_prevalence", "PPV @ train prev.", "Positive predictive value at the training split's share of "
-                                                     "malignant images (the archive's prevalence; see train_prevalence "
-                                                     "in metrics.csv)."),
-    ("npv_at_train_prevalence", "NPV @ train prev.", "Negative predictive value at the training split's prevalence."),
-    ("macro_roc_auc_ovr", "Macro AUC (5-class)", "Multiclass only: mean one-vs-rest ROC AUC over the classes present."),
-    ("ece", "ECE", "Expected calibration error: mean gap between predicted probability and observed frequency "
-                   "(0 is perfectly calibrated)."),
-    ("threshold", "Threshold", "Decision threshold on P(malignant), chosen on validation."),
-    ("n", "Images", "Test images."),
-    ("n_groups", "Groups", "Patients or lesions in the test set: the bootstrap resamples these."),
-]
+COLUMNS = [(m.key, m.label, m.description) for m in metric_catalog.table_columns()]
 
 CAPTIONS = {
     "roc.png": "ROC curve on the test set (and on each external set). Each point of the curve is one threshold; the "
@@ -208,20 +182,9 @@ def threshold_transfer(report) -> str:
 # One variant
 
 
-BINARY_ROWS = [("roc_auc", "ROC AUC"), ("pauc_above_80_tpr", "pAUC TPR&ge;0.8"), ("average_precision", "AP"),
-               ("sensitivity", "Sensitivity"), ("specificity", "Specificity"), ("balanced_accuracy", "Balanced acc."),
-               ("ppv", "PPV (this set's prevalence)"), ("npv", "NPV (this set's prevalence)"),
-               ("ppv_at_50_prevalence", "PPV at 50% prevalence"), ("npv_at_50_prevalence", "NPV at 50% prevalence"),
-               ("ppv_at_train_prevalence", "PPV at train prevalence"),
-               ("npv_at_train_prevalence", "NPV at train prevalence"),
-               ("sensitivity_at_90_specificity", "Sens @ 90% spec"), ("sensitivity_at_95_specificity", "Sens @ 95% spec"),
-               ("specificity_at_90_sensitivity", "Spec @ 90% sens"), ("specificity_at_95_sensitivity", "Spec @ 95% sens"),
-               ("ece", "ECE"), ("ece_uncalibrated", "ECE before calibration"), ("threshold", "Threshold"),
-               ("n", "Images"), ("n_malignant", "Malignant"), ("n_groups", "Groups")]
-MULTI_ROWS = [("balanced_accuracy", "Balanced acc."), ("macro_roc_auc_ovr", "Macro AUC (one-vs-rest)"),
-              ("macro_average_precision_ovr", "Macro AP (one-vs-rest)"), ("accuracy", "Accuracy"),
-              ("ece", "ECE (top label)"), ("ece_uncalibrated", "ECE before calibration"), ("n", "Images"),
-              ("n_groups", "Groups")]
+# (key, label) rows of a variant's metric table; BINARY_ROWS also for a multiclass variant's binary view.
+BINARY_ROWS = metric_catalog.rows(metric_catalog.BINARY)
+MULTI_ROWS = metric_catalog.rows(metric_catalog.MULTICLASS)
 SETS = [("test_natural", "Test (natural)"), ("val", "Validation")]
 
 
