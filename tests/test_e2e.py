@@ -75,6 +75,20 @@ def test_snakemake_outputs_are_there_and_sane(runs):
     assert (smk / "results" / "all" / "index.html").exists()
 
 
+def test_evaluate_completes_the_model_bundle(runs):
+    """bundles/<variant>: train's model, byte for byte, with the threshold evaluate chose on validation."""
+    smk, _ = runs
+    for variant in VARIANTS:
+        bundle = json.loads((smk / "bundles" / variant / "bundle.json").read_text())
+        trained = json.loads((smk / "models" / variant / "bundle.json").read_text())
+        evaluation = json.loads((smk / "results" / "variants" / variant / "evaluation.json").read_text())
+        assert trained["decision"] is None and bundle["decision"]["threshold"] == evaluation["test_natural"]["threshold"]
+        assert {k: v for k, v in bundle.items() if k != "decision"} == {k: v for k, v in trained.items() if k != "decision"}
+        assert bundle["training_data"]["source"] == "synthetic" and len(bundle["training_data"]["sha256"]) == 64
+        model = bundle["model_file"]
+        assert (smk / "bundles" / variant / model).read_bytes() == (smk / "models" / variant / model).read_bytes()
+
+
 def test_image_model_sees_the_planted_signal(runs):
     """The guard against images and labels drifting apart: chance would be 0.5."""
     smk, _ = runs

@@ -36,3 +36,18 @@ def test_real_data_without_weights_is_a_clear_error():
     message = str(err.value)
     assert "train.weights.resnet50" in message
     assert "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5" in message and "internet" in message
+
+
+def test_the_shipped_weights_file_is_the_one_its_readme_describes():
+    """weights/README.md states the file's size and sha256 (its provenance); the file in git must match, so a
+    truncated or replaced file (a Git LFS pointer, a bad merge) fails here before any test trains with it."""
+    import hashlib
+    import re
+
+    from conftest import REPO
+
+    folder = REPO / "weights"
+    row = re.search(r"\| `([^`]+\.h5)` \| ([\d,]+) \| `([0-9a-f]{64})` \|", (folder / "README.md").read_text())
+    name, size, sha256 = row.group(1), int(row.group(2).replace(",", "")), row.group(3)
+    data = (folder / name).read_bytes()
+    assert len(data) == size and hashlib.sha256(data).hexdigest() == sha256

@@ -118,6 +118,11 @@ class Bundle:
         return self.info.get("decision")
 
     @property
+    def weights(self) -> dict:
+        """{"source": where the weights came from (RANDOM said there), "imagenet": bool, None without a backbone}"""
+        return self.info.get("weights") or {}
+
+    @property
     def trained_on(self) -> str:
         return (self.info.get("training_data") or {}).get("source", "unknown")
 

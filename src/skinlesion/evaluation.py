@@ -167,7 +167,7 @@ def run(params: dict, name: str, model_dir, table, shards, out, external_dir=Non
     prev = prevalences(splits["train"], task)
 
     result = {"variant": name, "task": task.name, "kind": trained.kind.name,
-              "imagenet_weights": trained.info.get("imagenet_weights"), "weights": trained.info.get("weights"),
+              "imagenet_weights": trained.weights.get("imagenet"), "weights": trained.weights.get("source"),
               "bootstrap": {"replicates": n_boot, "unit": "group (patient or lesion)", "level": metrics.CI_LEVEL,
                             "seed": seed},
               "calibration": {"method": calibrate.method, "temperature": calibrate.temperature, "bins": bins,
