@@ -586,6 +586,31 @@ def test_a_lock_left_by_a_dead_process_never_blocks(server, tmp_path):
     assert not (out / LOCK_NAME).exists()
 
 
+def test_a_network_error_escaping_a_command_is_one_line(server, tmp_path, monkeypatch, capsys):
+    from skinlesion.sources.isic import download as download_module
+
+    def broken(*args, **kwargs):
+        raise requests.exceptions.ConnectionError("the proxy hung up")  # an OSError without a file name
+
+    monkeypatch.setattr(download_module, "download", broken)
+    rc, err = run_cli(["download", "--out", str(tmp_path / "out"), "--api-url", server.api_url], capsys)
+    assert rc == 2
+    line = one_line_error(err, "download")
+    assert "network" in line and "the proxy hung up" in line
+
+
+def test_an_os_error_without_a_path_is_one_line(server, tmp_path, monkeypatch, capsys):
+    from skinlesion.sources.isic import download as download_module
+
+    def broken(*args, **kwargs):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(download_module, "download", broken)
+    rc, err = run_cli(["download", "--out", str(tmp_path / "out"), "--api-url", server.api_url], capsys)
+    assert rc == 2
+    assert "Input/output error" in one_line_error(err, "download")
+
+
 def test_a_request_that_cannot_be_made_is_reported_as_such_not_as_a_write(server, tmp_path):
     victim = server.records[0]
 
