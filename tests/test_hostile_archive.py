@@ -130,6 +130,27 @@ def test_a_folder_named_like_a_licence_file_is_never_deleted(server, tmp_path):
     assert keep.read_text() == "keep me\n"
 
 
+def test_fetch_into_a_folder_of_the_users_leaves_it_intact(tmp_path, capsys):
+    params = base_params()
+    params["data"]["synthetic"]["n_patients"] = 10
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "holiday.jpg").write_bytes(b"mine")
+    rc, err = run_cli(["fetch", "--params", str(path), "--out", str(photos)], capsys)
+    assert rc == 2
+    line = one_line_error(err, "fetch")
+    assert str(photos) in line and "not an earlier output" in line and "--out" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml", "photos"]
+    assert [p.name for p in photos.iterdir()] == ["holiday.jpg"] and (photos / "holiday.jpg").read_bytes() == b"mine"
+    raw = tmp_path / "raw"
+    for _ in range(2):  # a rerun of the stage over its own earlier output still replaces it
+        rc, err = run_cli(["fetch", "--params", str(path), "--out", str(raw)], capsys)
+        assert rc == 0, err
+    assert (raw / "source.json").is_file()
+
+
 BAD_IDS = ["ISIC_1\x00", "ISIC_" + "1" * 300, "ISIC_1\n", "../ISIC_1", "ISIC_1.jpg", "/etc/passwd", " ISIC_1",
            "ISIC 1", 1234, None, ["ISIC_1"]]
 

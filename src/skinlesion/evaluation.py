@@ -234,7 +234,7 @@ def run(params: dict, name: str, model_dir, table, shards, out, external_dir=Non
                          "temperature": calibrate.temperature, "classes": trained.classes,
                          "imputation_means_train": imputation_means(load_table(table))}
 
-    with atomic_path(out) as tmp:
+    with atomic_path(out, mark="evaluation.json") as tmp:
         (tmp / "plots").mkdir(parents=True)
         (tmp / "figures").mkdir()
         _plots_and_figures(tmp, name, trained, test, ext, result, pred_test, bins)
