@@ -480,6 +480,16 @@ def test_a_file_redirect_to_another_host_is_refused(server, elsewhere, tmp_path)
     assert len(list((tmp_path / "out" / "images").iterdir())) == 10
 
 
+def test_a_redirect_to_an_unreadable_location_fails_the_file_or_the_search(server, tmp_path):
+    victim = server.records[0]
+    server.faults.append(Fault(file_path(victim), redirect="http://[::1/x.jpg", times=None))
+    with pytest.raises(PipelineError, match=f"{victim['isic_id']}: redirect to an unreadable Location"):
+        download(client_options(server), tmp_path / "out", progress=False)
+    server.faults.append(Fault("/images/search/", redirect="http://[::1/x", times=None))
+    with pytest.raises(PipelineError, match="redirect to an unreadable Location"):
+        download(client_options(server), tmp_path / "out2", progress=False)
+
+
 def test_a_file_redirect_on_the_same_host_is_followed(server, tmp_path):
     victim = server.records[0]
     server.faults.append(Fault(file_path(victim), redirect=victim["files"]["full"]["url"], times=1))

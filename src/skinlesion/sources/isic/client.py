@@ -58,11 +58,19 @@ def get_following(session: requests.Session, url: str, problem: Callable[[str], 
     """GET with redirects followed by hand: at most MAX_REDIRECTS, each Location first checked by `problem`
     (why it is refused, or None), since requests would follow any host."""
     for _ in range(MAX_REDIRECTS + 1):
-        response = session.get(url, params=params, allow_redirects=False, **kwargs)
+        try:
+            response = session.get(url, params=params, allow_redirects=False, **kwargs)
+        except requests.RequestException:
+            raise
+        except ValueError as exc:  # requests parses a redirect's Location even when not following it
+            raise RedirectRefused(f"redirect to an unreadable Location ({printable(exc, 100)})") from None
         if not response.is_redirect:
             return response
         response.close()
-        location = urljoin(url, response.headers["Location"])
+        try:
+            location = urljoin(url, response.headers["Location"])
+        except ValueError:  # e.g. an unclosed [ in the host
+            raise RedirectRefused(f"redirect to an unreadable Location {printable(response.headers['Location'], 200)!r}") from None
         why = problem(location)
         if why:
             raise RedirectRefused(f"redirect to {printable(location, 200)} refused: {why}")
