@@ -18,6 +18,10 @@ and, to imitate the archive badly on purpose (tests/test_hostile_archive.py):
     server.count_hook = lambda count: 1                                  # rewrite the first page's count
     server.faults.append(Fault("/s3/", extra=-1, no_length=True))        # a body that never ends
     server.faults.append(Fault("/images/search/", endless_json=True))    # a JSON page that never ends
+    server.faults.append(Fault("/s3/", status=503, endless_json=True))   # ... an error answer that never ends
+    server.faults.append(Fault("/images/search/", trickle=0.3))          # one byte every 0.3 s
+    server.faults.append(Fault("/s3/", redirect="http://127.0.0.2:.../x"))  # a 302 to anywhere
+    FakeIsic(12, host="127.0.0.2")                                       # a second server on another address
 
 Every request is logged in `server.log` (path, query, Range header, status, bytes sent).
 
@@ -300,14 +304,19 @@ class Fault:
     message: str = "Injected fault."
     extra: int | None = None  # for files: this many junk bytes after the body (-1: until the client hangs up)
     no_length: bool = False  # for files: no Content-Length header (the body ends when the connection closes)
-    endless_json: bool = False  # for the API: a JSON answer that never ends
+    endless_json: bool = False  # a JSON answer that never ends (with `status`: an error answer that never ends)
+    trickle: float | None = None  # a 200 answer stating 1 MB, sent one byte every `trickle` s (TRICKLE_BYTES at most)
+    redirect: str | None = None  # answer 302 with this Location
 
 
 ENDLESS_LIMIT = 2 * 1024**3  # even an "endless" body stops here, so a broken client cannot hang the tests
+TRICKLE_BYTES = 100  # a trickle ends here (30 s at 0.3 s a byte), then the connection closes
 
 
 class FakeIsic:
-    def __init__(self, n: int = 30, seed: int = 7, scale: float = 1.0):
+    def __init__(self, n: int = 30, seed: int = 7, scale: float = 1.0, host: str = "127.0.0.1"):
+        assert host.startswith("127."), "loopback only"
+        self.host = host
         self.data = make_dataset(n, seed, scale)
         self.faults: list[Fault] = []
         self.range_support = True
@@ -328,7 +337,7 @@ class FakeIsic:
 
     def start(self) -> "FakeIsic":
         handler = functools.partial(_Handler, self)
-        self.httpd = _Server(("127.0.0.1", 0), handler)
+        self.httpd = _Server((self.host, 0), handler)
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
@@ -347,7 +356,7 @@ class FakeIsic:
 
     @property
     def origin(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        return f"http://{self.host}:{self.httpd.server_address[1]}"
 
     @property
     def api_url(self) -> str:
@@ -452,11 +461,15 @@ class _Handler(BaseHTTPRequestHandler):
             fault = self.state.fault_for(url.path)
             if fault is not None and fault.delay:
                 time.sleep(fault.delay)
-            if fault is not None and fault.status:
+            if fault is not None and fault.redirect:
+                self._send(entry, 302, b"", "text/plain", {"Location": fault.redirect})
+            elif fault is not None and fault.endless_json:
+                self._endless_json(entry, fault.status or 200)
+            elif fault is not None and fault.trickle:
+                self._trickle(entry, fault.trickle)
+            elif fault is not None and fault.status:
                 headers = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
                 self._json(entry, fault.status, {"message": fault.message}, headers)
-            elif fault is not None and fault.endless_json:
-                self._endless_json(entry)
             elif url.path.startswith("/s3/"):
                 self._file(entry, url.path, fault)
             else:
@@ -537,10 +550,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _hooked(self, record: dict) -> dict:
         return self.state.record_hook(record) if self.state.record_hook is not None else record
 
-    def _endless_json(self, entry: dict) -> None:
-        """A 200 JSON answer without Content-Length that streams results until the client hangs up."""
-        entry["status"] = 200
-        self.send_response(200)
+    def _endless_json(self, entry: dict, status: int = 200) -> None:
+        """A JSON answer without Content-Length that streams results until the client hangs up."""
+        entry["status"] = status
+        self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Connection", "close")
         self.end_headers()
@@ -550,6 +563,21 @@ class _Handler(BaseHTTPRequestHandler):
         while entry["sent"] < ENDLESS_LIMIT:
             self.wfile.write(item * 64)
             entry["sent"] += len(item) * 64
+
+    def _trickle(self, entry: dict, interval: float) -> None:
+        """A 200 answer stating 1 MB that sends one byte every `interval` s, TRICKLE_BYTES at most."""
+        entry["status"] = 200
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(1024**2))
+        self.end_headers()
+        self.close_connection = True
+        self.wfile.flush()
+        while entry["sent"] < TRICKLE_BYTES:
+            self.wfile.write(b" ")
+            self.wfile.flush()
+            entry["sent"] += 1
+            time.sleep(interval)
 
     # -- files
 

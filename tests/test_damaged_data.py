@@ -7,6 +7,8 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
+import yaml
 from PIL import Image
 
 from skinlesion import images, metadata, sources
@@ -112,3 +114,44 @@ def test_an_image_over_max_pixels_is_quarantined_with_its_reason(make_raw, tmp_p
     assert "400x300 = 120000 pixels, over images.max_pixels (100000)" in unreadable["error"][0]
     assert summary["unreadable"] == 1
     assert big not in set(pd.read_parquet(tmp_path / "shards" / "index.parquet")["isic_id"])
+
+
+DAMAGED_CSV = {"a 0xFF byte": b"isic_id,diagnosis_1\nISIC_0000001,Benign\xff\n", "empty": b"",
+               "an unclosed quote": b'isic_id,diagnosis_1\nISIC_0000001,"Benign\n'}
+
+
+def one_line_exit_2(argv, capsys, command):
+    from skinlesion import cli
+
+    code = cli.main(argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.startswith(f"skinlesion {command}:")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGED_CSV))
+def test_a_damaged_metadata_csv_is_one_line_from_the_metadata_stage(make_raw, tmp_path, capsys, damage):
+    raw = make_raw(records(4))
+    (raw / "metadata.csv").write_bytes(DAMAGED_CSV[damage])
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(base_params()))
+    line = one_line_exit_2(["metadata", "--params", str(params), "--raw", str(raw),
+                            "--out", str(tmp_path / "metadata.parquet")], capsys, "metadata")
+    assert str(raw / "metadata.csv") in line
+    assert not (tmp_path / "metadata.parquet").exists()
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGED_CSV))
+def test_a_damaged_local_metadata_csv_is_one_line_from_fetch(tmp_path, capsys, damage):
+    data = write_dataset(tmp_path / "dataset", [row(f"ISIC_{i:07d}") for i in range(3)])
+    (data / "metadata.csv").write_bytes(DAMAGED_CSV[damage])
+    params = base_params()
+    params["data"] = {"source": "local", "local": {"path": str(data), "layout": "isic-cli"}}
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    line = one_line_exit_2(["fetch", "--params", str(path), "--out", str(tmp_path / "raw")], capsys, "fetch")
+    assert str(data / "metadata.csv") in line
+    assert not (tmp_path / "raw").exists()

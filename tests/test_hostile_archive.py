@@ -8,6 +8,7 @@ attack to its test here.
 from __future__ import annotations
 
 import errno
+import itertools
 import json
 import os
 import subprocess
@@ -16,12 +17,15 @@ import textwrap
 import time
 import tracemalloc
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
+import requests
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+import isic_server  # noqa: E402
 from isic_server import FakeIsic, Fault, _cursor, client_config, client_options  # noqa: E402
 
 from skinlesion import cli, sources  # noqa: E402
@@ -39,6 +43,13 @@ KNOWN_LICENSES = {"CC-0.txt", "CC-BY.txt", "CC-BY-NC.txt"}
 @pytest.fixture
 def server():
     with FakeIsic(12) as fake:
+        yield fake
+
+
+@pytest.fixture
+def elsewhere():
+    """A second archive on another loopback address: where a redirect must not lead."""
+    with FakeIsic(12, host="127.0.0.2") as fake:
         yield fake
 
 
@@ -67,6 +78,10 @@ def one_line_error(stderr: str, command: str) -> str:
     assert len(lines) == 1, stderr
     assert "Traceback" not in stderr, stderr
     return lines[0]
+
+
+def file_path(record) -> str:
+    return urlparse(record["files"]["full"]["url"]).path
 
 
 def hook_some(transform, every: int = 3):
@@ -113,6 +128,27 @@ def test_a_folder_named_like_a_licence_file_is_never_deleted(server, tmp_path):
     with pytest.raises(PipelineError, match="is a folder; refusing to replace it with a file"):
         download(client_options(server), out, progress=False)
     assert keep.read_text() == "keep me\n"
+
+
+def test_fetch_into_a_folder_of_the_users_leaves_it_intact(tmp_path, capsys):
+    params = base_params()
+    params["data"]["synthetic"]["n_patients"] = 10
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "holiday.jpg").write_bytes(b"mine")
+    rc, err = run_cli(["fetch", "--params", str(path), "--out", str(photos)], capsys)
+    assert rc == 2
+    line = one_line_error(err, "fetch")
+    assert str(photos) in line and "not an earlier output" in line and "--out" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml", "photos"]
+    assert [p.name for p in photos.iterdir()] == ["holiday.jpg"] and (photos / "holiday.jpg").read_bytes() == b"mine"
+    raw = tmp_path / "raw"
+    for _ in range(2):  # a rerun of the stage over its own earlier output still replaces it
+        rc, err = run_cli(["fetch", "--params", str(path), "--out", str(raw)], capsys)
+        assert rc == 0, err
+    assert (raw / "source.json").is_file()
 
 
 BAD_IDS = ["ISIC_1\x00", "ISIC_" + "1" * 300, "ISIC_1\n", "../ISIC_1", "ISIC_1.jpg", "/etc/passwd", " ISIC_1",
@@ -339,6 +375,136 @@ def test_a_file_has_a_deadline_whatever_its_progress(server, tmp_path):
     assert "data.isic.file_deadline" in str(info.value)
 
 
+@pytest.mark.parametrize("where", ["file", "api"])
+def test_an_error_answer_that_never_ends_is_read_capped(server, tmp_path, monkeypatch, where):
+    monkeypatch.setattr(isic_server, "ENDLESS_LIMIT", 100 * 1024**2)  # bounds the test even for a client that reads all
+    path = file_path(server.records[0]) if where == "file" else "/images/search/"
+    server.faults.append(Fault(path, status=503, endless_json=True, times=None))
+    started = time.monotonic()
+    tracemalloc.start()
+    try:
+        with pytest.raises(PipelineError) as info:
+            download(client_options(server, retries=1, file_deadline=5), tmp_path / "out", progress=False)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert time.monotonic() - started < 15
+    assert peak < 20 * 1024**2, peak  # 64 KB of each error answer, not 100 MB
+    assert "503" in str(info.value)
+
+
+@pytest.mark.timeout(30)
+def test_a_json_answer_trickling_in_ends_at_the_deadline(server, tmp_path):
+    server.faults.append(Fault("/images/search/", trickle=0.3, times=None))  # 1 byte / 0.3 s: never a full chunk
+    started = time.monotonic()
+    with pytest.raises(PipelineError, match="data.isic.file_deadline"):
+        download(client_options(server, file_deadline=2, retries=3), tmp_path / "out", progress=False)
+    assert time.monotonic() - started < 2 + 3  # the deadline, plus one byte's wait and some slack
+
+
+@pytest.mark.timeout(20)
+def test_a_retry_after_past_the_file_deadline_fails_the_file_in_time(server, tmp_path):
+    victim = server.records[0]
+    server.faults.append(Fault(file_path(victim), status=503, retry_after="30", times=None))
+    started = time.monotonic()
+    with pytest.raises(PipelineError) as info:
+        download(client_options(server, file_deadline=2), tmp_path / "out", progress=False)
+    assert time.monotonic() - started < 6
+    assert victim["isic_id"] in str(info.value) and "data.isic.file_deadline" in str(info.value)
+    assert len(server.requests_to(file_path(victim))) == 1  # no second request after a wait past the deadline
+
+
+@pytest.mark.timeout(20)
+def test_a_json_request_has_a_deadline_across_its_retries(server, tmp_path):
+    server.faults.append(Fault("/images/search/", status=503, retry_after="30", times=None))
+    started = time.monotonic()
+    with pytest.raises(PipelineError, match="data.isic.file_deadline"):
+        download(client_options(server, file_deadline=2), tmp_path / "out", progress=False)
+    assert time.monotonic() - started < 6
+
+
+@pytest.mark.timeout(20)
+def test_paging_counts_only_usable_new_images_as_progress(server, tmp_path, monkeypatch):
+    monkeypatch.setattr(client_module, "PAGE_SIZE", 2)
+    fresh = itertools.count()
+    server.count_hook = lambda count: 10**9
+    server.next_hook = lambda following, this: f"{server.api_url}/images/search/?limit=2&cursor={_cursor(0)}"
+    server.record_hook = lambda record: {**record, "isic_id": f"bad id {next(fresh)}"}  # new, never usable
+    with pytest.raises(PipelineError, match="does not advance"):
+        download(client_options(server, limit=5), tmp_path / "out", progress=False)
+    assert len(server.requests_to("/images/search/")) == 1
+
+
+def fresh_valid_pages(server):
+    """Every page: the first records again under new valid ids, and a `next` link with a fresh cursor."""
+    fresh = itertools.count()
+    server.count_hook = lambda count: 10**9
+    server.next_hook = lambda following, this: f"{server.api_url}/images/search/?limit=2&cursor={_cursor(0)}"
+    server.record_hook = lambda record: {**record, "isic_id": f"ISIC_{next(fresh):07d}"}
+
+
+@pytest.mark.timeout(20)
+def test_paging_has_an_absolute_page_cap_whatever_the_count(server, tmp_path, monkeypatch):
+    monkeypatch.setattr(client_module, "PAGE_SIZE", 2)
+    monkeypatch.setattr(client_module, "MAX_PAGES", 4, raising=False)
+    fresh_valid_pages(server)
+    with pytest.raises(PipelineError, match="past the 4 page"):
+        download(client_options(server), tmp_path / "out", progress=False)
+    assert len(server.requests_to("/images/search/")) == 4
+
+
+@pytest.mark.timeout(20)
+def test_paging_with_a_limit_is_capped_by_that_limit(server):
+    fresh_valid_pages(server)
+    client = client_module.IsicClient(client_options(server))
+    with pytest.raises(PipelineError, match="past the 11 page"):
+        for _ in client.search_pages("", (), page_size=2, want=2):  # a consumer that never stops itself
+            pass
+    assert len(server.requests_to("/images/search/")) == 11  # 2 images: 1 page, times 10, plus 1 of slack
+
+
+# ------------------------------------------------------------------------------------------------------
+# redirects keep to the same host rules
+
+
+def test_a_file_redirect_to_another_host_is_refused(server, elsewhere, tmp_path):
+    victim, looping = server.records[0], server.records[1]
+    server.faults.append(Fault(file_path(victim), redirect=elsewhere.origin + file_path(victim), times=None))
+    server.faults.append(Fault(file_path(looping), redirect=looping["files"]["full"]["url"], times=None))
+    with pytest.raises(PipelineError) as info:
+        download(client_options(server), tmp_path / "out", progress=False)
+    message = str(info.value)
+    assert not elsewhere.log  # never asked
+    assert victim["isic_id"] in message and "redirect" in message and "not allowed" in message
+    assert looping["isic_id"] in message and "redirects" in message
+    assert len(list((tmp_path / "out" / "images").iterdir())) == 10
+
+
+def test_a_redirect_to_an_unreadable_location_fails_the_file_or_the_search(server, tmp_path):
+    victim = server.records[0]
+    server.faults.append(Fault(file_path(victim), redirect="http://[::1/x.jpg", times=None))
+    with pytest.raises(PipelineError, match=f"{victim['isic_id']}: redirect to an unreadable Location"):
+        download(client_options(server), tmp_path / "out", progress=False)
+    server.faults.append(Fault("/images/search/", redirect="http://[::1/x", times=None))
+    with pytest.raises(PipelineError, match="redirect to an unreadable Location"):
+        download(client_options(server), tmp_path / "out2", progress=False)
+
+
+def test_a_file_redirect_on_the_same_host_is_followed(server, tmp_path):
+    victim = server.records[0]
+    server.faults.append(Fault(file_path(victim), redirect=victim["files"]["full"]["url"], times=1))
+    download(client_options(server), tmp_path / "out", progress=False)
+    assert len(server.requests_to(file_path(victim))) == 2
+    assert len(list((tmp_path / "out" / "images").iterdir())) == 12
+
+
+def test_an_api_redirect_to_another_host_is_refused(server, elsewhere, tmp_path):
+    server.faults.append(Fault("/images/search/", redirect=elsewhere.api_url + "/images/search/", times=None))
+    with pytest.raises(PipelineError, match="redirect.*leaves the API"):
+        download(client_options(server), tmp_path / "out", progress=False)
+    assert not elsewhere.log
+
+
 # ------------------------------------------------------------------------------------------------------
 # messages, never tracebacks
 
@@ -449,3 +615,44 @@ def test_a_lock_left_by_a_dead_process_never_blocks(server, tmp_path):
     download(client_options(server), out, progress=False)
     assert len(list((out / "images").iterdir())) == 12
     assert not (out / LOCK_NAME).exists()
+
+
+def test_a_network_error_escaping_a_command_is_one_line(server, tmp_path, monkeypatch, capsys):
+    from skinlesion.sources.isic import download as download_module
+
+    def broken(*args, **kwargs):
+        raise requests.exceptions.ConnectionError("the proxy hung up")  # an OSError without a file name
+
+    monkeypatch.setattr(download_module, "download", broken)
+    rc, err = run_cli(["download", "--out", str(tmp_path / "out"), "--api-url", server.api_url], capsys)
+    assert rc == 2
+    line = one_line_error(err, "download")
+    assert "network" in line and "the proxy hung up" in line
+
+
+def test_an_os_error_without_a_path_is_one_line(server, tmp_path, monkeypatch, capsys):
+    from skinlesion.sources.isic import download as download_module
+
+    def broken(*args, **kwargs):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(download_module, "download", broken)
+    rc, err = run_cli(["download", "--out", str(tmp_path / "out"), "--api-url", server.api_url], capsys)
+    assert rc == 2
+    assert "Input/output error" in one_line_error(err, "download")
+
+
+def test_a_request_that_cannot_be_made_is_reported_as_such_not_as_a_write(server, tmp_path):
+    victim = server.records[0]
+
+    def hook(record):
+        if record["isic_id"] == victim["isic_id"]:
+            record = json.loads(json.dumps(record))
+            record["files"]["full"]["url"] = "http://127.0.0.1:99999/x.jpg"  # allowed host, impossible port
+        return record
+
+    server.record_hook = hook
+    with pytest.raises(PipelineError) as info:
+        download(client_options(server), tmp_path / "out", progress=False)
+    line = next(line for line in str(info.value).splitlines() if victim["isic_id"] in line)
+    assert "could not write" not in line and "InvalidURL" in line

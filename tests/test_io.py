@@ -11,13 +11,13 @@ def test_atomic_path_replaces_whole_or_leaves_old(tmp_path):
     target.mkdir()
     (target / "old.txt").write_text("old")
     with pytest.raises(RuntimeError):
-        with io.atomic_path(target) as tmp:
+        with io.atomic_path(target, mark="old.txt") as tmp:  # an earlier output: it holds the mark
             tmp.mkdir()
             (tmp / "half.txt").write_text("half")
             raise RuntimeError("stage failed")
     assert sorted(p.name for p in target.iterdir()) == ["old.txt"]
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
-    with io.atomic_path(target) as tmp:
+    with io.atomic_path(target, mark="old.txt") as tmp:
         tmp.mkdir()
         (tmp / "new.txt").write_text("new")
     assert sorted(p.name for p in target.iterdir()) == ["new.txt"]
@@ -118,3 +118,31 @@ def test_atomic_path_never_deletes_what_it_did_not_create(tmp_path):
     io.write_text(link, "new")  # replaces the link itself, never what it points at
     assert outside.read_text() == "pointed at" and link.read_text() == "new" and not link.is_symlink()
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+
+
+def test_a_folder_output_replaces_only_an_earlier_output_or_an_empty_folder(tmp_path):
+    from skinlesion.errors import PipelineError
+
+    photos = tmp_path / "photos"  # `skinlesion fetch --out ~/photos`
+    (photos / "holiday.jpg").parent.mkdir()
+    (photos / "holiday.jpg").write_bytes(b"mine")
+    ran = []
+    with pytest.raises(PipelineError, match=r"photos is a folder that is not an earlier output .*source.json.*--out"):
+        with io.atomic_path(photos, mark="source.json") as tmp:
+            ran.append(tmp)  # refused before the block: no fetch is wasted
+    assert not ran and sorted(os.listdir(photos)) == ["holiday.jpg"] and (photos / "holiday.jpg").read_bytes() == b"mine"
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+
+    raw = tmp_path / "raw"
+    for run in ("first", "second"):  # the next run of the stage replaces the earlier output
+        with io.atomic_path(raw, mark="source.json") as tmp:
+            tmp.mkdir()
+            (tmp / "source.json").write_text(run)
+    assert sorted(os.listdir(raw)) == ["source.json"] and (raw / "source.json").read_text() == "second"
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with io.atomic_path(empty, mark="source.json") as tmp:
+        tmp.mkdir()
+        (tmp / "source.json").write_text("new")
+    assert (empty / "source.json").read_text() == "new"

@@ -107,7 +107,7 @@ def test_a_record_the_client_accepts_is_safe_to_use(record):
 @given(st.lists(st.lists(records, max_size=6), min_size=1, max_size=4))
 def test_selection_over_any_pages_keeps_only_usable_unique_records(pages):
     class Client:
-        def search_pages(self, query, collections, page_size=None):
+        def search_pages(self, query, collections, page_size=None, **_):  # want, usable: the real client's
             for i, results in enumerate(pages):
                 yield (sum(map(len, pages)) if i == 0 else None), results
 
@@ -171,6 +171,35 @@ def test_any_metadata_csv_parses_without_a_crash_and_writes_only_inside(rows):
             metadata.build(out, base_params())
         except PipelineError:
             pass
+
+
+raw_bytes = st.one_of(
+    st.binary(max_size=300),
+    st.lists(st.sampled_from([b"isic_id", b",", b"\n", b"\r", b'"', b"\xff", b"\x00", b"\t", b"ISIC_0000001",
+                              b"\xef\xbb\xbf", b" ", b"diagnosis_1", b"Benign"]), max_size=40).map(b"".join),
+)
+
+
+@SETTINGS
+@given(raw_bytes)
+def test_any_metadata_csv_bytes_read_into_a_frame_or_a_pipeline_error(data):
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "metadata.csv").write_bytes(data)
+        try:
+            frame = raw_layout.read_metadata(tmp)
+        except PipelineError as exc:
+            assert "\n" not in str(exc) and "metadata.csv" in str(exc)
+            return
+        assert "isic_id" in frame.columns
+
+
+def test_a_damaged_metadata_csv_for_predict_is_a_pipeline_error(tmp_path):
+    from skinlesion import prediction
+
+    path = tmp_path / "new.csv"
+    path.write_bytes(b"isic_id,age_approx\nISIC_0000001,4\xff5\n")
+    with pytest.raises(PipelineError, match="cannot read .*new.csv as CSV"):
+        prediction.prepare_metadata(path, None)
 
 
 @pytest.mark.parametrize("value", ["ISIC_1\n", "ISIC_1\r", "\nISIC_1", "ISIC_1\x00", "ISIC_1 ", "ISIC_" + "1" * 60])

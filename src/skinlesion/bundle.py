@@ -159,7 +159,7 @@ class Bundle:
     def complete(self, out: str | os.PathLike, decision: dict) -> Path:
         """Write the complete bundle to `out`: this model file and manifest, with `decision` filled in."""
         info = {**self.info, "decision": decision}
-        with atomic_path(out) as tmp:
+        with atomic_path(out, mark=MANIFEST) as tmp:
             tmp.mkdir(parents=True)
             shutil.copyfile(self.dir / self.info["model_file"], tmp / self.info["model_file"])
             write_json(tmp / MANIFEST, info)

@@ -62,19 +62,32 @@ def main(argv: list[str] | None = None) -> int:
         print(f"skinlesion {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # permission denied, read-only file system, disk full: one line, not a traceback
-        error = storage_error(exc)
-        if error is None and exc.filename is None:
-            raise  # not about a path: a bug worth its traceback
-        if error is None:  # any other failure on a path: still one line; -v shows the traceback
-            logging.getLogger(__name__).debug("traceback", exc_info=True)
-            name = exc.filename
-            name = os.fsdecode(name) if isinstance(name, (str, bytes, os.PathLike)) else str(name)
-            error = f"{exc.strerror or exc} at {name}: check that path (-v shows the traceback)."
-        print(f"skinlesion {args.command}: error: {error}", file=sys.stderr)
+        logging.getLogger(__name__).debug("traceback", exc_info=True)
+        print(f"skinlesion {args.command}: error: {os_error_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"skinlesion {args.command}: interrupted; nothing half-written was left behind.", file=sys.stderr)
         return 130
+
+
+def os_error_line(exc: OSError) -> str:
+    """One line for an OSError that escaped a command: storage errors with their fix, network errors
+    (requests' are OSErrors) as such, anything else with its path when it has one."""
+    error = storage_error(exc)
+    if error is not None:
+        return str(error)
+    if _is_network_error(exc):
+        return f"network error ({type(exc).__name__}): {' '.join(str(exc).split())[:300]}. Check the network (-v shows the traceback)."
+    name = exc.filename
+    if name is None:
+        return f"{exc.strerror or exc} (-v shows the traceback)."
+    name = os.fsdecode(name) if isinstance(name, (str, bytes, os.PathLike)) else str(name)
+    return f"{exc.strerror or exc} at {name}: check that path (-v shows the traceback)."
+
+
+def _is_network_error(exc: OSError) -> bool:
+    requests = sys.modules.get("requests")  # only loaded if a command used the network
+    return isinstance(exc, ConnectionError) or (requests is not None and isinstance(exc, requests.RequestException))
 
 
 if __name__ == "__main__":

@@ -214,7 +214,7 @@ def run(params: dict, name: str, model_dir, table, shards, out, external_dir=Non
                 "calibration": calibrate.method, "temperature": calibrate.temperature,
                 "chosen_on": "the internal validation split", "evaluated_by": f"skinlesion {__version__}"}
 
-    with atomic_path(out) as tmp:
+    with atomic_path(out, mark="evaluation.json") as tmp:
         (tmp / "plots").mkdir(parents=True)
         (tmp / "figures").mkdir()
         _plots_and_figures(tmp, name, trained, test, ext, result, pred_test, bins)

@@ -117,7 +117,7 @@ def run(params: dict, out: str | os.PathLike, summary_path: str | os.PathLike) -
     found = sets(params)
     roots = [_root(entry, i) for i, entry in enumerate(found)]  # every path checked before any work
     means = train_means(summary_path) if found else {}
-    with atomic_path(out) as tmp:
+    with atomic_path(out, mark="manifest.json") as tmp:
         tmp.mkdir(parents=True)
         done = [prepare(entry, root, tmp / entry["name"], params, means) for entry, root in zip(found, roots)]
         manifest = {"sets": done, "imputation_means_train": means, "imputation_means_from": str(summary_path)}

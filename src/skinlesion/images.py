@@ -111,7 +111,7 @@ def run(table_path: str | os.PathLike, raw_dir: str | os.PathLike, out: str | os
     shard_of, row_of = [], []
 
     index_rows, unreadable, buffer, shard = [], [], [], 0
-    with atomic_path(out) as tmp:
+    with atomic_path(out, mark="index.parquet") as tmp:
         tmp.mkdir(parents=True)
 
         def flush() -> None:

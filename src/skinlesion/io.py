@@ -15,7 +15,8 @@ from .errors import PipelineError
 
 
 @contextlib.contextmanager
-def atomic_path(target: str | os.PathLike, within: str | os.PathLike | None = None) -> Iterator[Path]:
+def atomic_path(target: str | os.PathLike, within: str | os.PathLike | None = None,
+                mark: str | None = None) -> Iterator[Path]:
     """Yield a temporary sibling path; rename it onto `target` only if the block succeeds.
 
     Works for files and folders alike: whatever the block creates at the yielded path replaces
@@ -23,12 +24,15 @@ def atomic_path(target: str | os.PathLike, within: str | os.PathLike | None = No
 
     With `within` (the output folder a name from outside is written into), a target that is not
     strictly inside that folder, once `..` and links are resolved, is refused before anything is
-    created. A file never replaces a folder nor a folder a file: what is replaced is an earlier
-    output of the same kind, and nothing else is ever deleted.
+    created. A file never replaces a folder nor a folder a file, and a folder output names its `mark`:
+    the file every output of its kind holds (source.json for data/raw, ...). An existing folder is
+    replaced only when it is empty or holds that mark (an earlier output of the same stage), so
+    `--out ~/photos` never deletes a user's folder; this is checked before the block runs too.
     """
     target = Path(target)
     if within is not None:
         check_inside(target, within)
+    check_replaceable(target, mark)
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(target)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent))
@@ -40,12 +44,25 @@ def atomic_path(target: str | os.PathLike, within: str | os.PathLike | None = No
         elif target.is_dir():
             if not work.is_dir() or work.is_symlink():
                 raise PipelineError(f"{target} is a folder; refusing to replace it with a file. Move it away.")
+            check_replaceable(target, mark)  # it may have changed while the block ran
             shutil.rmtree(target)
         elif target.exists() and work.is_dir():
             raise PipelineError(f"{target} is a file; refusing to replace it with a folder. Move it away.")
         os.replace(work, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_replaceable(target: Path, mark: str | None) -> None:
+    """PipelineError unless a folder at `target` (not a link to one) is empty or holds `mark`."""
+    if target.is_symlink() or not target.is_dir():
+        return
+    if mark is None:  # only file outputs go without a mark
+        raise PipelineError(f"{target} is a folder; refusing to replace it with a file. Move it away.")
+    if (target / mark).is_file() or not any(target.iterdir()):
+        return
+    raise PipelineError(f"{target} is a folder that is not an earlier output of this command (it has no {mark}); "
+                        "refusing to replace it. Remove it yourself or choose another output (--out).")
 
 
 def check_inside(target: str | os.PathLike, folder: str | os.PathLike) -> Path:

@@ -26,7 +26,7 @@ from .errors import PipelineError
 from .images import load_image
 from .io import atomic_path
 from .metadata import NUMERIC, typed
-from .raw_layout import IMAGE_SUFFIXES
+from .raw_layout import IMAGE_SUFFIXES, read_csv
 
 log = logging.getLogger(__name__)
 BATCH = 256  # images decoded and scored at a time: bounded memory for any number of files
@@ -71,7 +71,8 @@ def prepare_metadata(csv_path: str | os.PathLike, means: dict) -> pd.DataFrame:
     path = Path(csv_path)
     if not path.exists():
         raise PipelineError(f"metadata file {path} not found")
-    raw = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])  # as raw_layout.read_metadata
+    raw = read_csv(path, "repair it or pass another --metadata", dtype=str, keep_default_na=False,
+                   na_values=[""])  # as raw_layout.read_metadata
     if "isic_id" not in raw.columns:
         raise PipelineError(f"{path} has no 'isic_id' column; is it in isic-cli's layout?")
     frame = typed(raw).drop_duplicates("isic_id", keep="first")

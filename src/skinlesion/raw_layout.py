@@ -124,11 +124,22 @@ def read_metadata(raw_dir: str | os.PathLike) -> pd.DataFrame:
     path = Path(raw_dir) / "metadata.csv"
     if not path.exists():
         raise PipelineError(f"{path} not found: the fetch stage writes it (skinlesion fetch).")
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    frame = read_csv(path, "fetch it again (skinlesion fetch) or repair it", dtype=str, keep_default_na=False,
+                     na_values=[""])
     missing = [c for c in FIRST_COLUMNS[:1] if c not in frame.columns]
     if missing:
         raise PipelineError(f"{path} has no '{missing[0]}' column; is it in isic-cli's layout?")
     return frame
+
+
+def read_csv(path: Path, fix: str, **kwargs) -> pd.DataFrame:
+    """pd.read_csv, with a damaged file (bad UTF-8, nothing in it, an unclosed quote) as one PipelineError line
+    naming the file and `fix`."""
+    try:
+        return pd.read_csv(path, **kwargs)
+    except ValueError as exc:  # UnicodeDecodeError, EmptyDataError and ParserError are all ValueErrors
+        reason = " ".join(str(exc).split())[:200]
+        raise PipelineError(f"cannot read {path} as CSV ({type(exc).__name__}: {reason}): {fix}.") from None
 
 
 def image_paths(raw_dir: str | os.PathLike) -> dict[str, Path]:

@@ -75,7 +75,7 @@ def run(params: dict, name: str, table: str | os.PathLike, shards: str | os.Path
 
     started = time.time()
     timing: dict = {}
-    with atomic_path(out) as tmp:
+    with atomic_path(out, mark="train.json") as tmp:
         tmp.mkdir(parents=True)
         if not v.kind.keras:
             info = _fit_logreg(v, train, val, tmp, seed)

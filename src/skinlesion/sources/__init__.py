@@ -34,7 +34,7 @@ def fetch(params: dict, out: str | os.PathLike) -> dict:
     module = importlib.import_module(SOURCES[name])
     cfg = dict(params["data"].get(name) or {})
     started = time.time()
-    with atomic_path(out) as tmp:
+    with atomic_path(out, mark="source.json") as tmp:
         summary = module.fetch(cfg, Path(tmp), seed=params["seed"]) or {}
         names = [p.name for p in (Path(tmp) / "images").iterdir()]
         bad = [n for n in names if id_problem(Path(n).stem) or Path(n).suffix.lower() not in IMAGE_SUFFIXES]

@@ -34,7 +34,7 @@ import pandas as pd
 
 from ..errors import PipelineError
 from ..raw_layout import (
-    IMAGE_SUFFIXES, LICENSE_TEXTS, license_problem, record_problem, write_attribution, write_licenses,
+    IMAGE_SUFFIXES, LICENSE_TEXTS, license_problem, read_csv, record_problem, write_attribution, write_licenses,
     write_metadata_csv,
 )
 
@@ -265,10 +265,8 @@ def detect(root: Path) -> str:
 def _read_table(path: Path) -> pd.DataFrame:
     with open(path, encoding="utf-8-sig", errors="replace") as fh:
         sep = "\t" if "\t" in fh.readline() else ","
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, sep=sep, encoding="utf-8-sig")
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise PipelineError(f"data.local: cannot read {path} as CSV: {exc}") from None
+    frame = read_csv(path, "repair or re-export it as UTF-8 CSV (data.local.path)", dtype=str,
+                     keep_default_na=False, sep=sep, encoding="utf-8-sig")
     frame.columns = [str(c).strip() for c in frame.columns]
     return frame
 

@@ -2,9 +2,11 @@
 
 Every JSON call goes through `get_json`, which retries 429/503 (after Retry-After), 500/502/504 and network
 faults (with backoff), and fails at once with the server's message on 400 (bad query), 422 (bad cursor) and
-any other client error. The server is not trusted: every body is read with a size cap (max_json_bytes) and a
-deadline, and paging stops with an error on a `next` link that repeats, does not advance, leaves the API's
-host, or goes past the pages the first page's count implies.
+any other client error. The server is not trusted: every body (error answers too) is read with a size cap
+(max_json_bytes; ERROR_BODY_BYTES) and every request, all attempts and waits together, has a deadline
+(file_deadline); a redirect is followed only within the API's origin; paging stops with an error on a `next`
+link that repeats, brings no new usable image, leaves the API's host, or goes past the pages the first
+page's count, the limit or MAX_PAGES allow.
 """
 
 from __future__ import annotations
@@ -14,20 +16,23 @@ import logging
 import math
 import threading
 import time
-from typing import Any, Iterator
-from urllib.parse import urlparse
+from typing import Any, Callable, Iterator
+from urllib.parse import urljoin, urlparse
 
 import requests
 
 from ...errors import PipelineError
 from .options import Options
-from .retry import NETWORK_ERRORS, RETRY_STATUSES, RetryPolicy, printable, server_message, sleep
+from .retry import NETWORK_ERRORS, RETRY_STATUSES, RetryPolicy, body_pieces, printable, server_message, sleep
 
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = 100  # the API's maximum
 ERROR_BODY_BYTES = 64 * 1024  # of an error answer, only this much is read (for its message)
 PAGE_SLACK = 1  # pages beyond what the count implies (images added while paging)
+MAX_PAGES = 20_000  # whatever the count says: 2 million images at 100 a page, 4x the archive
+LIMIT_PAGE_FACTOR = 10  # with a limit: 10x the pages it needs, so pages a tenth usable still reach it
+MAX_REDIRECTS = 3
 USER_AGENT = "skinlesion-isic/0.1 (+https://api.isic-archive.com)"
 
 
@@ -38,7 +43,39 @@ def new_session(pool: int = 1) -> requests.Session:
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     session.headers["User-Agent"] = USER_AGENT
+    # bodies are read raw, so every read is seen (deadline) and counted (cap); a compressed stream could
+    # decode to nothing for ever between two checks
+    session.headers["Accept-Encoding"] = "identity"
     return session
+
+
+class RedirectRefused(Exception):
+    """A redirect whose Location breaks the host rules, or one too many."""
+
+
+def get_following(session: requests.Session, url: str, problem: Callable[[str], str | None],
+                  params: dict | None = None, **kwargs) -> requests.Response:
+    """GET with redirects followed by hand: at most MAX_REDIRECTS, each Location first checked by `problem`
+    (why it is refused, or None), since requests would follow any host."""
+    for _ in range(MAX_REDIRECTS + 1):
+        try:
+            response = session.get(url, params=params, allow_redirects=False, **kwargs)
+        except requests.RequestException:
+            raise
+        except ValueError as exc:  # requests parses a redirect's Location even when not following it
+            raise RedirectRefused(f"redirect to an unreadable Location ({printable(exc, 100)})") from None
+        if not response.is_redirect:
+            return response
+        response.close()
+        try:
+            location = urljoin(url, response.headers["Location"])
+        except ValueError:  # e.g. an unclosed [ in the host
+            raise RedirectRefused(f"redirect to an unreadable Location {printable(response.headers['Location'], 200)!r}") from None
+        why = problem(location)
+        if why:
+            raise RedirectRefused(f"redirect to {printable(location, 200)} refused: {why}")
+        url, params = location, None  # the Location carries its own query
+    raise RedirectRefused(f"more than {MAX_REDIRECTS} redirects (last to {printable(url, 200)})")
 
 
 class IsicClient:
@@ -67,18 +104,16 @@ class IsicClient:
     # -- one request, retried -------------------------------------------------------------------
 
     def get(self, url: str, params: dict | None = None, *, what: str, retries: int | None = None) -> requests.Response:
-        """GET with our retry rules; returns a 2xx response or raises PipelineError."""
+        """GET with our retry rules, all within file_deadline; returns a 2xx response or raises PipelineError."""
         policy = self.policy if retries is None else RetryPolicy(retries, self.policy.backoff, self.policy.max_backoff)
+        deadline = time.monotonic() + self.deadline
         failures = 0
         while True:
             if self.stop is not None and self.stop.is_set():
                 raise KeyboardInterrupt
             response = None
             try:
-                response = self.session.get(url, params=params, timeout=self.timeout, stream=True)
-                with response:
-                    cap = self.max_json_bytes if response.ok else ERROR_BODY_BYTES
-                    read_capped(response, cap, self.deadline, truncate=not response.ok, what=what)
+                response = self._request(url, params, deadline, what)
                 if response.ok:
                     return response
                 if response.status_code not in RETRY_STATUSES:
@@ -86,18 +121,35 @@ class IsicClient:
                 problem = f"HTTP {response.status_code} {server_message(response)}"
             except NETWORK_ERRORS as exc:
                 problem = f"{type(exc).__name__}: {printable(exc, 200)}"
+            except RedirectRefused as exc:
+                raise PipelineError(f"the ISIC API's answer for {what} is a {exc}. Stopped; check the API URL.") from None
             except requests.RequestException as exc:  # invalid URL and the like: no point retrying
                 raise PipelineError(f"could not request {what} from {printable(url, 200)}: {printable(exc)}. Check the API URL.") from None
             failures += 1
-            if failures > policy.retries:
-                raise PipelineError(
-                    f"gave up on {what} after {failures} attempts ({printable(url, 200)}); last problem: {problem}. "
-                    f"Check the network and the API URL ({self.base}; ISIC_API_URL overrides it), "
-                    "or raise retries."
-                )
             wait = policy.delay(failures, response)
+            if failures > policy.retries or time.monotonic() + wait >= deadline:
+                raise self._gave_up(url, what, failures, problem, failures > policy.retries)
             log.warning("%s: %s; retry %d/%d in %.2f s", what, problem, failures, policy.retries, wait)
             sleep(wait, self.stop)
+
+    def _request(self, url: str, params: dict | None, deadline: float, what: str) -> requests.Response:
+        """One attempt, its body read (capped) before `deadline`; a redirect only within the API's origin."""
+        response = get_following(self.session, url, self._redirect_problem, params, timeout=self.timeout, stream=True)
+        with response:
+            cap = self.max_json_bytes if response.ok else ERROR_BODY_BYTES
+            read_capped(response, cap, deadline, truncate=not response.ok, what=what)
+        return response
+
+    def _redirect_problem(self, location: str) -> str | None:
+        return None if _origin(location) == _origin(self.base) else f"leaves the API ({self.base})"
+
+    def _gave_up(self, url: str, what: str, failures: int, problem: str, out_of_retries: bool) -> PipelineError:
+        why = "" if out_of_retries else f" within {self.deadline:g} s (data.isic.file_deadline)"
+        return PipelineError(
+            f"gave up on {what} after {failures} attempts{why} ({printable(url, 200)}); last problem: {problem}. "
+            f"Check the network and the API URL ({self.base}; ISIC_API_URL overrides it), "
+            f"or raise {'retries' if out_of_retries else 'data.isic.file_deadline'}."
+        )
 
     def _client_error(self, response: requests.Response, what: str) -> PipelineError:
         message = server_message(response)
@@ -138,19 +190,22 @@ class IsicClient:
         return params
 
     def search_pages(
-        self, query: str, collections: tuple[int, ...], page_size: int | None = None
+        self, query: str, collections: tuple[int, ...], page_size: int | None = None, *, want: int | None = None,
+        usable: Callable[[Any], bool] | None = None,
     ) -> Iterator[tuple[int | None, list[dict]]]:
         """Yield (count, results) per page, following `next` until null; count is set on the first page only.
 
         Stops with PipelineError on a `next` that was already visited, that leaves the API's scheme and host,
-        or that follows a page bringing no new image, and once past the pages the first page's count implies."""
+        or that follows a page bringing no new `usable` record (default: one with a valid isic_id), and once
+        past the pages the first page's count implies, `want` records need, or MAX_PAGES."""
+        usable = usable or _has_valid_id
         params = self.search_params(query, collections, page_size)
         per_page = params["limit"]
         # the first URL in full, as sent, so that a `next` pointing back at it is seen to repeat
         url: str | None = requests.Request("GET", self.url("images/search/"), params=params).prepare().url
         visited: set[str] = set()
         ids: set[str] = set()
-        max_pages: int | None = None
+        max_pages = page_cap(None, per_page, want)
         page = 0
         while url:
             if page:
@@ -164,24 +219,24 @@ class IsicClient:
                 if isinstance(count, bool) or not isinstance(count, int) or count < 0:
                     raise PipelineError(f"unexpected search answer from {printable(url, 200)}: 'count' is {printable(repr(count), 60)}, not a "
                                         "whole number. Is the API URL right?")
-                max_pages = math.ceil(count / per_page) + PAGE_SLACK
+                max_pages = page_cap(count, per_page, want)
             results = body["results"]
-            new = {r.get("isic_id") for r in results if isinstance(r, dict) and isinstance(r.get("isic_id"), str)}
-            advanced = bool(new - ids)
+            new = {r["isic_id"] for r in results if usable(r)} - ids  # a refused record is no progress
             ids |= new
             following = body.get("next")
             if following is not None and not isinstance(following, str):
                 raise PipelineError(f"unexpected search answer from {printable(url, 200)}: 'next' is {printable(repr(following), 60)}.")
-            if following and not advanced:
+            if following and not new:
                 raise PipelineError(
-                    f"the ISIC API's paging does not advance: page {page + 1} ({printable(url, 200)}) brought no new image but "
-                    f"links to another page ({printable(following, 200)}). Stopped; check the API URL."
+                    f"the ISIC API's paging does not advance: page {page + 1} ({printable(url, 200)}) brought no new usable "
+                    f"image ({len(results)} record(s), none new and valid) but links to another page "
+                    f"({printable(following, 200)}). Stopped; check the API URL."
                 )
             yield count, results
             url = following or None  # `next` is absolute and carries every parameter
             page += 1
 
-    def _check_next(self, url: str, visited: set[str], page: int, max_pages: int | None) -> None:
+    def _check_next(self, url: str, visited: set[str], page: int, max_pages: int) -> None:
         if url in visited:
             raise PipelineError(
                 f"the ISIC API's paging repeats itself: page {page + 1}'s `next` link ({printable(url, 200)}) was already "
@@ -191,10 +246,10 @@ class IsicClient:
             raise PipelineError(
                 f"the ISIC API's `next` link leaves the API ({printable(url, 200)}; the API is {self.base}). Stopped."
             )
-        if max_pages is not None and page >= max_pages:
+        if page >= max_pages:
             raise PipelineError(
-                f"the ISIC API's paging goes on past the {max_pages} page(s) its count implies; stopped at page "
-                f"{page + 1}. Check the API URL."
+                f"the ISIC API's paging goes on past the {max_pages} page(s) its count, the limit or MAX_PAGES "
+                f"allow; stopped at page {page + 1}. Check the API URL."
             )
 
     def search_count(self, query: str, collections: tuple[int, ...]) -> int:
@@ -229,6 +284,23 @@ class IsicClient:
         return text if text.endswith("\n") else text + "\n"
 
 
+def page_cap(count: int | None, per_page: int, want: int | None) -> int:
+    """Pages that paging may take: what the count implies (+ slack), what `want` records need at worst,
+    and MAX_PAGES, whichever is least."""
+    caps = [MAX_PAGES]
+    if count is not None:
+        caps.append(math.ceil(count / per_page) + PAGE_SLACK)
+    if want:
+        caps.append(math.ceil(want / per_page) * LIMIT_PAGE_FACTOR + PAGE_SLACK)
+    return min(caps)
+
+
+def _has_valid_id(record) -> bool:
+    from ...raw_layout import id_problem
+
+    return isinstance(record, dict) and id_problem(record.get("isic_id")) is None
+
+
 def _origin(url: str) -> tuple:
     """(scheme, host, port) with the default port filled in; None parts for what cannot be parsed."""
     try:
@@ -241,23 +313,23 @@ def _origin(url: str) -> tuple:
 
 def read_capped(response: requests.Response, cap: int, deadline: float, *, truncate: bool, what: str) -> bytes:
     """Read a streamed body into response._content: at most `cap` bytes (more: PipelineError, or cut when
-    `truncate`), within `deadline` seconds (else a TimeoutError, retried like a network fault)."""
+    `truncate`), before `deadline` (time.monotonic()), checked after every read however small (else a
+    TimeoutError, retried like a network fault)."""
     length = response.headers.get("Content-Length")
     if not truncate and length and length.isdigit() and int(length) > cap:
         raise PipelineError(f"the ISIC API's answer for {what} is {length} bytes, over data.isic.max_json_bytes "
                             f"({cap}); refused ({printable(response.url, 200)}).")
-    started = time.monotonic()
     parts, have = [], 0
-    for chunk in response.iter_content(64 * 1024):
-        parts.append(chunk)
-        have += len(chunk)
+    for piece in body_pieces(response, 64 * 1024):
+        parts.append(piece)
+        have += len(piece)
         if have > cap:
             if truncate:
                 break
             raise PipelineError(f"the ISIC API's answer for {what} goes past data.isic.max_json_bytes ({cap} "
                                 f"bytes); refused ({printable(response.url, 200)}).")
-        if time.monotonic() - started > deadline:
-            raise TimeoutError(f"answer not complete after {deadline:.0f} s (data.isic.file_deadline)")
+        if time.monotonic() > deadline:
+            raise TimeoutError("answer not complete within data.isic.file_deadline")
     body = b"".join(parts)[: cap if truncate else None]
     response._content = body
     response._content_consumed = True

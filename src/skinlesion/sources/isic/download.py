@@ -26,7 +26,7 @@ from .client import IsicClient
 from .layout import write_small_files
 from .options import Options
 from .retry import RetryPolicy
-from .selection import Selection, describe, file_info, file_name, select
+from .selection import Selection, describe, file_info, file_name, select, url_problem
 from .transfer import Downloader, Job, Report, bytes_present, failure_message
 
 log = logging.getLogger(__name__)
@@ -232,6 +232,7 @@ def download(
             max_body_bytes=options.max_body_bytes,
             max_attempts=options.max_attempts,
             file_deadline=options.file_deadline,
+            redirect_problem=lambda url: url_problem(url, options.api_url, options.allowed_hosts),
         )
         report = downloader.run(jobs, progress)
     wanted = {j.dest.name for j in jobs}

@@ -7,6 +7,7 @@ import random
 import threading
 import time
 from dataclasses import dataclass
+from typing import Iterator
 
 import http.client
 
@@ -84,6 +85,21 @@ def printable(text: object, limit: int = 300) -> str:
     become spaces, and at most `limit` characters are kept."""
     text = "".join(c if c.isprintable() else " " for c in str(text)[: limit + 1])
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def body_pieces(response: requests.Response, size: int) -> Iterator[bytes]:
+    """The raw body as it arrives, at most `size` bytes a piece. read1 returns whatever one read brings, so a
+    caller can check its deadline after every read, and a .part keeps every byte received before a drop
+    (iter_content blocks until a piece is full and loses it with the exception)."""
+    raw = response.raw
+    if hasattr(raw, "read1"):
+        while True:
+            data = raw.read1(size, decode_content=False)
+            if not data:
+                return
+            yield data
+    else:  # urllib3 < 2.1 (constraints.txt pins 2.8)
+        yield from response.iter_content(16 * 1024)
 
 
 def server_message(response: requests.Response) -> str:

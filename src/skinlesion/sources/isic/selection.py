@@ -136,7 +136,8 @@ def _collect(client: IsicClient, query: str, collections, want: int | None, bar,
              options: Options, skipped: Counter) -> tuple[list[dict], int | None]:
     records: list[dict] = []
     matched = None
-    pages = client.search_pages(query, collections, page_size=want)
+    pages = client.search_pages(query, collections, page_size=want, want=want,
+                                usable=lambda record: record_problem(record, options) is None)
     for count, results in pages:
         if count is not None:
             matched = int(count)

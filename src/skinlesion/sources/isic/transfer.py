@@ -8,8 +8,9 @@ no truncated file ever carries a final name.
 
 The server is not trusted: a body is never written past the size the record states (more is a fault: the
 .part is dropped, the file retried, then reported failed), a file without a stated size is capped at
-max_body_bytes, and each file has max_attempts requests and file_deadline seconds in all, however much each
-attempt brought. A write that fails for lack of permission or space stops the whole download at once
+max_body_bytes, an error answer is read only up to ERROR_BODY_BYTES, a redirect is followed only to a URL the
+records could name (`redirect_problem`), and each file has max_attempts requests and file_deadline seconds
+in all (waits included), however much each attempt brought. A write that fails for lack of permission or space stops the whole download at once
 (errors.StorageError): no retry and no rerun can fix it.
 """
 
@@ -23,14 +24,14 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable
 
 import requests
 from tqdm.auto import tqdm
 
 from ...errors import PipelineError, storage_error
-from .client import new_session
-from .retry import NETWORK_ERRORS, RETRY_STATUSES, RetryPolicy, printable, server_message, sleep
+from .client import ERROR_BODY_BYTES, RedirectRefused, get_following, new_session, read_capped
+from .retry import NETWORK_ERRORS, RETRY_STATUSES, RetryPolicy, body_pieces, printable, server_message, sleep
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +147,9 @@ class Downloader:
         max_body_bytes: int = 100 * 1024**2,
         max_attempts: int = 50,
         file_deadline: float = 900.0,
+        redirect_problem: Callable[[str], str | None] = lambda url: "redirects are not followed",
     ):
+        self.redirect_problem = redirect_problem  # why a redirect's Location is refused, or None
         self.max_body_bytes = max_body_bytes
         self.max_attempts = max_attempts
         self.file_deadline = file_deadline
@@ -198,6 +201,9 @@ class Downloader:
                 return result
             except NETWORK_ERRORS as exc:
                 problem = f"{type(exc).__name__}: {_short(exc)}"
+            except requests.RequestException as exc:  # an invalid URL and the like: retrying will not help
+                result.error = f"request failed ({type(exc).__name__}): {_short(exc)}"
+                return result
             except OSError as exc:  # disk full, permissions: retrying will not help
                 fatal = storage_error(exc)
                 if fatal is not None:
@@ -215,10 +221,10 @@ class Downloader:
             if result.attempts >= self.max_attempts:
                 result.error = f"{problem} (gave up: {result.attempts} attempts, data.isic.max_attempts)"
                 return result
-            if time.monotonic() >= deadline:
-                result.error = f"{problem} (gave up after {self.file_deadline:g} s, data.isic.file_deadline)"
-                return result
             wait = self.policy.delay(failures, response) if not progressed else 0.0
+            if time.monotonic() + wait >= deadline:  # a Retry-After of minutes ends here, not after it
+                result.error = f"{problem} (gave up: no time for another try within {self.file_deadline:g} s, data.isic.file_deadline)"
+                return result
             log.debug("%s: %s; retrying in %.2f s", job.isic_id, problem, wait)
             sleep(wait, self.stop)
 
@@ -233,7 +239,11 @@ class Downloader:
         headers = {"Accept-Encoding": "identity"}  # byte offsets must be file offsets
         if have:
             headers["Range"] = f"bytes={have}-"
-        response = self._session().get(job.url, headers=headers, stream=True, timeout=self.timeout)
+        try:
+            response = get_following(self._session(), job.url, self.redirect_problem, headers=headers, stream=True,
+                                     timeout=self.timeout)
+        except RedirectRefused as exc:
+            raise _Fatal(str(exc)) from None
         with response:
             status = response.status_code
             if status == 416 and have:
@@ -241,9 +251,9 @@ class Downloader:
                 self._add(-have)
                 return "416 Range Not Satisfiable for the partial file; starting over", response
             if status in RETRY_STATUSES:
-                return f"HTTP {status} {server_message(response)[:120]}", response
+                return f"HTTP {status} {self._message(response, deadline)[:120]}", response
             if status not in (200, 206):
-                raise _Fatal(f"HTTP {status} {server_message(response)[:200]}")
+                raise _Fatal(f"HTTP {status} {self._message(response, deadline)[:200]}")
             length = response.headers.get("Content-Length")
             if length is not None and not length.strip().isdigit():
                 return f"unreadable Content-Length {length[:40]!r}", response
@@ -269,7 +279,7 @@ class Downloader:
                 raise _Fatal(f"the server announces {cap} bytes, over data.isic.max_body_bytes ({self.max_body_bytes})")
             with open(job.part, mode) as fh:
                 try:
-                    for chunk in _chunks(response):
+                    for chunk in body_pieces(response, CHUNK):
                         if self.stop.is_set():
                             raise KeyboardInterrupt
                         if have + len(chunk) > cap:
@@ -293,6 +303,12 @@ class Downloader:
             return f"{what} ({have} of {expected} bytes)", response
         self._commit(job)
         return "done", response
+
+    @staticmethod
+    def _message(response: requests.Response, deadline: float) -> str:
+        """The server's words from an error answer, of which at most ERROR_BODY_BYTES are read."""
+        read_capped(response, ERROR_BODY_BYTES, deadline, truncate=True, what="an error answer")
+        return server_message(response)
 
     @staticmethod
     def _commit(job: Job) -> None:
@@ -337,20 +353,6 @@ class Downloader:
 
 class _Fatal(Exception):
     """An answer that retrying cannot fix (404, 403, ...)."""
-
-
-def _chunks(response: requests.Response) -> Iterator[bytes]:
-    """The body as it arrives. read1 hands over every byte received before a connection drops, so the
-    .part keeps them; iter_content would lose the unfinished chunk with the exception."""
-    raw = response.raw
-    if hasattr(raw, "read1"):
-        while True:
-            data = raw.read1(CHUNK, decode_content=False)
-            if not data:
-                return
-            yield data
-    else:  # urllib3 < 2.1
-        yield from response.iter_content(16 * 1024)
 
 
 def _part_size(job: Job) -> int:
