@@ -173,7 +173,7 @@ def test_threshold_transfer_matches_a_direct_computation(run):
     pred = pd.read_csv(project / "results/variants/lr/predictions.csv")
     ext = pred[pred["split"] == "external:elsewhere"]
     y, p = ext["label"].to_numpy(), ext["p_malignant"].to_numpy()
-    internal = m["predict"]["threshold"]
+    internal = read_json(project / "bundles/lr/bundle.json")["decision"]["threshold"]
     assert t["internal_threshold"] == pytest.approx(internal, abs=1e-6)
     flagged = p >= internal
     assert t["at_internal_threshold"]["sensitivity"] == pytest.approx(flagged[y == 1].mean(), abs=1e-6)

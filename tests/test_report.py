@@ -85,8 +85,9 @@ def test_metrics_keep_their_keys_and_gain_intervals(run):
             ci = block["roc_auc_ci95"]
             assert ci["low"] <= block["roc_auc"] <= ci["high"]
     assert m["bootstrap"]["replicates"] == 200 and m["calibration"]["method"] == "temperature"
-    assert m["predict"]["threshold"] == pytest.approx(m["test_natural"]["threshold"], abs=1e-6)
-    assert m["predict"]["temperature"] == m["calibration"]["temperature"] > 0
+    decision = read_json(root / "bundles/lr/bundle.json")["decision"]  # what predict applies
+    assert decision["threshold"] == pytest.approx(m["test_natural"]["threshold"], abs=1e-6)
+    assert decision["temperature"] == m["calibration"]["temperature"] > 0
 
 
 def test_threshold_is_chosen_on_calibrated_validation_scores(run):
@@ -108,7 +109,7 @@ def test_multiclass_metrics_and_the_malignancy_view(run):
     assert set(natural["recall"]) == {"benign", "basal_cell_carcinoma", "melanoma", "melanoma_metastasis",
                                       "squamous_cell_carcinoma"}
     assert "roc_auc" in natural["malignant_vs_benign"] and "pauc_above_80_tpr" in natural["malignant_vs_benign"]
-    assert m["predict"]["threshold"] is None
+    assert read_json(root / "bundles/lr_five/bundle.json")["decision"]["threshold"] is None
 
 
 def test_every_declared_dvc_plot_exists_for_every_variant(run):

@@ -224,7 +224,8 @@ def run(params: dict, name: str, model_dir, table, shards, out, external_dir=Non
         _history(tmp, name, Path(model_dir) / "history.csv")
         write_json(tmp / "evaluation.json", result)
         write_json(tmp / "metrics.json", headline(result))
-    trained.complete(bundle_out or Path("bundles") / name, decision)
+    # default: bundles/<variant> beside models/<variant>
+    trained.complete(bundle_out or Path(model_dir).parent.parent / "bundles" / Path(model_dir).name, decision)
     natural = result["test_natural"]
     log.info("evaluate %s: test (natural) %s", name,
              {k: natural[k] for k in ("roc_auc", "pauc_above_80_tpr", "sensitivity", "specificity", "balanced_accuracy",

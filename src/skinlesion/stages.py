@@ -124,21 +124,31 @@ def _own_files(stage: str) -> set[Path]:
     return files
 
 
-def code_deps(stage: str, root: str | Path | None = None) -> list[str]:
+def code_deps(stage: str, root: str | Path | None = None, checkout: str | Path | None = None) -> list[str]:
     """The package files `skinlesion <stage>` runs or reads, as POSIX paths relative to `root` (default:
-    the repository), sorted. Empty when the package is installed rather than a source checkout."""
-    if PACKAGE_DIR.parent.name != "src":
+    the checkout), sorted. `checkout`: the repository whose src/skinlesion to name (default: the one this
+    package runs from), so a workflow copied elsewhere tracks its own copy of the code, as its dvc.yaml
+    does. Empty when neither is a source checkout."""
+    repo = _checkout(checkout)
+    if repo is None:
         return []
-    root = Path(root).resolve() if root is not None else PACKAGE_DIR.parents[1]
-    return sorted(Path(os.path.relpath(f, root)).as_posix() for f in _stage_files(stage))
+    root = Path(root).resolve() if root is not None else repo
+    return sorted(Path(os.path.relpath(repo / "src" / "skinlesion" / f.relative_to(PACKAGE_DIR), root)).as_posix()
+                  for f in _stage_files(stage))
 
 
-def file_deps(stage: str, root: str | Path | None = None) -> list[str]:
+def _checkout(checkout: str | Path | None) -> Path | None:
+    if checkout is not None and (Path(checkout) / "src" / "skinlesion").is_dir():
+        return Path(checkout).resolve()
+    return PACKAGE_DIR.parents[1] if PACKAGE_DIR.parent.name == "src" else None
+
+
+def file_deps(stage: str, root: str | Path | None = None, checkout: str | Path | None = None) -> list[str]:
     """Everything `stage` depends on besides data and params: its code, then its ASSETS."""
-    code = code_deps(stage, root)
+    code = code_deps(stage, root, checkout)
     if not code:
         return []
-    repo = PACKAGE_DIR.parents[1]
+    repo = _checkout(checkout)
     root = Path(root).resolve() if root is not None else repo
     return code + [Path(os.path.relpath(repo / a, root)).as_posix() for a in ASSETS.get(stage, [])]
 

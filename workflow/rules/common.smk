@@ -14,6 +14,7 @@ from skinlesion.stages import file_deps, values
 validate(config, schema=str(schema_path()), set_default=False)
 
 VARIANTS = list(config["variants"])
+CHECKOUT = Path(workflow.basedir).parent  # workflow/Snakefile: the repository holding src/ and weights/
 # A plain `snakemake` after a SIGKILLed one starts instead of stopping at the dead run's lock.
 runners.release_stale_lock()
 
@@ -58,7 +59,9 @@ def stage_inputs(stage):
         name = runners.job_name(stage, dict(wildcards.items()))
         marker = runners.params_marker(name, values(config, stage, **dict(wildcards.items())),
                                        DVC_PARAMS.get(name) if PARAMS_FILE == "params.yaml" else None)
-        files = file_deps(stage, root=Path.cwd()) + [marker]  # relative to where the run is (experiments/*)
+        # the code of the checkout this Snakefile belongs to (as dvc.yaml lists it), relative to where the
+        # run is (experiments/*)
+        files = file_deps(stage, root=Path.cwd(), checkout=CHECKOUT) + [marker]
         # local(): the code is in the checkout (and the marker is runner state), never in a storage
         # provider, even where the profile sends every other file there (kubernetes + S3)
         return [local(f) for f in files]
