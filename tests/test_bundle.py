@@ -19,7 +19,7 @@ def test_logreg_class_absent_from_train_keeps_columns_aligned(tmp_path):
         "anatom_site_1": "Trunk",
     })
     y = np.array([0, 2, 3, 4] * 15)
-    model = LogisticRegression(max_iter=500).fit(features.matrix(table), y)
+    model = LogisticRegression(max_iter=500).fit(features.matrix(table, list(features.KNOWN)), y)
     v = variant({"name": "lr5", "kind": "logreg", "task": "multiclass"})
     io.write_json(tmp_path / bundle.MANIFEST, bundle.manifest(v, input_size=None, imputation_means={},
                                                              training_data={}, weights={}))
@@ -29,4 +29,4 @@ def test_logreg_class_absent_from_train_keeps_columns_aligned(tmp_path):
     probs = Bundle(tmp_path).predict(table)
     assert probs.shape == (60, 5)
     assert np.allclose(probs[:, 1], 0)
-    assert np.allclose(probs[:, [0, 2, 3, 4]], model.predict_proba(features.matrix(table)))
+    assert np.allclose(probs[:, [0, 2, 3, 4]], model.predict_proba(features.matrix(table, list(features.KNOWN))))

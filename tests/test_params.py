@@ -79,11 +79,17 @@ def test_variant_defaults_come_from_the_schema_and_the_kind():
     assert tuned.fine_tune.learning_rate == pytest.approx(0.001) and tuned.fine_tune.unfreeze_from is None
 
 
-def test_a_transfer_variant_without_a_backbone_fails_validation():
+def test_a_transfer_variant_without_a_backbone_fails_validation(tmp_path, capsys):
+    from skinlesion import cli
+
     params = copy.deepcopy(base_params())
     params["variants"]["v"] = {"kind": "transfer", "task": "binary"}
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    assert cli.main(["validate", "--params", str(path)]) == 2
+    assert "variant v: kind transfer needs a backbone" in capsys.readouterr().err
     with pytest.raises(PipelineError, match="variant v: kind transfer needs a backbone"):
-        P.validate(params)
+        variant.from_params(params, "v")  # and train, which builds the variant, stops the same way
 
 
 def test_every_mapping_in_the_schema_rejects_unknown_keys():
@@ -108,7 +114,8 @@ def test_the_schema_knows_exactly_the_metadata_features():
     from skinlesion import features
 
     allowed = P.schema()["$defs"]["variant"]["properties"]["features"]["items"]["enum"]
-    assert sorted(allowed) == sorted(features.DEFAULT_FEATURES)
+    assert sorted(allowed) == sorted(features.KNOWN)
+    assert set(variant.schema_defaults()["features"]) <= set(features.KNOWN)
 
 
 def test_new_isic_and_images_keys_have_schema_defaults_equal_to_the_code():

@@ -151,7 +151,7 @@ def run(variant_dirs: list[str | os.PathLike], out: str | os.PathLike, params_pa
                   "params_text": _read_text(Path(params_path)) if params_path else None,
                   "version": __version__, "code": stages.code_fingerprint()}
     data = dataset_info(raw_dir, summary_path)
-    with atomic_path(out, mark="index.html") as tmp:
+    with atomic_path(out, mark="metrics.csv") as tmp:  # a clone's results/all holds the committed metrics.csv
         tmp.mkdir(parents=True)
         frame.to_csv(tmp / "metrics.csv", index=False)
         if curves:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-DEFAULT_FEATURES = ["age_approx", "sex", "clin_size_long_diam_mm", "anatom_site_1"]
+KNOWN = ("age_approx", "sex", "clin_size_long_diam_mm", "anatom_site_1")  # what matrix() can build (schema enum)
 SITES = ["Head and neck", "Trunk", "Upper extremity", "Lower extremity", "Anogenital region"]
 
 
@@ -25,9 +25,9 @@ def column_names(features: list[str]) -> list[str]:
     return names
 
 
-def matrix(table: pd.DataFrame, features: list[str] | None = None) -> np.ndarray:
-    """float32 (n, len(column_names(features))) from the metadata table (imputed values + indicators)."""
-    features = features or DEFAULT_FEATURES
+def matrix(table: pd.DataFrame, features: list[str]) -> np.ndarray:
+    """float32 (n, len(column_names(features))) from the metadata table (imputed values + indicators).
+    The features a variant uses (and their default) come from skinlesion.variant."""
     columns = []
     for feature in features:
         if feature == "sex":

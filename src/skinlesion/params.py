@@ -32,7 +32,6 @@ def validate(params: Any, origin: str = DEFAULT_PARAMS) -> dict:
     validator = jsonschema.Draft202012Validator(schema())
     errors = sorted(validator.iter_errors(params), key=lambda e: list(e.absolute_path))
     if not errors:
-        _check_variants(params, origin)
         return params
     error = jsonschema.exceptions.best_match(errors)
     where = ".".join(str(p) for p in error.absolute_path) or "(top level)"
@@ -56,14 +55,3 @@ def load(path: str | os.PathLike = DEFAULT_PARAMS) -> dict:
     except yaml.YAMLError as exc:
         raise PipelineError(f"{path} is not valid YAML: {exc}") from None
     return validate(params, origin=str(path))
-
-
-def _check_variants(params: dict, origin: str) -> None:
-    """What the schema cannot say: each variant must build (a transfer kind needs a backbone, ...)."""
-    from . import variant
-
-    for name in params["variants"]:
-        try:
-            variant.from_params(params, name)
-        except PipelineError as exc:
-            raise PipelineError(f"{origin}: {exc}") from None

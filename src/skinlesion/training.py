@@ -77,7 +77,7 @@ def run(params: dict, name: str, table: str | os.PathLike, shards: str | os.Path
     timing: dict = {}
     with atomic_path(out, mark="train.json") as tmp:
         tmp.mkdir(parents=True)
-        if not v.kind.keras:
+        if v.kind.name == "logreg":
             info = _fit_logreg(v, train, val, tmp, seed)
         else:
             setup = devices.setup(params["train"])
@@ -90,8 +90,7 @@ def run(params: dict, name: str, table: str | os.PathLike, shards: str | os.Path
             info["devices"] = setup.describe()
         counts = pd.Series(train.labels(v.task)).value_counts().sort_index()
         info.update({
-            "variant": name,
-            "config": v.as_dict(),
+            "variant": name,  # its full settings: bundle.json's variant_config
             "classes": names,
             "n_train": len(train),
             "n_val": len(val),
@@ -106,7 +105,8 @@ def run(params: dict, name: str, table: str | os.PathLike, shards: str | os.Path
             v, input_size=info.get("input_size"), imputation_means=data["imputation_means"],
             training_data={"source": data["source"], "n_train": len(train), "n_val": len(val),
                            "class_counts": info["train_class_counts"],
-                           "sha256": bundle.training_data_hash(train.table, hashed, train.shards_dir)},
+                           "sha256": bundle.training_data_hash(train.table, hashed,
+                                                               train.shards_dir if v.kind.images else None)},
             weights={"source": info.get("weights"), "imagenet": info.get("imagenet_weights"),
                      "backbone": v.backbone.name if v.backbone else None}))
     log.info("train %s: done in %.2f s (%s); seconds per phase: %s", name, time.time() - started,
@@ -166,7 +166,7 @@ def _fit_logreg(v: V.Variant, train: dataset.Split, val: dataset.Split, out: Pat
     pd.DataFrame(columns=["epoch", "phase", "loss", "val_loss"]).to_csv(out / "history.csv", index=False)
     p_val = model.predict_proba(features.matrix(val.table, feats))
     val_loss = log_loss(val.labels(v.task), p_val, labels=list(range(n_classes)))
-    return {"kind": "logreg", "features": feats, "weights": "not applicable (metadata model)",
+    return {"kind": v.kind.name, "features": feats, "weights": "not applicable (metadata model)",
             "imagenet_weights": None, "val_loss": round(float(val_loss), 6)}
 
 
@@ -318,10 +318,12 @@ def _fit_keras(v: V.Variant, train_cfg: dict, source: str, train, val, out: Path
         meta_norm.adapt(meta_train)  # fitted on train only, stored in the model
         info["features"] = feats
 
-    if not v.kind.images:  # the metadata MLP
+    if v.kind.name not in ("mlp", "cnn", "transfer", "dual"):  # a kind declared without its fit here
+        raise PipelineError(f"variant {v.name}: training has no fit for kind {v.kind.name} (skinlesion.training)")
+    if v.kind.name == "mlp":
         model = models.mlp(v, meta_train.shape[1], meta_norm)
         phases.fit(model, "train", meta_train, y_train, meta_val, y_val, v.epochs, v.learning_rate)
-    elif not v.kind.backbone and streaming:  # the small CNN, fed by tf.data
+    elif v.kind.name == "cnn" and streaming:  # fed by tf.data
         size = int(dataset._shape(train.shards_dir)[0])
         info["input_size"] = size
         model = models.cnn(v, size, seed)
@@ -332,7 +334,7 @@ def _fit_keras(v: V.Variant, train_cfg: dict, source: str, train, val, out: Path
         x_train, x_val = train.images(), val.images()
         size = x_train.shape[1]
         info["input_size"] = size
-        if not v.kind.backbone:
+        if v.kind.name == "cnn":
             model = models.cnn(v, size, seed)
             phases.fit(model, "train", x_train, y_train, x_val, y_val, v.epochs, v.learning_rate, inputs="images")
         else:

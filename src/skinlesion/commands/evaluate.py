@@ -16,7 +16,8 @@ def configure(parser):
     parser.add_argument("--model", help="model folder (default: models/<variant>)")
     parser.add_argument("--out", help="results folder (default: results/variants/<variant>)")
     parser.add_argument("--bundle", help="where to write the complete model bundle, with the threshold and calibration "
-                                         "chosen on validation (default: bundles/<variant>)")
+                                         "chosen on validation (default: bundles/<variant> beside the models/ "
+                                         "folder of --model)")
     parser.add_argument("--external", default="data/external",
                         help="the external stage's folder: each set of evaluate.external is scored too "
                              "(default: data/external; not read when evaluate.external is empty)")
@@ -28,4 +29,4 @@ def run(args):
 
     evaluation.run(P.load(args.params), args.variant, args.model or f"models/{args.variant}",
                    args.table, args.shards, args.out or f"results/variants/{args.variant}",
-                   external_dir=args.external, bundle_out=args.bundle or f"bundles/{args.variant}")
+                   external_dir=args.external, bundle_out=args.bundle)

@@ -17,16 +17,20 @@ def configure(parser):
 def run(args):
     from .. import params as P
 
+    from .. import variant
+    from ..errors import PipelineError
+
     params = P.load(args.params)
+    resolved = {}
+    for name in params["variants"]:  # what the schema cannot say: a transfer kind needs a backbone, ...
+        try:
+            settings = variant.from_params(params, name).as_dict()
+        except PipelineError as exc:
+            raise PipelineError(f"{args.params}: {exc}") from None
+        del settings["name"], settings["given"]
+        resolved[name] = settings
     print(f"{args.params}: ok ({len(params['variants'])} variants: {', '.join(params['variants'])})")
     if args.show:
         import yaml
 
-        from .. import variant
-
-        resolved = {}
-        for name in params["variants"]:
-            settings = variant.from_params(params, name).as_dict()
-            del settings["name"], settings["given"]
-            resolved[name] = settings
         print(yaml.safe_dump(resolved, sort_keys=False), end="")
