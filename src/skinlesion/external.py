@@ -31,7 +31,7 @@ from pathlib import Path
 from . import images, metadata
 from .errors import PipelineError
 from .external_sets import SPLIT, load, sets  # noqa: F401  (load: for callers of this module)
-from .io import atomic_path, read_json, write_json
+from .io import atomic_path, write_json
 
 log = logging.getLogger(__name__)
 def _root(entry: dict, i: int) -> Path:
@@ -49,14 +49,8 @@ def _root(entry: dict, i: int) -> Path:
 
 def train_means(summary_path: str | os.PathLike) -> dict:
     """The internal train split's imputation means, as the metadata stage recorded them."""
-    path = Path(summary_path)
-    if not path.exists():
-        raise PipelineError(f"{path} not found: the metadata stage writes it (skinlesion metadata); external sets "
-                            "are imputed with the internal train means it records.")
-    summary = read_json(path)
-    if "imputation_means_train" not in summary:
-        raise PipelineError(f"{path} has no imputation_means_train; rerun skinlesion metadata.")
-    return dict(summary["imputation_means_train"])
+    return dict(metadata.load_summary(summary_path, "external sets are imputed with the internal train means "
+                                                    "it records")["imputation_means_train"])
 
 
 def impute_with(frame, means: dict) -> dict:

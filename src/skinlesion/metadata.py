@@ -160,6 +160,18 @@ def run(raw_dir: str | os.PathLike, out: str | os.PathLike, params: dict) -> dic
     return summary
 
 
+def load_summary(path: str | os.PathLike, needed_for: str) -> dict:
+    """The metadata stage's summary (<table>_summary.json): its train means and data source, read by the
+    stages that must fill or record them exactly as this stage did."""
+    path = Path(path)
+    if not path.is_file():
+        raise PipelineError(f"{path} not found: the metadata stage writes it (skinlesion metadata); {needed_for}.")
+    summary = read_json(path)
+    if "imputation_means_train" not in summary:
+        raise PipelineError(f"{path} has no imputation_means_train; rerun skinlesion metadata.")
+    return summary
+
+
 def load(path: str | os.PathLike) -> pd.DataFrame:
     path = Path(path)
     if not path.exists():

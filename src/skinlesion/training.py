@@ -31,10 +31,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import bundle, dataset, devices, features, sampling
+from . import bundle, dataset, devices, features, metadata, sampling
 from . import variant as V
 from .errors import PipelineError
-from .io import atomic_path, make_keras_archive_reproducible, read_json, write_json
+from .io import atomic_path, make_keras_archive_reproducible, write_json
 from .reproducibility import seed_everything
 
 log = logging.getLogger(__name__)
@@ -42,13 +42,9 @@ FEATURE_BATCH = 64  # batch size of the one-off feature / activation passes
 
 
 def data_summary(summary_path: str | os.PathLike) -> dict:
-    """The metadata stage's summary: the train means missing values were filled with, and the data's source."""
-    path = Path(summary_path)
-    if not path.is_file():
-        raise PipelineError(f"{path} not found: the metadata stage writes it (skinlesion metadata); the model "
-                            "bundle records its imputation means and data source.")
-    summary = read_json(path)
-    return {"imputation_means": summary.get("imputation_means_train") or {},
+    """The train means missing values were filled with, and the data's source, as the bundle records them."""
+    summary = metadata.load_summary(summary_path, "the model bundle records its imputation means and data source")
+    return {"imputation_means": summary["imputation_means_train"],
             "source": (summary.get("source") or {}).get("source", "unknown")}
 
 
