@@ -10,9 +10,13 @@ What must match:
 - on the platform the baseline was made on (results/baseline-platform.json: CPU vector extensions and
   library versions decide float rounding in training), every committed result file byte for byte;
 - elsewhere, every number of the convex metadata fits' metrics.json and evaluation.json within
-  TOLERANCE. Networks trained under another CPU's rounding can take another path through early
-  stopping; how far is not yet measured, so the test prints their largest difference and does not fail
-  on it (run it on two platforms to measure, then state a tolerance here).
+  TOLERANCE, and the networks' rank metrics (ROC AUC, pAUC, average precision) within RANK_TOLERANCE.
+  Networks trained under another CPU's rounding can take another path through early stopping. Measured
+  2026-12-03, the full default run on an AMD EPYC (AVX-512, no AMX) against the Intel Xeon (AMX) baseline
+  of 4798974, same libraries: 13 of 15 variants' result files differed; metadata fits and frozen-backbone
+  headlines were identical; the largest differences were ROC AUC 0.0074 (cnn), macro ROC AUC 0.0010,
+  pAUC 0.0011, average precision 0.0137, while thresholds moved by up to 0.36 and the metrics taken at a
+  threshold (sensitivity, specificity, balanced accuracy) by up to 0.057: those are printed, not bounded.
 Binary outputs no result file is made of (model zips, figures, HTML) are listed when their hashes differ,
 so a difference is visible, but they are not what the baseline promises.
 Regenerate with `dvc repro && python -m skinlesion.platform_id > results/baseline-platform.json`.
@@ -31,6 +35,9 @@ from conftest import REPO, copy_workflow, run, tool
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2400)]
 TOLERANCE = 0.02  # absolute, on every number of the metadata fits' metrics, off the baseline's platform
+RANK_TOLERANCE = 0.03  # absolute, on the networks' rank metrics off the platform: about 2x the measured 0.0137
+RANK_METRICS = ("roc_auc", "macro_roc_auc_ovr", "pauc_above_80_tpr", "average_precision",
+                "macro_average_precision_ovr")
 METADATA_FITS = ("logreg",)  # convex fits: another CPU's rounding moves them far less than TOLERANCE
 DATA_STAGES = ("fetch", "metadata", "images", "external")
 SUBSET = ("logreg", "mlp", "cnn", "mobilenet_frozen", "dual_mobilenet_frozen", "multiclass_frozen")
@@ -124,16 +131,21 @@ def test_committed_results_reproduce(reproduced, same_platform):
     if same_platform:
         assert differ == [], f"not reproduced byte for byte: {differ}"
         return
-    worst = {"metadata": ("", 0.0), "network": ("", 0.0)}
+    worst = {"metadata": ("", 0.0), "network": ("", 0.0), "network rank": ("", 0.0)}
     for f in files:
-        if not f.endswith(".json"):
+        if not f.endswith("metrics.json") and not f.endswith("evaluation.json"):
             continue
         group = "metadata" if f.split("/")[2] in METADATA_FITS else "network"
         fresh, kept = (dict(_numbers(json.loads((d / f).read_text()))) for d in (folder, REPO))
         assert fresh.keys() == kept.keys(), f
         for key in kept:
-            worst[group] = max(worst[group], (f"{f}:{key}", abs(fresh[key] - kept[key])), key=lambda t: t[1])
+            gap = (f"{f}:{key}", abs(fresh[key] - kept[key]))
+            worst[group] = max(worst[group], gap, key=lambda t: t[1])
+            if group == "network" and key.split(".")[-1] in RANK_METRICS and ".test_natural." in f".{key}":
+                worst["network rank"] = max(worst["network rank"], gap, key=lambda t: t[1])
     for group, (where, gap) in worst.items():
         print(f"baseline: off its platform, largest {group} metric difference {gap:.6f} at {where}")
     where, gap = worst["metadata"]
     assert gap <= TOLERANCE, f"{where} moved by {gap:.4f} off the baseline's platform"
+    where, gap = worst["network rank"]
+    assert gap <= RANK_TOLERANCE, f"{where} moved by {gap:.4f} off the baseline's platform"
