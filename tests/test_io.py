@@ -146,3 +146,24 @@ def test_a_folder_output_replaces_only_an_earlier_output_or_an_empty_folder(tmp_
         tmp.mkdir()
         (tmp / "source.json").write_text("new")
     assert (empty / "source.json").read_text() == "new"
+
+
+def test_a_folder_dvc_has_partly_emptied_is_still_an_earlier_output(tmp_path):
+    """DVC removes the outputs it declares one by one before rerunning a stage: evaluate's folder can be left
+    with its plots/ alone. Holding nothing but what the stage writes, it is replaced; a user's file is not."""
+    from skinlesion.errors import PipelineError
+
+    marks = ("evaluation.json", "metrics.json", "plots", "figures", "predictions.csv")
+    folder = tmp_path / "results" / "v"
+    (folder / "plots").mkdir(parents=True)
+    (folder / "plots" / "roc.csv").write_text("old")
+    with io.atomic_path(folder, mark=marks) as tmp:
+        (tmp / "plots").mkdir(parents=True)
+        (tmp / "evaluation.json").write_text("{}")
+    assert sorted(os.listdir(folder)) == ["evaluation.json", "plots"]
+    (folder / "evaluation.json").unlink()
+    (folder / "notes.txt").write_text("mine")
+    with pytest.raises(PipelineError, match="not an earlier output"):
+        with io.atomic_path(folder, mark=marks) as tmp:
+            tmp.mkdir()
+    assert (folder / "notes.txt").read_text() == "mine"

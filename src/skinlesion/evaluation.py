@@ -49,6 +49,8 @@ from .reproducibility import seed_everything
 from .tasks import Task
 
 log = logging.getLogger(__name__)
+# What evaluate writes into results/variants/<variant>: a folder holding only these is an earlier output.
+OUTPUTS = ("evaluation.json", "metrics.json", "plots", "figures", "predictions.csv")
 DEFAULTS = {"threshold": "youden", "target_sensitivity": 0.9, "bootstrap": 1000, "calibration": "none",
             "calibration_bins": 10, "gradcam_per_outcome": 2}
 
@@ -214,7 +216,7 @@ def run(params: dict, name: str, model_dir, table, shards, out, external_dir=Non
                 "calibration": calibrate.method, "temperature": calibrate.temperature,
                 "chosen_on": "the internal validation split", "evaluated_by": f"skinlesion {__version__}"}
 
-    with atomic_path(out, mark="evaluation.json") as tmp:
+    with atomic_path(out, mark=OUTPUTS) as tmp:
         (tmp / "plots").mkdir(parents=True)
         (tmp / "figures").mkdir()
         _plots_and_figures(tmp, name, trained, test, ext, result, pred_test, bins)

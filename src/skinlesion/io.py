@@ -16,7 +16,7 @@ from .errors import PipelineError
 
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike, within: str | os.PathLike | None = None,
-                mark: str | None = None) -> Iterator[Path]:
+                mark: str | tuple[str, ...] | None = None) -> Iterator[Path]:
     """Yield a temporary sibling path; rename it onto `target` only if the block succeeds.
 
     Works for files and folders alike: whatever the block creates at the yielded path replaces
@@ -53,16 +53,20 @@ def atomic_path(target: str | os.PathLike, within: str | os.PathLike | None = No
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def check_replaceable(target: Path, mark: str | None) -> None:
-    """PipelineError unless a folder at `target` (not a link to one) is empty or holds `mark`."""
+def check_replaceable(target: Path, mark: str | tuple[str, ...] | None) -> None:
+    """PipelineError unless a folder at `target` (not a link to one) is empty, holds `mark` (the first name
+    when several are given), or holds nothing but the names given: a runner may have removed some of an
+    earlier output's files (DVC removes the ones it declares, one by one) and left the rest."""
     if target.is_symlink() or not target.is_dir():
         return
     if mark is None:  # only file outputs go without a mark
         raise PipelineError(f"{target} is a folder; refusing to replace it with a file. Move it away.")
-    if (target / mark).is_file() or not any(target.iterdir()):
+    marks = (mark,) if isinstance(mark, str) else tuple(mark)
+    entries = {p.name for p in target.iterdir()}
+    if (target / marks[0]).is_file() or entries <= set(marks):
         return
-    raise PipelineError(f"{target} is a folder that is not an earlier output of this command (it has no {mark}); "
-                        "refusing to replace it. Remove it yourself or choose another output (--out).")
+    raise PipelineError(f"{target} is a folder that is not an earlier output of this command (it has no "
+                        f"{marks[0]}); refusing to replace it. Remove it yourself or choose another output (--out).")
 
 
 def check_inside(target: str | os.PathLike, folder: str | os.PathLike) -> Path:
