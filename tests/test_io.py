@@ -157,6 +157,7 @@ def test_a_folder_dvc_has_partly_emptied_is_still_an_earlier_output(tmp_path):
     folder = tmp_path / "results" / "v"
     (folder / "plots").mkdir(parents=True)
     (folder / "plots" / "roc.csv").write_text("old")
+    (folder / ".gitignore").write_text("/figures\n")  # DVC's, for the outputs it tracks there
     with io.atomic_path(folder, mark=marks) as tmp:
         (tmp / "plots").mkdir(parents=True)
         (tmp / "evaluation.json").write_text("{}")

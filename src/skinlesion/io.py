@@ -53,6 +53,11 @@ def atomic_path(target: str | os.PathLike, within: str | os.PathLike | None = No
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+# What the runners leave beside the outputs they remove: DVC's .gitignore for the outputs it tracks in a
+# folder, Snakemake's --touch marker.
+RUNNER_FILES = {".gitignore", ".snakemake_timestamp"}
+
+
 def check_replaceable(target: Path, mark: str | tuple[str, ...] | None) -> None:
     """PipelineError unless a folder at `target` (not a link to one) is empty, holds `mark` (the first name
     when several are given), or holds nothing but the names given: a runner may have removed some of an
@@ -62,7 +67,7 @@ def check_replaceable(target: Path, mark: str | tuple[str, ...] | None) -> None:
     if mark is None:  # only file outputs go without a mark
         raise PipelineError(f"{target} is a folder; refusing to replace it with a file. Move it away.")
     marks = (mark,) if isinstance(mark, str) else tuple(mark)
-    entries = {p.name for p in target.iterdir()}
+    entries = {p.name for p in target.iterdir()} - RUNNER_FILES
     if (target / marks[0]).is_file() or entries <= set(marks):
         return
     raise PipelineError(f"{target} is a folder that is not an earlier output of this command (it has no "
