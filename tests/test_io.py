@@ -168,3 +168,29 @@ def test_a_folder_dvc_has_partly_emptied_is_still_an_earlier_output(tmp_path):
         with io.atomic_path(folder, mark=marks) as tmp:
             tmp.mkdir()
     assert (folder / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="process start times come from Linux's /proc")
+def test_a_temporary_whose_pid_was_reused_is_stale(tmp_path):
+    """kill -9 leaves .<name>.<pid>.<random>.tmp; when that pid later belongs to a process started after the
+    temporary was written (pids wrap at 32768 on a busy machine), the writer is dead and the temporary goes.
+    A temporary of a writer that is running (this test) stays."""
+    import subprocess
+    import sys
+    import time
+
+    target = tmp_path / "out"
+    mine = tmp_path / f".out.{os.getpid()}.abcdefgh.tmp"
+    mine.mkdir()
+    later = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        reused = tmp_path / f".out.{later.pid}.qrstuvwx.tmp"  # its pid, but written before it started
+        reused.mkdir()
+        past = time.time() - 3600
+        os.utime(reused, (past, past))
+        removed = io.remove_stale_temporaries(target)
+    finally:
+        later.kill()
+        later.wait()
+    assert reused in removed and not reused.exists()
+    assert mine.exists() and mine not in removed

@@ -99,13 +99,16 @@ def remove_stale_temporaries(target: str | os.PathLike) -> list[Path]:
         return removed
     for entry in target.parent.iterdir():
         match = pattern.match(entry.name)
-        if match and entry.is_dir() and not entry.is_symlink() and not _alive(match.group(1)):
+        if match and entry.is_dir() and not entry.is_symlink() and not _alive(match.group(1), entry.stat().st_mtime):
             shutil.rmtree(entry, ignore_errors=True)
             removed.append(entry)
     return removed
 
 
-def _alive(pid: str | None) -> bool:
+def _alive(pid: str | None, made: float | None = None) -> bool:
+    """Whether the writer `pid` of a temporary made at `made` (epoch seconds) still runs. A zombie does not,
+    and neither does a process that started after the temporary was made: the pid was reused (pids wrap
+    at 32768 on a busy machine)."""
     if pid is None:
         return False
     try:
@@ -114,7 +117,22 @@ def _alive(pid: str | None) -> bool:
         return False
     except PermissionError:  # alive, another user's
         return True
-    return True
+    started = _start_time(int(pid))
+    if started is None:
+        return True
+    state, start = started
+    return state != "Z" and (made is None or start <= made + 1)
+
+
+def _start_time(pid: int) -> tuple[str, float] | None:
+    """(state, start time in epoch seconds) of a process, from Linux's /proc; None elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+        return fields[0], boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
 
 
 def write_text(path: str | os.PathLike, text: str, within: str | os.PathLike | None = None) -> None:
