@@ -118,7 +118,8 @@ def test_each_stage_depends_on_its_own_modules_only():
     assert "src/skinlesion/training.py" in file_deps("train")
     assert "src/skinlesion/training.py" not in file_deps("evaluate")
     assert "src/skinlesion/metrics.py" in file_deps("evaluate") and "src/skinlesion/metrics.py" not in file_deps("train")
-    assert "src/skinlesion/sources/synthetic.py" in file_deps("fetch")  # named as a string in the registry
+    assert "src/skinlesion/sources/synthetic/__init__.py" in file_deps("fetch")  # named as a string in the registry
+    assert "src/skinlesion/sources/synthetic/lesions.py" in file_deps("fetch")  # and what that package imports
     for stage in STAGE_PARAMS:
         deps = file_deps(stage)
         assert "src/skinlesion/prediction.py" not in deps and "src/skinlesion/runners.py" not in deps, stage

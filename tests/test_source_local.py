@@ -17,6 +17,7 @@ from skinlesion.errors import PipelineError
 from skinlesion.io import read_json
 from skinlesion.sources import fetch as fetch_source
 from skinlesion.sources import local
+from skinlesion.sources.local import layouts, selection, vocabulary
 
 HAM_REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "ham10000"
 
@@ -189,10 +190,10 @@ def test_ham10000_layout_mapping(ham_dir, tmp_path, caplog):
 
 
 def test_ham10000_dx_table_covers_all_seven_codes():
-    assert set(local.HAM_DX) == {"nv", "bkl", "df", "vasc", "mel", "bcc", "akiec"}
-    malignant = {dx for dx, (d1, *_rest) in local.HAM_DX.items() if d1 == "Malignant"}
+    assert set(vocabulary.HAM_DX) == {"nv", "bkl", "df", "vasc", "mel", "bcc", "akiec"}
+    malignant = {dx for dx, (d1, *_rest) in vocabulary.HAM_DX.items() if d1 == "Malignant"}
     assert malignant == {"mel", "bcc", "akiec"}
-    for d1, _d2, d3, _mel in local.HAM_DX.values():
+    for d1, _d2, d3, _mel in vocabulary.HAM_DX.values():
         if d1 == "Malignant":
             assert d3 in labels.MALIGNANT_DIAGNOSIS_3  # every malignant code lands in a study class
 
@@ -212,7 +213,7 @@ def test_isic2020_layout_mapping(isic2020_dir, tmp_path):
     assert summary["layout"] == "isic2020"
     assert summary["rows"] == 8 and summary["kept_images"] == 8
     assert summary["images_without_row"] == 0  # jpeg/test is not read for the training CSV
-    assert not set(local.RETIRED) & set(meta.columns)
+    assert not set(vocabulary.RETIRED) & set(meta.columns)
     m = meta.set_index("isic_id").fillna("")
     assert m["diagnosis_1"].tolist() == ["Benign", "Malignant", "Benign", "Benign", "Malignant", "Benign",
                                          "Malignant", "Indeterminate"]
@@ -272,9 +273,9 @@ def test_isic_cli_export_with_retired_fields_is_normalised(tmp_path):
 
 
 def test_auto_detection(ham_dir, isic2020_dir, cli_dir):
-    assert local.detect(ham_dir) == "ham10000"
-    assert local.detect(isic2020_dir) == "isic2020"
-    assert local.detect(cli_dir) == "isic-cli"
+    assert layouts.detect(ham_dir) == "ham10000"
+    assert layouts.detect(isic2020_dir) == "isic2020"
+    assert layouts.detect(cli_dir) == "isic-cli"
 
 
 def test_unknown_layout_lists_the_three(tmp_path):
@@ -360,13 +361,13 @@ def test_limit_groups_by_patient_and_lesion_together():
         {"isic_id": "ISIC_4", "patient_id": "IP_2", "diagnosis_1": "Benign"},
         {"isic_id": "ISIC_5", "diagnosis_1": "Benign"},
     ]
-    groups = sorted(sorted(records[i]["isic_id"] for i in g) for g in local.groups_of(records).values())
+    groups = sorted(sorted(records[i]["isic_id"] for i in g) for g in selection.groups_of(records).values())
     assert groups == [["ISIC_1", "ISIC_2", "ISIC_3"], ["ISIC_4"], ["ISIC_5"]]
     for seed in range(5):
-        kept = {r["isic_id"] for r in local.select(records, 3, seed)}
+        kept = {r["isic_id"] for r in selection.select(records, 3, seed)}
         assert len(kept) <= 3
         assert {"ISIC_1", "ISIC_2", "ISIC_3"} <= kept or not kept & {"ISIC_1", "ISIC_2", "ISIC_3"}
-    assert local.select(records, 10, 0) == records
+    assert selection.select(records, 10, 0) == records
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -393,7 +394,7 @@ def test_real_ham10000_with_limit(tmp_path):
     dx = source.set_index("image_id").loc[meta["isic_id"], "dx"].to_numpy()
     assert (binary.to_numpy() == np.isin(dx, ["mel", "bcc", "akiec"])).all()
     assert set(meta["sex"].dropna()) <= {"male", "female"}
-    assert set(meta["anatom_site_1"].dropna()) <= set(local.SITES_1)
+    assert set(meta["anatom_site_1"].dropna()) <= set(vocabulary.SITES_1)
     images = raw_layout.image_paths(tmp_path / "out")
     assert set(images) == set(meta["isic_id"])
     with Image.open(images[meta["isic_id"].iloc[0]]) as im:

@@ -20,6 +20,7 @@ from skinlesion.errors import PipelineError
 from skinlesion.io import read_json
 from skinlesion.sources import fetch as fetch_source
 from skinlesion.sources import synthetic
+from skinlesion.sources.synthetic import cohort
 
 DEFAULT = {"n_patients": 240, "images_per_patient": [1, 3], "malignant_fraction": 0.3, "image_size": 160,
            "missing_fraction": 0.05}  # params.yaml's data.synthetic
@@ -66,13 +67,13 @@ def test_raw_layout_and_archive_field_names(default_raw, default_meta):
     assert meta["patient_id"].str.fullmatch(r"IP_\d{7}").all()
     assert meta["lesion_id"].str.fullmatch(r"IL_\d{7}").all()
     assert (meta["copyright_license"] == "CC-0").all() and (meta["image_type"] == "dermoscopic").all()
-    assert (out / "attribution.txt").read_text() == synthetic.ATTRIBUTION + "\n"
+    assert (out / "attribution.txt").read_text() == cohort.ATTRIBUTION + "\n"
     assert [p.name for p in (out / "licenses").iterdir()] == ["CC-0.txt"]
 
     ages = pd.to_numeric(meta["age_approx"]).dropna()
     assert (ages % 5 == 0).all() and ages.max() <= 85 and ages.min() >= 0
     assert set(meta["sex"].dropna()) == {"male", "female"}
-    assert set(meta["anatom_site_1"].dropna()) <= set(synthetic.SITES)
+    assert set(meta["anatom_site_1"].dropna()) <= set(cohort.SITES)
     assert (pd.to_numeric(meta["clin_size_long_diam_mm"]).dropna() > 0).all()
 
     with Image.open(next(iter(images.values()))) as im:

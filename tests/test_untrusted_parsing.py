@@ -16,7 +16,9 @@ from hypothesis import strategies as st
 from skinlesion import metadata, raw_layout
 from skinlesion.errors import PipelineError
 from skinlesion.io import check_inside
-from skinlesion.sources import local
+from skinlesion.sources.local import layouts as local_layouts
+from skinlesion.sources.local import selection as local_selection
+from skinlesion.sources.local import writer as local_writer
 from skinlesion.sources.isic import selection
 from skinlesion.sources.isic.options import from_config
 
@@ -154,8 +156,8 @@ def test_any_metadata_csv_parses_without_a_crash_and_writes_only_inside(rows):
                 except OSError:
                     pass
         try:
-            loaded = local.read_isic_cli(root)
-            kept, counts = local.match(loaded)
+            loaded = local_layouts.read_isic_cli(root)
+            kept, counts = local_selection.match(loaded)
         except PipelineError:
             return
         for rec in kept:
@@ -163,7 +165,7 @@ def test_any_metadata_csv_parses_without_a_crash_and_writes_only_inside(rows):
         assert counts["rows"] == len(loaded.records)
         if not kept:
             return
-        local.write(kept, loaded, out)
+        local_writer.write(kept, loaded, out)
         written = [p for p in Path(tmp).rglob("*") if p.is_file() and root not in p.parents]
         assert all(out in p.parents for p in written)
         assert {p.name for p in (out / "images").iterdir()} == {f"{r['isic_id']}.jpg" for r in kept}
