@@ -21,7 +21,7 @@ from isic_server import FakeIsic, Fault, client_config  # noqa: E402
 from skinlesion import params as P  # noqa: E402
 from skinlesion import sources  # noqa: E402
 from skinlesion.errors import PipelineError  # noqa: E402
-from skinlesion.sources.isic import command  # noqa: E402
+from skinlesion.commands import download as command  # noqa: E402
 from skinlesion.sources.isic.options import DEFAULT_API_URL, resolve_api_url  # noqa: E402
 
 pytestmark = pytest.mark.timeout(30)

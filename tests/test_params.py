@@ -143,3 +143,21 @@ def test_a_weights_path_that_does_not_exist_is_named_before_any_download(tmp_pat
     with pytest.raises(PipelineError) as err:
         weights.resolve("mobilenet_v2", str(missing), 128, allow_random=True)
     assert str(missing) in str(err.value) and "does not exist" in str(err.value)
+
+
+def test_each_stage_is_given_only_the_params_it_declares():
+    """A stage whose code read an undeclared key would not rerun when that key changes: it gets none."""
+    from skinlesion.stages import STAGE_PARAMS, section
+
+    params = base_params()
+    train = section(params, "train", variant="logreg")
+    assert set(train) == {"seed", "train", "variants"} and set(train["variants"]) == {"logreg"}
+    assert train["variants"]["logreg"] == params["variants"]["logreg"]
+    assert set(section(params, "images")) == {"images"}
+    assert "data" not in section(params, "metadata")  # nothing after fetch knows where the data came from
+    for stage in STAGE_PARAMS:
+        if "{variant}" not in " ".join(STAGE_PARAMS[stage]):
+            assert set(section(params, stage)) == {k.split(".")[0] for k in STAGE_PARAMS[stage]}, stage
+    with pytest.raises(PipelineError, match="unknown variant 'nope'. Variants in params: .*logreg"):
+        section(params, "train", variant="nope")
+    assert variant.from_params(train, "logreg") == variant.from_params(params, "logreg")

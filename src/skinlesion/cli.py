@@ -16,7 +16,7 @@ from .errors import PipelineError, storage_error
 # subcommand -> (module with `configure(parser)` and `run(args)`, one-line help)
 COMMANDS = {
     "fetch": ("skinlesion.commands.fetch", "write data/raw from the source params.yaml selects"),
-    "download": ("skinlesion.sources.isic.command", "download images and metadata from the ISIC Archive"),
+    "download": ("skinlesion.commands.download", "download images and metadata from the ISIC Archive"),
     "metadata": ("skinlesion.commands.metadata", "clean, label, split and impute metadata -> Parquet"),
     "images": ("skinlesion.commands.images", "decode and resize every image once into shards"),
     "train": ("skinlesion.commands.train", "train one model variant"),

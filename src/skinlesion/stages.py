@@ -39,6 +39,29 @@ def lookup(params: dict, dotted: str):
     return value
 
 
+def section(params: dict, stage: str, **wildcards) -> dict:
+    """The part of params that `stage` declares, nested as in the file: all a stage's code is given.
+
+    A stage that read a key it does not declare would not rerun when that key changes; handing it only
+    its declared keys turns such a read into an error at once instead of a stale result. A key the file
+    leaves out stays out (the schema's defaults apply); a missing `{variant}` is an unknown variant."""
+    view: dict = {}
+    for key in STAGE_PARAMS[stage]:
+        parts = key.format(**wildcards).split(".")
+        source, target = params, view
+        for part in parts[:-1]:
+            source = source.get(part) if isinstance(source, dict) else None
+            target = target.setdefault(part, {})
+        if isinstance(source, dict) and parts[-1] in source:
+            target[parts[-1]] = source[parts[-1]]
+        elif "{variant}" in key:
+            from .errors import PipelineError
+
+            known = ", ".join(sorted((params.get("variants") or {}))) or "(none)"
+            raise PipelineError(f"unknown variant '{parts[-1]}'. Variants in params: {known}.")
+    return view
+
+
 def values(params: dict, stage: str, **wildcards) -> dict:
     """{key: value} of what `stage` reads, for Snakemake's params rerun trigger."""
     return {key.format(**wildcards): lookup(params, key.format(**wildcards)) for key in STAGE_PARAMS[stage]}

@@ -1,4 +1,5 @@
-"""CLI subcommands: each module has `configure(parser)` and `run(args)`; stage logic lives elsewhere."""
+"""CLI subcommands: each module has `configure(parser)` and `run(args)` and nothing else; the stage logic
+lives in the module named for what it does (README, Layout), given only its own params section (stage_params)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,14 @@ import argparse
 
 def add_params_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+
+
+def stage_params(args: argparse.Namespace, stage: str, **wildcards) -> dict:
+    """The params file's section that `stage` declares (skinlesion.stages.STAGE_PARAMS), validated whole."""
+    from .. import params as P
+    from ..stages import section
+
+    return section(P.load(args.params), stage, **wildcards)
 
 
 def add_variant_arguments(parser: argparse.ArgumentParser) -> None:

@@ -6,7 +6,7 @@ and the code version (skinlesion version, git commit).
 
 from __future__ import annotations
 
-from . import add_params_argument
+from . import add_params_argument, stage_params
 
 
 def configure(parser):
@@ -21,8 +21,7 @@ def configure(parser):
 
 def run(args):
     from .. import compare
-    from .. import params as P
 
-    params = P.load(args.params)
+    params = stage_params(args, "compare")
     compare.run(args.results or [f"results/variants/{v}" for v in params["variants"]], args.out,
                 params_path=args.params, raw_dir=args.raw, summary_path=args.metadata_summary)

@@ -8,7 +8,7 @@ See docs/evaluation.md.
 
 from __future__ import annotations
 
-from . import add_variant_arguments
+from . import add_variant_arguments, stage_params
 
 
 def configure(parser):
@@ -25,8 +25,7 @@ def configure(parser):
 
 def run(args):
     from .. import evaluation
-    from .. import params as P
 
-    evaluation.run(P.load(args.params), args.variant, args.model or f"models/{args.variant}",
+    evaluation.run(stage_params(args, "evaluate"), args.variant, args.model or f"models/{args.variant}",
                    args.table, args.shards, args.out or f"results/variants/{args.variant}",
                    external_dir=args.external, bundle_out=args.bundle)

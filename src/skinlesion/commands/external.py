@@ -7,7 +7,7 @@ evaluate.external empty, writes a manifest with no sets. See docs/evaluation.md 
 
 from __future__ import annotations
 
-from . import add_params_argument
+from . import add_params_argument, stage_params
 
 
 def configure(parser):
@@ -19,6 +19,5 @@ def configure(parser):
 
 def run(args):
     from .. import external
-    from .. import params as P
 
-    external.run(P.load(args.params), args.out, args.metadata_summary)
+    external.run(stage_params(args, "external"), args.out, args.metadata_summary)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import add_params_argument
+from . import add_params_argument, stage_params
 
 
 def configure(parser):
@@ -11,7 +11,6 @@ def configure(parser):
 
 
 def run(args):
-    from .. import params as P
     from ..sources import fetch
 
-    fetch(P.load(args.params), args.out)
+    fetch(stage_params(args, "fetch"), args.out)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import add_params_argument
+from . import add_params_argument, stage_params
 
 
 def configure(parser):
@@ -14,6 +14,5 @@ def configure(parser):
 
 def run(args):
     from .. import images
-    from .. import params as P
 
-    images.run(args.table, args.raw, args.out, P.load(args.params))
+    images.run(args.table, args.raw, args.out, stage_params(args, "images"))

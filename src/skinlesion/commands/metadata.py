@@ -5,7 +5,7 @@ Writes <out>_summary.json beside the table with every dropped row counted by rea
 
 from __future__ import annotations
 
-from . import add_params_argument
+from . import add_params_argument, stage_params
 
 
 def configure(parser):
@@ -16,6 +16,5 @@ def configure(parser):
 
 def run(args):
     from .. import metadata
-    from .. import params as P
 
-    metadata.run(args.raw, args.out, P.load(args.params))
+    metadata.run(args.raw, args.out, stage_params(args, "metadata"))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import add_variant_arguments
+from . import add_variant_arguments, stage_params
 
 
 def configure(parser):
@@ -14,8 +14,7 @@ def configure(parser):
 
 
 def run(args):
-    from .. import params as P
     from .. import training
 
-    training.run(P.load(args.params), args.variant, args.table, args.shards, args.out or f"models/{args.variant}",
+    training.run(stage_params(args, "train", variant=args.variant), args.variant, args.table, args.shards, args.out or f"models/{args.variant}",
                  summary_path=args.metadata_summary)

@@ -47,7 +47,7 @@ FLAGS = {
 def config_from_args(args: argparse.Namespace) -> dict:
     cfg: dict = {}
     if args.params:
-        from ... import params as P
+        from .. import params as P
 
         cfg.update((P.load(args.params)["data"].get("isic") or {}))
     for attr, key in FLAGS.items():
@@ -60,9 +60,9 @@ def config_from_args(args: argparse.Namespace) -> dict:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ...io import write_json
-    from .download import disk_margin, download, dry_run, free_bytes, human
-    from .options import from_config
+    from ..io import write_json
+    from ..sources.isic.download import disk_margin, download, dry_run, free_bytes, human
+    from ..sources.isic.options import from_config
 
     cfg = config_from_args(args)
     options = from_config(cfg)
