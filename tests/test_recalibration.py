@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 
 import joblib
 import numpy as np
 import pandas as pd
 import pytest
 from sklearn.linear_model import LogisticRegression
+from PIL import Image
 from sklearn.model_selection import StratifiedGroupKFold
 
 from skinlesion import bundle, cli, features, prediction, recalibration
@@ -132,6 +134,34 @@ def test_recalibrated_bundle_reaches_the_target_and_predict_uses_it(evaluated, m
     # The summary a person reads.
     assert "5-fold CV (report this)" in printed and "original decision (transferred)" in printed
     assert f"-> {out}" in printed
+
+
+def test_an_image_bundle_with_its_labels_csv_kept_apart(cnn_dir, make_raw, tmp_path):
+    """The image path: the set's images decoded at the bundle's input size (the external stage's shards) and
+    scored as predict scores them; the labels in a CSV outside the folder (--metadata); no calibration."""
+    records = _records(15, 30, seed=2)
+    clinic = make_raw(records, name="clinic")
+    rng = np.random.default_rng(2)
+    for r in records:  # the tiny CNN scores brightness: malignant cases brighter, with overlap
+        level = rng.normal(150 if r["diagnosis_1"] == "Malignant" else 110, 25)
+        pixels = np.clip(rng.normal(level, 10, (48, 48, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(clinic / "images" / f"{r['isic_id']}.jpg", quality=95)
+    labels_csv = shutil.move(clinic / "metadata.csv", tmp_path / "labels.csv")
+    old = Bundle(cnn_dir).complete(tmp_path / "evaluated", {"threshold": 0.999, "calibration": "none",
+                                                              "temperature": 1.0})
+    out = tmp_path / "recal"
+    result = recalibration.run(old, clinic, out, 0.8, metadata=labels_csv, n_boot=50, k=3, seed=0)
+    decision = Bundle(out).decision
+    assert (decision["calibration"], decision["temperature"], result["calibration"]) == ("none", 1.0, "none")
+    new = prediction.run(out, [clinic / "images"], tmp_path / "new.csv").set_index("isic_id")
+    truth = pd.read_csv(labels_csv).set_index("isic_id")["diagnosis_1"].eq("Malignant").loc[new.index].to_numpy()
+    sens = new["predicted"].eq("malignant").to_numpy()[truth].mean()
+    assert sens >= 0.8 and sens == pytest.approx(result["bootstrap"]["in_sample"]["sensitivity"], abs=1e-6)
+    assert result["cross_validation"]["original_decision"]["sensitivity"] == 0.0  # sigmoid(8 b - 2) never reaches 0.999
+    local = result["local_set"]
+    assert (local["cases"], local["malignant"], local["metadata_csv"]) == (45, 15, "labels.csv")
+    assert local["content_sha256"] == recalibration.content_sha256(clinic, tmp_path / "labels.csv")
+    assert local["content_sha256"] != recalibration.content_sha256(clinic)
 
 
 def test_cross_validation_fits_on_training_folds_only():
