@@ -169,8 +169,7 @@ def test_cross_validation_fits_on_training_folds_only():
     rng = np.random.default_rng(0)
     y = np.r_[np.ones(30), np.zeros(60)].astype(int)
     raw = 1 / (1 + np.exp(-(rng.normal(0, 1, 90) + 1.5 * y)))
-    groups = np.repeat(np.arange(45), 2)  # two images per lesion: a lesion never straddles folds
-    y = y[np.argsort(groups, kind="stable")]
+    groups = np.repeat(np.arange(45), 2)  # two images per lesion (of one class): a lesion never straddles folds
     data = recalibration.LocalSet("s", "isic-cli", y, raw, groups, "0" * 64, 90, {}, 0)
     original = recalibration.Fit(recalibration.Calibrator(), 0.5)
     cv = recalibration.cross_validate(data, "none", 0.8, original, 4, seed=7)
@@ -194,6 +193,9 @@ def test_cross_validation_fits_on_training_folds_only():
     ("too_few_for_folds", "--cv 5 needs at least 5 malignant and 5 benign cases"),
     ("no_labels", "has no labels"),
     ("no_bundle", "does not exist"),
+    ("multiclass", "is a multiclass bundle: recalibration refits a binary threshold"),
+    ("out_is_the_bundle", "is the bundle being recalibrated; the original is never modified"),
+    ("folder_missing", "is not a folder"),
 ])
 def test_bad_input_is_one_clear_line_and_leaves_nothing(case, needle, evaluated, make_raw, tmp_path, capsys):
     records = {"no_malignant": _records(0, 20), "no_benign": _records(20, 0), "too_few_for_folds": _records(3, 30),
@@ -201,10 +203,17 @@ def test_bad_input_is_one_clear_line_and_leaves_nothing(case, needle, evaluated,
     clinic = make_raw(records, name="clinic")
     target = {"target_zero": "0", "target_above_one": "1.5"}.get(case, "0.8")
     model = tmp_path / "absent" if case == "no_bundle" else evaluated
+    if case == "multiclass":  # a five-class bundle's manifest: refused before its model is read
+        model = shutil.copytree(evaluated, tmp_path / "five")
+        info = read_json(model / bundle.MANIFEST)
+        write_json(model / bundle.MANIFEST, {**info, "task": "multiclass", "classes": list(range(5))})
+    if case == "folder_missing":
+        clinic = tmp_path / "nowhere"
     out = tmp_path / "recal"
+    before = _digest(evaluated)
     capsys.readouterr()
-    rc = cli.main(["recalibrate", str(model), str(clinic), "--target-sensitivity", target, "-o", str(out),
-                   "--bootstrap", "20"])
+    rc = cli.main(["recalibrate", str(model), str(clinic), "--target-sensitivity", target, "-o",
+                   str(evaluated if case == "out_is_the_bundle" else out), "--bootstrap", "20"])
     err = capsys.readouterr().err
     assert rc == 2
     # The images stage's progress bar (tqdm, on stderr like every stage's) is not an error line.
@@ -212,5 +221,6 @@ def test_bad_input_is_one_clear_line_and_leaves_nothing(case, needle, evaluated,
     assert len(lines) == 1 and lines[0].startswith("skinlesion recalibrate: error: "), err
     assert needle in lines[0] and "Traceback" not in err
     assert not out.exists() and not list(tmp_path.glob(".recal*"))  # no bundle, no temporary left behind
+    assert _digest(evaluated) == before
     if case == "too_few_for_folds":
         assert "the set has 3 malignant and 30 benign" in lines[0]

@@ -391,7 +391,8 @@ def summary(result: dict) -> str:
               for name, t, block in rows]
     ci = boot["threshold_ci95"]
     interval = f"{ci['low']:.4f}-{ci['high']:.4f}" if ci else "n/a (bootstrap off or too few replicates)"
-    lines.append(f"threshold bootstrap: median {boot['threshold_median']}, 95% interval {interval} "
+    median = f"{boot['threshold_median']:.4f}" if boot["threshold_median"] is not None else "n/a"
+    lines.append(f"threshold bootstrap: median {median}, 95% interval {interval} "
                  f"({boot['usable_replicates']} of {boot['replicates']} replicates)")
     if result["calibration"] == "temperature":
         lines.append(f"temperature: {result['temperature']} (was {prev.get('temperature')})")
