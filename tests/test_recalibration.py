@@ -162,6 +162,13 @@ def test_an_image_bundle_with_its_labels_csv_kept_apart(cnn_dir, make_raw, tmp_p
     assert (local["cases"], local["malignant"], local["metadata_csv"]) == (45, 15, "labels.csv")
     assert local["content_sha256"] == recalibration.content_sha256(clinic, tmp_path / "labels.csv")
     assert local["content_sha256"] != recalibration.content_sha256(clinic)
+    # train's bundle (no decision): compared at 0.5, as predict would use it
+    untouched = recalibration.run(cnn_dir, clinic, tmp_path / "from_train", 0.8, metadata=labels_csv, n_boot=0, k=3)
+    assert untouched["previous_decision"] is None and untouched["threshold"] == result["threshold"]
+    p = prediction.run(cnn_dir, [clinic / "images"], tmp_path / "p.csv").set_index("isic_id").loc[new.index]
+    at_half = untouched["cross_validation"]["original_decision"]
+    assert at_half["tp"] == int(p["predicted"].eq("malignant").to_numpy()[truth].sum())
+    assert untouched["bootstrap"]["threshold_ci95"] is None  # --bootstrap 0: no interval, not a made-up one
 
 
 def test_cross_validation_fits_on_training_folds_only():

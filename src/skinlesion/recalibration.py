@@ -324,7 +324,7 @@ def _bundle(path: str | os.PathLike) -> Bundle:
 
 def run(bundle_dir, folder, out, target: float, metadata=None, layout: str = "auto", n_boot: int = 1000,
         seed: int = 0, k: int = 5, report_path=None) -> dict:
-    from .prediction import decision_settings
+    from .prediction import Settings, decision_settings
 
     check_arguments(target, n_boot, k)
     trained = _bundle(bundle_dir)
@@ -333,7 +333,12 @@ def run(bundle_dir, folder, out, target: float, metadata=None, layout: str = "au
         raise PipelineError(f"-o {out} is the bundle being recalibrated; the original is never modified: "
                             "choose a new folder.")
     check_replaceable(out, MANIFEST)  # before any work: an existing folder must be an earlier bundle
-    before = decision_settings(trained)
+    if trained.decision is None:  # train's models/<variant>: predict would use 0.5, uncalibrated
+        log.warning("recalibrate: %s has no decision (a train output, not evaluated): it is compared as threshold "
+                    "0.5 without calibration, as predict would use it, and no temperature is fitted", trained.dir)
+        before = Settings()
+    else:
+        before = decision_settings(trained)
     original = Fit(before.calibration, float(before.threshold))
     method = before.calibration.method
 
