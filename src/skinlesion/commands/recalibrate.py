@@ -3,7 +3,7 @@ sensitivity (and the temperature, when the bundle calibrates), with the threshol
 an honest cross-validated estimate inside the local set; writes a new bundle with its provenance.
 
   skinlesion recalibrate bundles/mobilenet_frozen clinic/ --target-sensitivity 0.9 -o bundles/mobilenet_clinic
-  skinlesion recalibrate bundles/dual_mobilenet_frozen photos/ --metadata labels.csv --target-sensitivity 0.8 \\
+  skinlesion recalibrate bundles/dual_mobilenet_frozen photos/ --metadata labels.csv --target-sensitivity 0.8
       -o bundles/dual_clinic --bootstrap 1000 --cv 5 --report recalibration.json
 
 The original bundle is never modified. See docs/recalibration.md.
@@ -21,11 +21,11 @@ def configure(parser):
                         help="the set's isic-cli metadata CSV when it is not LABELLED_FOLDER/metadata.csv")
     parser.add_argument("--layout", default="auto", choices=("auto", "isic-cli", "ham10000", "isic2020"),
                         help="the folder's layout (default: detected)")
-    parser.add_argument("--target-sensitivity", type=float, required=True,
+    parser.add_argument("--target-sensitivity", type=float, required=True, metavar="S",
                         help="the sensitivity the threshold must reach on the local set, in (0, 1]")
     parser.add_argument("-o", "--out", required=True, metavar="NEW_BUNDLE", help="the recalibrated bundle to write")
-    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap replicates (default 1000; 0 = none)")
-    parser.add_argument("--cv", type=int, default=5, help="cross-validation folds inside the local set (default 5)")
+    parser.add_argument("--bootstrap", type=int, default=1000, metavar="B", help="bootstrap replicates (default 1000; 0 = none)")
+    parser.add_argument("--cv", type=int, default=5, metavar="K", help="cross-validation folds inside the local set (default 5)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and the folds (default 0)")
     parser.add_argument("--report", metavar="JSON", help="also write the report as JSON")
 
