@@ -203,11 +203,13 @@ def test_cross_validation_fits_on_training_folds_only():
     ("multiclass", "is a multiclass bundle: recalibration refits a binary threshold"),
     ("out_is_the_bundle", "is the bundle being recalibrated; the original is never modified"),
     ("folder_missing", "is not a folder"),
+    ("unreadable_images", "clinic: none of the 30 images in"),
 ])
 def test_bad_input_is_one_clear_line_and_leaves_nothing(case, needle, evaluated, make_raw, tmp_path, capsys):
     records = {"no_malignant": _records(0, 20), "no_benign": _records(20, 0), "too_few_for_folds": _records(3, 30),
                "no_labels": _records(10, 10, labelled=False)}.get(case, _records(10, 20))
-    clinic = make_raw(records, name="clinic")
+    corrupt = tuple(r["isic_id"] for r in records) if case == "unreadable_images" else ()
+    clinic = make_raw(records, name="clinic", corrupt=corrupt)
     target = {"target_zero": "0", "target_above_one": "1.5"}.get(case, "0.8")
     model = tmp_path / "absent" if case == "no_bundle" else evaluated
     if case == "multiclass":  # a five-class bundle's manifest: refused before its model is read
@@ -229,5 +231,7 @@ def test_bad_input_is_one_clear_line_and_leaves_nothing(case, needle, evaluated,
     assert needle in lines[0] and "Traceback" not in err
     assert not out.exists() and not list(tmp_path.glob(".recal*"))  # no bundle, no temporary left behind
     assert _digest(evaluated) == before
+    if case == "unreadable_images":
+        assert f"in {clinic}/images could be decoded" in lines[0]  # the user's folder, not a temporary copy
     if case == "too_few_for_folds":
         assert "the set has 3 malignant and 30 benign" in lines[0]

@@ -150,8 +150,12 @@ def read_local(trained: Bundle, folder: str | os.PathLike, metadata: str | os.Pa
         root = _stage(folder, meta, tmp) if meta is not None else folder
         shown = meta if meta is not None else folder
 
-        def unstaged(exc: Exception) -> PipelineError:  # the user's paths in messages, not the staging folder's
-            return PipelineError(str(exc).replace(str(root), str(folder)).replace(str(tmp), "(temporary folder)"))
+        def unstaged(exc: Exception) -> PipelineError:
+            """The user's names in a message from the external stage's code, not the staging folder's."""
+            text = str(exc).replace(f"external set {NAME} ({folder}): ", "")
+            text = text.replace(str(tmp / "prepared" / NAME / ".raw"), str(folder))  # the local copy (links)
+            text = text.replace(str(root), str(folder)).replace(str(tmp), "(temporary folder)")
+            return PipelineError(text if text.startswith(str(shown)) else f"labelled set {shown}: {text}")
 
         try:
             layout = _check_labelled(root, "isic-cli" if meta is not None else layout, shown)
@@ -333,6 +337,8 @@ def run(bundle_dir, folder, out, target: float, metadata=None, layout: str = "au
         raise PipelineError(f"-o {out} is the bundle being recalibrated; the original is never modified: "
                             "choose a new folder.")
     check_replaceable(out, MANIFEST)  # before any work: an existing folder must be an earlier bundle
+    if report_path:
+        check_replaceable(Path(report_path), None)  # a folder there: refused now, not after the bundle is written
     if trained.decision is None:  # train's models/<variant>: predict would use 0.5, uncalibrated
         log.warning("recalibrate: %s has no decision (a train output, not evaluated): it is compared as threshold "
                     "0.5 without calibration, as predict would use it, and no temperature is fitted", trained.dir)
