@@ -198,7 +198,8 @@ def test_cross_validation_fits_on_training_folds_only():
     ("no_malignant", "has no malignant case"),
     ("no_benign", "has no benign case"),
     ("too_few_for_folds", "--cv 5 needs at least 5 malignant and 5 benign cases"),
-    ("no_labels", "has no labels"),
+    ("no_labels", "has no labels: none of its 30 cases has a benign or malignant diagnosis"),
+    ("images_only", "has no labels: no metadata CSV found"),
     ("no_bundle", "does not exist"),
     ("multiclass", "is a multiclass bundle: recalibration refits a binary threshold"),
     ("out_is_the_bundle", "is the bundle being recalibrated; the original is never modified"),
@@ -207,7 +208,7 @@ def test_cross_validation_fits_on_training_folds_only():
 ])
 def test_bad_input_is_one_clear_line_and_leaves_nothing(case, needle, evaluated, make_raw, tmp_path, capsys):
     records = {"no_malignant": _records(0, 20), "no_benign": _records(20, 0), "too_few_for_folds": _records(3, 30),
-               "no_labels": _records(10, 10, labelled=False)}.get(case, _records(10, 20))
+               "no_labels": _records(10, 20, labelled=False)}.get(case, _records(10, 20))
     corrupt = tuple(r["isic_id"] for r in records) if case == "unreadable_images" else ()
     clinic = make_raw(records, name="clinic", corrupt=corrupt)
     target = {"target_zero": "0", "target_above_one": "1.5"}.get(case, "0.8")
@@ -216,6 +217,8 @@ def test_bad_input_is_one_clear_line_and_leaves_nothing(case, needle, evaluated,
         model = shutil.copytree(evaluated, tmp_path / "five")
         info = read_json(model / bundle.MANIFEST)
         write_json(model / bundle.MANIFEST, {**info, "task": "multiclass", "classes": list(range(5))})
+    if case == "images_only":
+        (clinic / "metadata.csv").unlink()
     if case == "folder_missing":
         clinic = tmp_path / "nowhere"
     out = tmp_path / "recal"

@@ -110,7 +110,13 @@ def _check_labelled(root: Path, layout: str, shown: Path) -> str:
     """The layout, once the local source's reader found cases with images and labels; a clear error else."""
     from .sources import local
 
-    layout = local.detect(root) if layout == "auto" else layout
+    if layout == "auto":
+        try:
+            layout = local.detect(root)
+        except PipelineError:  # no metadata CSV of any layout: images alone carry no labels
+            raise PipelineError(f"{shown} has no labels: no metadata CSV found (isic-cli metadata.csv with isic_id, "
+                                "HAM10000_metadata.csv or an ISIC 2020 CSV). Give the labels with --metadata CSV "
+                                "(isic_id, diagnosis_1 Benign / Malignant) or put metadata.csv beside images/.") from None
     records, counts = local.match(local.READERS[layout](root))
     if not records:
         raise PipelineError(f"{shown}: no metadata row has an image ({counts['rows']} rows, {counts['images_found']} "
@@ -155,6 +161,8 @@ def read_local(trained: Bundle, folder: str | os.PathLike, metadata: str | os.Pa
             text = str(exc).replace(f"external set {NAME} ({folder}): ", "")
             text = text.replace(str(tmp / "prepared" / NAME / ".raw"), str(folder))  # the local copy (links)
             text = text.replace(str(root), str(folder)).replace(str(tmp), "(temporary folder)")
+            text = text.replace("data.local.layout", "--layout").replace("data.local.path", "LABELLED_FOLDER")
+            text = "; ".join(line.strip() for line in text.splitlines() if line.strip())  # one line
             return PipelineError(text if text.startswith(str(shown)) else f"labelled set {shown}: {text}")
 
         try:
