@@ -257,7 +257,8 @@ def bootstrap(data: LocalSet, method: str, target: float, fitted: Fit, n_boot: i
     in_sample = rates(data.y, pred)
     return {
         "replicates": n_boot, "usable_replicates": len(thresholds), "seed": seed,
-        "unit": "group (patient or lesion; each image without ids), stratified: malignant / benign groups",
+        "unit": "group (patient or lesion; an image without ids is its own), stratified: groups with and without a "
+                "malignant case",
         "threshold_median": metrics._r(np.median(thresholds)) if thresholds else None,
         "threshold_ci95": _interval(thresholds),
         "temperature_ci95": _interval(temperatures) if method == "temperature" else None,
