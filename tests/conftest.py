@@ -14,7 +14,9 @@ import pytest
 import yaml
 from PIL import Image
 
-from skinlesion import raw_layout
+from skinlesion import bundle, raw_layout
+from skinlesion.io import write_json
+from skinlesion.variant import of as variant
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -22,6 +24,7 @@ HAM10000 = SHARED / "data" / "ham10000"
 # Shipped with the repository (weights/README.md), so a bare clone's tests train from ImageNet weights.
 MOBILENET_WEIGHTS = REPO / "weights" / "mobilenet_v2_1.0_224_no_top_imagenet.h5"
 BIN = Path(sys.executable).parent
+CNN_SIZE = 32  # input size of the cnn_dir fixture
 
 
 def tool(name: str) -> str:
@@ -135,3 +138,33 @@ def params_for_raw(**overrides) -> dict:
     params = copy.deepcopy(base_params())
     params.update(overrides)
     return params
+
+
+@pytest.fixture(scope="module")
+def cnn_dir(tmp_path_factory):
+    """A tiny CNN saved as the train stage saves one (models/<variant>, no decision), its score rising with
+    image brightness (test_predict, test_recalibration).
+
+    Fixed weights, not a random init: a random ReLU net can be dead on every input (then every score is
+    0.5 and the threshold test below cannot tell images apart), and its init depends on what ran before.
+    """
+    from skinlesion import models
+
+    folder = tmp_path_factory.mktemp("models") / "tiny_cnn"
+    folder.mkdir()
+    cfg = variant({"name": "tiny_cnn", "kind": "cnn", "task": "binary", "filters": [4], "dense_units": 4})
+    model = models.cnn(cfg, CNN_SIZE, seed=0)
+    # Every kernel averages its inputs, so each unit carries the mean brightness b in [0, 1] and the
+    # score is sigmoid(8 b - 2).
+    for layer in model.layers:
+        if layer.weights:
+            kernel, bias = layer.get_weights()
+            fan_in = int(np.prod(kernel.shape[:-1]))
+            out = layer.name == "output"
+            layer.set_weights([np.full_like(kernel, (8.0 if out else 1.0) / fan_in),
+                               np.full_like(bias, -2.0 if out else 0.0)])
+    model.save(folder / "model.keras")
+    write_json(folder / bundle.MANIFEST, bundle.manifest(
+        cfg, input_size=CNN_SIZE, imputation_means={}, training_data={"source": "local"},
+        weights={"source": "fixed by hand", "imagenet": None}))
+    return folder

@@ -55,7 +55,8 @@ def test_cli_errors_are_one_line_with_exit_code_2(tmp_path):
     assert "variants.logreg.kind" in proc.stderr and "Allowed" in proc.stderr
 
 
-@pytest.mark.parametrize("command", ["fetch", "download", "metadata", "images", "train", "evaluate", "compare", "predict"])
+@pytest.mark.parametrize("command", ["fetch", "download", "metadata", "images", "train", "evaluate", "compare", "predict",
+                                     "recalibrate"])
 def test_every_command_documents_itself(command):
     proc = run([tool("skinlesion"), command, "--help"], cwd=REPO)
     assert "usage: skinlesion" in proc.stdout and len(proc.stdout.splitlines()) > 3

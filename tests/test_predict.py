@@ -12,43 +12,14 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from skinlesion import bundle, cli, prediction  # noqa: E402
+from skinlesion import cli, prediction  # noqa: E402
 from skinlesion.bundle import Bundle  # noqa: E402
 from skinlesion.calibration import apply_temperature  # noqa: E402
 from skinlesion.images import load_image  # noqa: E402
-from skinlesion.io import read_json, write_json  # noqa: E402
-from skinlesion.variant import of as variant  # noqa: E402
+from skinlesion.io import read_json  # noqa: E402
+from conftest import CNN_SIZE  # noqa: E402
 
-SIZE = 32
-
-
-@pytest.fixture(scope="module")
-def cnn_dir(tmp_path_factory):
-    """A tiny CNN saved as the train stage saves one, its score rising with image brightness.
-
-    Fixed weights, not a random init: a random ReLU net can be dead on every input (then every score is
-    0.5 and the threshold test below cannot tell images apart), and its init depends on what ran before.
-    """
-    from skinlesion import models
-
-    folder = tmp_path_factory.mktemp("models") / "tiny_cnn"
-    folder.mkdir()
-    cfg = variant({"name": "tiny_cnn", "kind": "cnn", "task": "binary", "filters": [4], "dense_units": 4})
-    model = models.cnn(cfg, SIZE, seed=0)
-    # Every kernel averages its inputs, so each unit carries the mean brightness b in [0, 1] and the
-    # score is sigmoid(8 b - 2).
-    for layer in model.layers:
-        if layer.weights:
-            kernel, bias = layer.get_weights()
-            fan_in = int(np.prod(kernel.shape[:-1]))
-            out = layer.name == "output"
-            layer.set_weights([np.full_like(kernel, (8.0 if out else 1.0) / fan_in),
-                               np.full_like(bias, -2.0 if out else 0.0)])
-    model.save(folder / "model.keras")
-    write_json(folder / bundle.MANIFEST, bundle.manifest(
-        cfg, input_size=SIZE, imputation_means={}, training_data={"source": "local"},
-        weights={"source": "fixed by hand", "imagenet": None}))
-    return folder
+SIZE = CNN_SIZE  # the cnn_dir fixture (conftest)
 
 
 @pytest.fixture(scope="module")

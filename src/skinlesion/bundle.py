@@ -11,6 +11,8 @@
         weights                               the backbone's weights and where they came from
         decision                              the threshold and calibration evaluate chose on validation
                                               (null in models/<variant>: train cannot know them)
+        recalibration                         only in a bundle `skinlesion recalibrate` wrote: where its
+                                              decision was refitted, on what, and how well (recalibration.py)
         skinlesion_version, variant_config    the package and the variant's full settings
 
 The train stage writes models/<variant>/ (decision null); the evaluate stage writes the complete bundle,
@@ -156,9 +158,10 @@ class Bundle:
                                                                                     else meta)
         return self.task.probabilities(self.model.predict(inputs, batch_size=64, verbose=0))
 
-    def complete(self, out: str | os.PathLike, decision: dict) -> Path:
-        """Write the complete bundle to `out`: this model file and manifest, with `decision` filled in."""
-        info = {**self.info, "decision": decision}
+    def complete(self, out: str | os.PathLike, decision: dict, extra: dict | None = None) -> Path:
+        """Write the complete bundle to `out`: this model file and manifest, with `decision` filled in.
+        `extra` adds (or replaces) top-level manifest blocks, e.g. recalibrate's provenance."""
+        info = {**self.info, **(extra or {}), "decision": decision}
         with atomic_path(out, mark=MANIFEST) as tmp:
             tmp.mkdir(parents=True)
             shutil.copyfile(self.dir / self.info["model_file"], tmp / self.info["model_file"])

@@ -24,6 +24,7 @@ COMMANDS = {
     "evaluate": ("skinlesion.commands.evaluate", "evaluate one trained variant on its test sets"),
     "compare": ("skinlesion.commands.compare", "compare every evaluated variant in results/all"),
     "predict": ("skinlesion.commands.predict", "score new images with a trained variant"),
+    "recalibrate": ("skinlesion.commands.recalibrate", "refit a bundle's threshold on a local labelled set"),
     "validate": ("skinlesion.commands.validate", "check params.yaml against its schema"),
     "summary": ("skinlesion.commands.summary", "what the last run produced, and where its report is"),
 }

@@ -48,7 +48,9 @@ def decision_settings(trained: Bundle) -> Settings:
             log.warning("predict: %s has no decision (a train output, not evaluated): threshold 0.5, not one chosen "
                         "on validation; use bundles/%s, which evaluate writes", trained.dir, trained.name)
         return Settings()
-    out = Settings(threshold=decision.get("threshold"), origin=f"{trained.dir} (chosen on validation)")
+    # chosen_on: the internal validation split (evaluate), or a local labelled set (recalibrate)
+    out = Settings(threshold=decision.get("threshold"),
+                   origin=f"{trained.dir} (chosen on {decision.get('chosen_on') or 'validation'})")
     if decision.get("calibration", "none") != "none":
         out.calibration = Calibrator(decision["calibration"], float(decision.get("temperature", 1.0)))
     return out
