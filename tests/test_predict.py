@@ -176,3 +176,16 @@ def test_a_copied_bundle_scores_alone_the_same_and_an_incomplete_copy_is_a_clear
     (elsewhere / "lr" / "model.joblib").unlink()
     with pytest.raises(PipelineError, match="incomplete"):
         prediction.run("lr", [], "none.csv", metadata=metadata_csv)
+
+
+def test_predict_reads_ages_as_training_and_external_sets_do(tmp_path):
+    """Exact ages go to the archive's 5-year steps (as the local source reads them for training and for
+    external sets), so a case scores the same in predict as in evaluate; a negative age is missing."""
+    from skinlesion.prediction import prepare_metadata
+
+    csv = tmp_path / "metadata.csv"
+    csv.write_text("isic_id,age_approx,sex\nISIC_0000001,42,male\nISIC_0000002,88,female\n"
+                   "ISIC_0000003,-3,male\nISIC_0000004,,female\nISIC_0000005,45,male\n")
+    frame = prepare_metadata(csv, {"age_approx": 52.5})
+    assert frame["age_approx"].tolist() == [40.0, 85.0, 52.5, 52.5, 45.0]
+    assert frame["age_approx_missing"].tolist() == [False, False, True, True, False]

@@ -27,6 +27,7 @@ from .images import load_image
 from .io import atomic_path
 from .metadata import NUMERIC, typed
 from .raw_layout import IMAGE_SUFFIXES, read_csv
+from .sources.local.records import round_age
 
 log = logging.getLogger(__name__)
 BATCH = 256  # images decoded and scored at a time: bounded memory for any number of files
@@ -78,6 +79,10 @@ def prepare_metadata(csv_path: str | os.PathLike, means: dict) -> pd.DataFrame:
     if "isic_id" not in raw.columns:
         raise PipelineError(f"{path} has no 'isic_id' column; is it in isic-cli's layout?")
     frame = typed(raw).drop_duplicates("isic_id", keep="first")
+    # As the local source reads ages for training and external sets (exact ages to the archive's 5-year
+    # steps, a negative one missing), so a case scores the same here as in evaluate.
+    age = frame["age_approx"]
+    frame["age_approx"] = age.where(age >= 0).map(lambda a: a if pd.isna(a) else float(round_age(a)))
     for column in NUMERIC:
         frame[f"{column}_missing"] = frame[column].isna()
     for column in NUMERIC:

@@ -28,6 +28,11 @@ class Loaded:
         bucket[str(value)] = bucket.get(str(value), 0) + 1
 
 
+def round_age(age: float) -> int:
+    """The archive's age_approx: 5-year steps, 85 standing for 85 and older."""
+    return int(min(85, 5 * round(age / 5)))
+
+
 def normal_age(value, loaded: Loaded):
     if value is None:
         return None
@@ -39,7 +44,7 @@ def normal_age(value, loaded: Loaded):
     if not np.isfinite(age) or age < 0:
         loaded.note("age", value)
         return None
-    return int(min(85, 5 * round(age / 5)))
+    return round_age(age)
 
 
 def normal_sex(value, loaded: Loaded):
