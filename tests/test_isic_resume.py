@@ -187,7 +187,10 @@ def test_ctrl_c_stops_cleanly_and_the_rerun_completes(tmp_path):
         out = tmp_path / "isic"
         cmd = [sys.executable, "-m", "skinlesion.cli", "download", "--out", str(out), "--workers", "3"]
         env = {**os.environ, "ISIC_API_URL": server.api_url}
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # A job started in the background by a non-interactive shell (nohup ... &, some CI runners) inherits
+        # SIGINT ignored, and Python then installs no KeyboardInterrupt handler: give the child the default.
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         try:
             deadline = time.monotonic() + 20
             while time.monotonic() < deadline and not any(p.stat().st_size for p in part_files(out).values()):
