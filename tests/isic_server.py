@@ -314,9 +314,10 @@ TRICKLE_BYTES = 100  # a trickle ends here (30 s at 0.3 s a byte), then the conn
 
 
 class FakeIsic:
-    def __init__(self, n: int = 30, seed: int = 7, scale: float = 1.0, host: str = "127.0.0.1"):
+    def __init__(self, n: int = 30, seed: int = 7, scale: float = 1.0, host: str = "127.0.0.1", port: int = 0):
         assert host.startswith("127."), "loopback only"
         self.host = host
+        self.port = port  # 0: any free port (isic-cli's --dev wants 8000)
         self.data = make_dataset(n, seed, scale)
         self.faults: list[Fault] = []
         self.range_support = True
@@ -337,7 +338,7 @@ class FakeIsic:
 
     def start(self) -> "FakeIsic":
         handler = functools.partial(_Handler, self)
-        self.httpd = _Server((self.host, 0), handler)
+        self.httpd = _Server((self.host, self.port), handler)
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
@@ -678,6 +679,24 @@ def client_options(server: FakeIsic, **overrides):
     return from_config(client_config(server, **overrides), env={})
 
 
+def seeded_faults(data: Dataset, seed: int, share: float = 0.15) -> list[Fault]:
+    """Faults the benchmark injects, the same for every client given the seed: the first answer of the first
+    search page is a 503, and of the full files a share (a third each) first answers 429 with Retry-After: 1,
+    503 with Retry-After: 1, or a body cut at half its length; every file's second request succeeds."""
+    rng = random.Random(seed)
+    faults = [Fault("/images/search/", status=503, retry_after="1", times=1)]
+    for record in data.records:
+        roll = rng.random()
+        path = record["files"]["full"]["url"]
+        if roll < share / 3:
+            faults.append(Fault(path, status=429, retry_after="1", times=1, message="Too many requests."))
+        elif roll < 2 * share / 3:
+            faults.append(Fault(path, status=503, retry_after="1", times=1))
+        elif roll < share:
+            faults.append(Fault(path, drop_after=len(data.blobs[path]) // 2, times=1))
+    return faults
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=200)
@@ -685,9 +704,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", type=float, default=1.0, help="grow the pictures (and file sizes)")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds before every answer")
     parser.add_argument("--rate", type=float, default=None, help="bytes/s per file body")
+    parser.add_argument("--port", type=int, default=0, help="port to listen on (0: any free one)")
+    parser.add_argument("--faults", type=int, default=None, metavar="SEED",
+                        help="inject the benchmark's faults (seeded_faults), chosen by SEED")
     args = parser.parse_args(argv)
-    server = FakeIsic(args.images, args.seed, args.scale)
+    server = FakeIsic(args.images, args.seed, args.scale, port=args.port)
     server.latency, server.rate = args.latency, args.rate
+    if args.faults is not None:
+        server.faults.extend(seeded_faults(server.data, args.faults))
     server.start()
     print(server.api_url, flush=True)
     try:
