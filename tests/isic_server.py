@@ -25,8 +25,9 @@ and, to imitate the archive badly on purpose (tests/test_hostile_archive.py):
 
 Every request is logged in `server.log` (path, query, Range header, status, bytes sent).
 
-Run on its own (the benchmark does): python tests/isic_server.py --images 200 --latency 0.05
-prints the API URL on the first line of stdout and serves until killed.
+Run on its own (the benchmark does): python tests/isic_server.py --images 200 --latency 0.05 [--port 8000]
+[--faults SEED] prints the API URL on the first line of stdout and serves until killed; GET /__reset__
+forgets the log and the faults fired, so every client of a benchmark meets the same seeded faults.
 """
 
 from __future__ import annotations
@@ -309,6 +310,7 @@ class Fault:
     redirect: str | None = None  # answer 302 with this Location
 
 
+RESET_PATH = "/__reset__"
 ENDLESS_LIMIT = 2 * 1024**3  # even an "endless" body stops here, so a broken client cannot hang the tests
 TRICKLE_BYTES = 100  # a trickle ends here (30 s at 0.3 s a byte), then the connection closes
 
@@ -408,6 +410,12 @@ class FakeIsic:
                 return fault
         return None
 
+    def reset(self) -> None:
+        """Forget the request log and which faults have fired, so the next client meets the same faults."""
+        with self._lock:
+            self.log.clear()
+            self._fault_hits.clear()
+
     def record_request(self, entry: dict) -> None:
         with self._lock:
             self.log.append(entry)
@@ -453,6 +461,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802
         url = urlparse(self.path)
+        if url.path == RESET_PATH:  # the benchmark, between two clients (no latency, not logged)
+            self.state.reset()
+            return self._send({}, 200, b"reset\n", "text/plain")
         entry = {"path": url.path, "query": parse_qs(url.query), "range": self.headers.get("Range"),
                  "status": None, "sent": 0, "time": time.monotonic()}
         self.state.record_request(entry)  # logged on arrival; status and bytes are filled in as it goes
