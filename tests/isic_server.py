@@ -23,7 +23,8 @@ and, to imitate the archive badly on purpose (tests/test_hostile_archive.py):
     server.faults.append(Fault("/s3/", redirect="http://127.0.0.2:.../x"))  # a 302 to anywhere
     FakeIsic(12, host="127.0.0.2")                                       # a second server on another address
 
-Every request is logged in `server.log` (path, query, Range header, status, bytes sent).
+Every request is logged in `server.log` (path, query, Range header, status, bytes sent, arrival time, the
+client's address and port, whether TCP_NODELAY is set on its connection).
 
 Run on its own (the benchmark does): python tests/isic_server.py --images 200 --latency 0.05 [--port 8000]
 [--faults SEED] prints the API URL on the first line of stdout and serves until killed; GET /__reset__
@@ -465,7 +466,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.state.reset()
             return self._send({}, 200, b"reset\n", "text/plain")
         entry = {"path": url.path, "query": parse_qs(url.query), "range": self.headers.get("Range"),
-                 "status": None, "sent": 0, "time": time.monotonic()}
+                 "status": None, "sent": 0, "time": time.monotonic(),
+                 "client": self.client_address,  # one per connection: keep-alive shows as repeats
+                 "nodelay": bool(self.connection.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))}
         self.state.record_request(entry)  # logged on arrival; status and bytes are filled in as it goes
         try:
             if self.state.latency:
