@@ -107,15 +107,15 @@ def sequential(api_url: str, out: Path) -> None:
 
     def get(url, **kwargs):
         for _ in range(10):
-            response = session.get(url, timeout=30, **kwargs)
+            wait = 1.0
             try:
+                response = session.get(url, timeout=30, **kwargs)  # reads the body: a cut one raises here
                 if response.status_code == 200:
-                    body = response.content  # a cut body raises here
-                    if len(body) == int(response.headers.get("Content-Length", len(body))):
-                        return response
+                    return response
+                wait = float(response.headers.get("Retry-After") or 1)
             except requests.RequestException:
                 pass
-            time.sleep(float(response.headers.get("Retry-After") or 1))
+            time.sleep(wait)
         raise SystemExit(f"gave up on {url}")
 
     records, url, params = [], f"{api_url}/images/search/", {"limit": 100}
