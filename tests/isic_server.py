@@ -23,10 +23,12 @@ and, to imitate the archive badly on purpose (tests/test_hostile_archive.py):
     server.faults.append(Fault("/s3/", redirect="http://127.0.0.2:.../x"))  # a 302 to anywhere
     FakeIsic(12, host="127.0.0.2")                                       # a second server on another address
 
-Every request is logged in `server.log` (path, query, Range header, status, bytes sent).
+Every request is logged in `server.log` (path, query, Range header, status, bytes sent, arrival time, the
+client's address and port, whether TCP_NODELAY is set on its connection).
 
-Run on its own (the benchmark does): python tests/isic_server.py --images 200 --latency 0.05
-prints the API URL on the first line of stdout and serves until killed.
+Run on its own (the benchmark does): python tests/isic_server.py --images 200 --latency 0.05 [--port 8000]
+[--faults SEED] prints the API URL on the first line of stdout and serves until killed; GET /__reset__
+forgets the log and the faults fired, so every client of a benchmark meets the same seeded faults.
 """
 
 from __future__ import annotations
@@ -309,14 +311,16 @@ class Fault:
     redirect: str | None = None  # answer 302 with this Location
 
 
+RESET_PATH = "/__reset__"
 ENDLESS_LIMIT = 2 * 1024**3  # even an "endless" body stops here, so a broken client cannot hang the tests
 TRICKLE_BYTES = 100  # a trickle ends here (30 s at 0.3 s a byte), then the connection closes
 
 
 class FakeIsic:
-    def __init__(self, n: int = 30, seed: int = 7, scale: float = 1.0, host: str = "127.0.0.1"):
+    def __init__(self, n: int = 30, seed: int = 7, scale: float = 1.0, host: str = "127.0.0.1", port: int = 0):
         assert host.startswith("127."), "loopback only"
         self.host = host
+        self.port = port  # 0: any free port (isic-cli's --dev wants 8000)
         self.data = make_dataset(n, seed, scale)
         self.faults: list[Fault] = []
         self.range_support = True
@@ -337,7 +341,7 @@ class FakeIsic:
 
     def start(self) -> "FakeIsic":
         handler = functools.partial(_Handler, self)
-        self.httpd = _Server((self.host, 0), handler)
+        self.httpd = _Server((self.host, self.port), handler)
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
@@ -407,6 +411,12 @@ class FakeIsic:
                 return fault
         return None
 
+    def reset(self) -> None:
+        """Forget the request log and which faults have fired, so the next client meets the same faults."""
+        with self._lock:
+            self.log.clear()
+            self._fault_hits.clear()
+
     def record_request(self, entry: dict) -> None:
         with self._lock:
             self.log.append(entry)
@@ -452,8 +462,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802
         url = urlparse(self.path)
+        if url.path == RESET_PATH:  # the benchmark, between two clients (no latency, not logged)
+            self.state.reset()
+            return self._send({}, 200, b"reset\n", "text/plain")
         entry = {"path": url.path, "query": parse_qs(url.query), "range": self.headers.get("Range"),
-                 "status": None, "sent": 0, "time": time.monotonic()}
+                 "status": None, "sent": 0, "time": time.monotonic(),
+                 "client": self.client_address,  # one per connection: keep-alive shows as repeats
+                 "nodelay": bool(self.connection.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))}
         self.state.record_request(entry)  # logged on arrival; status and bytes are filled in as it goes
         try:
             if self.state.latency:
@@ -678,6 +693,24 @@ def client_options(server: FakeIsic, **overrides):
     return from_config(client_config(server, **overrides), env={})
 
 
+def seeded_faults(data: Dataset, seed: int, share: float = 0.15) -> list[Fault]:
+    """Faults the benchmark injects, the same for every client given the seed: the first answer of the first
+    search page is a 503, and of the full files a share (a third each) first answers 429 with Retry-After: 1,
+    503 with Retry-After: 1, or a body cut at half its length; every file's second request succeeds."""
+    rng = random.Random(seed)
+    faults = [Fault("/images/search/", status=503, retry_after="1", times=1)]
+    for record in data.records:
+        roll = rng.random()
+        path = record["files"]["full"]["url"]
+        if roll < share / 3:
+            faults.append(Fault(path, status=429, retry_after="1", times=1, message="Too many requests."))
+        elif roll < 2 * share / 3:
+            faults.append(Fault(path, status=503, retry_after="1", times=1))
+        elif roll < share:
+            faults.append(Fault(path, drop_after=len(data.blobs[path]) // 2, times=1))
+    return faults
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=200)
@@ -685,9 +718,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", type=float, default=1.0, help="grow the pictures (and file sizes)")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds before every answer")
     parser.add_argument("--rate", type=float, default=None, help="bytes/s per file body")
+    parser.add_argument("--port", type=int, default=0, help="port to listen on (0: any free one)")
+    parser.add_argument("--faults", type=int, default=None, metavar="SEED",
+                        help="inject the benchmark's faults (seeded_faults), chosen by SEED")
     args = parser.parse_args(argv)
-    server = FakeIsic(args.images, args.seed, args.scale)
+    server = FakeIsic(args.images, args.seed, args.scale, port=args.port)
     server.latency, server.rate = args.latency, args.rate
+    if args.faults is not None:
+        server.faults.extend(seeded_faults(server.data, args.faults))
     server.start()
     print(server.api_url, flush=True)
     try:

@@ -16,9 +16,10 @@ import csv
 import os
 import re
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import TYPE_CHECKING, Iterable, Mapping
 
-import pandas as pd
+if TYPE_CHECKING:  # pandas only where a CSV is read: `skinlesion download` writes these files without it
+    import pandas as pd
 
 from .errors import PipelineError
 
@@ -135,6 +136,8 @@ def read_metadata(raw_dir: str | os.PathLike) -> pd.DataFrame:
 def read_csv(path: Path, fix: str, **kwargs) -> pd.DataFrame:
     """pd.read_csv, with a damaged file (bad UTF-8, nothing in it, an unclosed quote) as one PipelineError line
     naming the file and `fix`."""
+    import pandas as pd
+
     try:
         return pd.read_csv(path, **kwargs)
     except ValueError as exc:  # UnicodeDecodeError, EmptyDataError and ParserError are all ValueErrors

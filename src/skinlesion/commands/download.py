@@ -5,7 +5,7 @@
     skinlesion download --out data/thumbs --query 'diagnosis_1:Malignant' --thumbnails --limit 500
     skinlesion download --out data/isic2020 --collections 70 --dry-run
 
-The selection is made on metadata before any image byte moves. Files are written under hidden .part names
+The selection is made on metadata alone; each search page's files start as it arrives. Files are written under hidden .part names
 and renamed when complete, so an interrupted run (Ctrl-C, kill, network loss) is simply run again: only
 what is missing is fetched, partial files are continued with HTTP Range requests. ISIC_API_URL in the
 environment overrides the API URL. See docs/isic.md.
@@ -27,7 +27,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="up to N images of each listed diagnosis_1 class (benign, malignant, indeterminate); others left out",
     )
     parser.add_argument("--thumbnails", action="store_true", default=None, help="fetch the 256 px thumbnails instead of full files")
-    parser.add_argument("--workers", type=int, metavar="N", help="parallel downloads (default 8)")
+    parser.add_argument("--workers", type=int, metavar="N", help="parallel downloads (default 32)")
     parser.add_argument("--retries", type=int, metavar="N", help="retries per request before giving up (default 10)")
     parser.add_argument("--backoff", type=float, metavar="S", help="first retry delay in seconds, doubling (default 1)")
     parser.add_argument("--connect-timeout", type=float, metavar="S", help="connect timeout (default 3.05 s)")

@@ -23,7 +23,7 @@ from ...errors import PipelineError
 from ...io import write_json
 from ...raw_layout import IMAGE_SUFFIXES
 from .client import IsicClient
-from .layout import write_small_files
+from .layout import LicenseFetcher, write_small_files
 from .options import Options
 from .retry import RetryPolicy
 from .selection import Selection, describe, file_info, file_name, select, url_problem
@@ -200,30 +200,9 @@ def download(
         raise PipelineError(f"{folder} exists and is not a folder; choose another --out.")
     folder.mkdir(parents=True, exist_ok=True)
     stop = threading.Event()
+    images = folder / "images"
     with exclusive(folder):
         check_same_kind(folder, options)
-        with IsicClient(options, stop) as client:
-            log.info("isic: selecting from %s (%s)", options.api_url, describe(options))
-            selection = select(client, options, progress)
-            if not selection.records:
-                if selection.skipped:
-                    reasons = ", ".join(f"{n} {reason}" for reason, n in selection.skipped.items())
-                    raise PipelineError(
-                        f"the selection has no usable images ({describe(options)}): every record the archive sent "
-                        f"was refused ({reasons}). Check the API URL and data.isic.allowed_hosts."
-                    )
-                raise PipelineError(
-                    f"the selection matched no images ({describe(options)}). Check the query and the collection "
-                    "ids (e.g. 70 = 2020 challenge training set); try --dry-run to see counts."
-                )
-            images = folder / "images"
-            jobs = jobs_for(selection.records, images, options.thumbnails)
-            total = sum(j.size or 0 for j in jobs)
-            needed = total - sum(bytes_present(j) for j in jobs) if images.is_dir() else total
-            check_disk(folder, needed)
-            images.mkdir(exist_ok=True)
-            write_json(folder / STATE_NAME, {**options.selection(), "files": options.file_kind})
-            licenses = write_small_files(selection.records, folder, client)
         downloader = Downloader(
             RetryPolicy(options.retries, options.backoff, options.max_backoff),
             (options.connect_timeout, options.read_timeout),
@@ -234,7 +213,31 @@ def download(
             file_deadline=options.file_deadline,
             redirect_problem=lambda url: url_problem(url, options.api_url, options.allowed_hosts),
         )
-        report = downloader.run(jobs, progress)
+        feed = _Feed(folder, options, downloader, LicenseFetcher(options, stop))
+        downloader.start(progress)
+        try:
+            with IsicClient(options, stop) as client:
+                log.info("isic: selecting from %s (%s)", options.api_url, describe(options))
+                selection = select(client, options, progress, on_page=feed.page)
+                if not selection.records:
+                    if selection.skipped:
+                        reasons = ", ".join(f"{n} {reason}" for reason, n in selection.skipped.items())
+                        raise PipelineError(
+                            f"the selection has no usable images ({describe(options)}): every record the archive "
+                            f"sent was refused ({reasons}). Check the API URL and data.isic.allowed_hosts."
+                        )
+                    raise PipelineError(
+                        f"the selection matched no images ({describe(options)}). Check the query and the "
+                        "collection ids (e.g. 70 = 2020 challenge training set); try --dry-run to see counts."
+                    )
+                feed.flush()
+                licenses = write_small_files(selection.records, folder, fetcher=feed.licenses)
+        except BaseException:
+            downloader.abort()
+            raise
+        report = downloader.finish()
+    jobs = feed.jobs
+    total = sum(j.size or 0 for j in jobs)
     wanted = {j.dest.name for j in jobs}
     extra = [p for p in images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
              and p.name not in wanted]
@@ -245,6 +248,44 @@ def download(
         raise failure_message(report.failed, len(jobs) - len(report.failed), images, rerun)
     (folder / STATE_NAME).unlink(missing_ok=True)
     return Outcome(summary_of(options, selection, total, licenses), report, closing_line(report, folder))
+
+
+class _Feed:
+    """Hands each search page's records to the downloader as the page arrives, after a disk check.
+
+    Files start once the second page has been read (or paging has ended): a broken paging (a bad cursor, a
+    `next` link that repeats) shows there, and then costs no file transfer; from the third page on, files
+    download while later pages are still on their way. Each batch is checked against the free disk space:
+    what is still to be written of everything queued so far, plus the margin."""
+
+    def __init__(self, folder: Path, options: Options, downloader: Downloader, licenses: LicenseFetcher):
+        self.folder, self.options, self.downloader, self.licenses = folder, options, downloader, licenses
+        self.pending: list[dict] = []
+        self.pages = 0
+        self.jobs: list[Job] = []
+        self.needed = 0  # bytes to write for every job queued so far (what is on disk already left out)
+
+    def page(self, records: list[dict]) -> None:
+        self.pending.extend(records)
+        self.licenses.want(records)
+        self.pages += 1
+        if self.pages >= 2:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        images = self.folder / "images"
+        jobs = jobs_for(self.pending, images, self.options.thumbnails)
+        needed = sum((j.size or 0) - bytes_present(j) for j in jobs) if images.is_dir() else sum(j.size or 0 for j in jobs)
+        check_disk(self.folder, self.needed + needed - self.downloader.bytes_done)
+        if not self.jobs:  # the first batch: from here on the folder holds a download in progress
+            images.mkdir(exist_ok=True)
+            write_json(self.folder / STATE_NAME, {**self.options.selection(), "files": self.options.file_kind})
+        self.needed += needed
+        self.jobs += jobs
+        self.pending = []
+        self.downloader.submit(jobs)
 
 
 def closing_line(report: Report, folder: Path) -> str:

@@ -12,7 +12,7 @@ import logging
 import posixpath
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Callable, Mapping
 from urllib.parse import urlparse
 
 from tqdm.auto import tqdm
@@ -133,12 +133,15 @@ def capped_query(query: str, cls: str) -> str:
 
 
 def _collect(client: IsicClient, query: str, collections, want: int | None, bar, seen: set,
-             options: Options, skipped: Counter) -> tuple[list[dict], int | None]:
+             options: Options, skipped: Counter, on_page: Callable[[list[dict]], None] | None = None,
+             ) -> tuple[list[dict], int | None]:
     records: list[dict] = []
+    on_page = on_page or (lambda new: None)
     matched = None
     pages = client.search_pages(query, collections, page_size=want, want=want,
                                 usable=lambda record: record_problem(record, options) is None)
     for count, results in pages:
+        first = len(records)
         if count is not None:
             matched = int(count)
             if bar is not None:
@@ -160,11 +163,16 @@ def _collect(client: IsicClient, query: str, collections, want: int | None, bar,
                 bar.update(1)
             if want is not None and len(records) >= want:
                 pages.close()
+                on_page(records[first:])
                 return records, matched
+        on_page(records[first:])
     return records, matched
 
 
-def select(client: IsicClient, options: Options, progress: bool | None = None) -> Selection:
+def select(client: IsicClient, options: Options, progress: bool | None = None,
+           on_page: Callable[[list[dict]], None] | None = None) -> Selection:
+    """The selection; `on_page` is called with each search page's newly selected records as the page
+    arrives (so their files can start), or once with them all when per-class caps reorder the selection."""
     disable = None if progress is None else not progress
     with tqdm(desc="metadata", unit=" img", total=0, disable=disable, leave=False) as bar:
         seen: set[str] = set()
@@ -172,7 +180,7 @@ def select(client: IsicClient, options: Options, progress: bool | None = None) -
         caps = options.caps
         if not caps:
             records, matched = _collect(client, options.query, options.collections, options.limit, bar, seen,
-                                        options, skipped)
+                                        options, skipped, on_page)
         else:
             records, matched = [], 0
             for cls, cap in caps.items():
@@ -190,6 +198,8 @@ def select(client: IsicClient, options: Options, progress: bool | None = None) -
             records.sort(key=lambda r: str(r["isic_id"]))
             if options.limit:
                 records = records[: options.limit]
+            if on_page is not None:
+                on_page(records)
     per_class: dict[str, int] = {}
     for record in records:
         key = record_class(record) or "unknown"

@@ -121,6 +121,15 @@ class _Progress:
             dynamic_ncols=True,
         )
 
+    def grow(self, n_images: int, total_bytes: int, initial: int, done: int) -> None:
+        """More images to fetch (the next search page's), `initial` of their bytes and `done` of them on disk."""
+        with self.lock:
+            self.n_images += n_images
+            self.done += done
+            self.bar.total = (self.bar.total or 0) + total_bytes or None
+            self.bar.update(initial)
+            self.bar.set_description_str(self._label(), refresh=False)
+
     def _label(self) -> str:
         return f"images {self.done}/{self.n_images}"
 
@@ -317,37 +326,69 @@ class Downloader:
     # -- many files ---------------------------------------------------------------------------------
 
     def run(self, jobs: list[Job], progress: bool | None = None) -> Report:
-        report = Report()
-        started = time.monotonic()
-        total = sum(j.size or 0 for j in jobs)
-        present = [j for j in jobs if is_complete(j)]
-        initial = sum(bytes_present(j) for j in jobs)
-        self.progress = _Progress(len(jobs), total, initial, len(present), progress)
-        pool = cf.ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="isic-dl")
+        self.start(progress)
         try:
-            futures = {pool.submit(self._fetch_counted, j) for j in jobs}
-            pending = futures
-            while pending:
-                finished, pending = cf.wait(pending, timeout=0.5, return_when=cf.FIRST_COMPLETED)
-                for future in finished:
-                    report.results.append(future.result())
+            self.submit(jobs)
         except BaseException:
-            self.stop.set()  # workers stop between chunks; their .part files stay for the next run
-            pool.shutdown(wait=True, cancel_futures=True)
+            self.abort()
             raise
-        finally:
-            pool.shutdown(wait=True)
-            self.progress.close()
+        return self.finish()
+
+    # A download streams: start(), then submit() each batch of jobs as its search page arrives (transfers
+    # begin while later pages are still on their way), then finish() waits for all of them; abort() on any
+    # error in between stops the workers between chunks (their .part files stay for the next run).
+
+    def start(self, progress: bool | None = None) -> None:
+        self._report = Report()
+        self._started = time.monotonic()
+        self._futures: set[cf.Future] = set()
+        self.bytes_done = 0  # bytes of files finished (complete on disk) so far, for the running disk check
+        self.progress = _Progress(0, 0, 0, 0, progress)
+        self._pool = cf.ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="isic-dl")
+
+    def submit(self, jobs: list[Job]) -> None:
+        present = [j for j in jobs if is_complete(j)]
+        self.progress.grow(len(jobs), sum(j.size or 0 for j in jobs), sum(bytes_present(j) for j in jobs),
+                           len(present))
+        for job in jobs:
+            self._futures.add(self._pool.submit(self._fetch_counted, job))
+        self._collect(timeout=0)
+
+    def _collect(self, timeout: float | None) -> None:
+        finished, self._futures = cf.wait(self._futures, timeout=timeout, return_when=cf.FIRST_COMPLETED)
+        for future in finished:
+            self._report.results.append(future.result())
+
+    def finish(self) -> Report:
+        try:
+            while self._futures:
+                self._collect(timeout=0.5)  # short waits: Ctrl-C reaches the main thread in between
+        except BaseException:
+            self.abort()
+            raise
+        self._close()
+        self._report.seconds = time.monotonic() - self._started
+        return self._report
+
+    def abort(self) -> None:
+        self.stop.set()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._close()
+
+    def _close(self) -> None:
+        self._pool.shutdown(wait=True)
+        self.progress.close()
+        with self._lock:
             for session in self._sessions:
                 session.close()
-        report.seconds = time.monotonic() - started
-        return report
 
     def _fetch_counted(self, job: Job) -> Result:
         result = self.fetch(job)
-        if result.status != "failed" and self.progress is not None:
-            if result.status == "done":
-                self.progress.finish_image()
+        if result.status == "done" and self.progress is not None:
+            self.progress.finish_image()
+        if result.status == "done":
+            with self._lock:
+                self.bytes_done += min(result.bytes, job.size or result.bytes)
         return result
 
 
