@@ -5,10 +5,10 @@
     skinlesion download --out data/thumbs --query 'diagnosis_1:Malignant' --thumbnails --limit 500
     skinlesion download --out data/isic2020 --collections 70 --dry-run
 
-The selection is made on metadata alone; each search page's files start as it arrives. Files are written under hidden .part names
-and renamed when complete, so an interrupted run (Ctrl-C, kill, network loss) is simply run again: only
-what is missing is fetched, partial files are continued with HTTP Range requests. ISIC_API_URL in the
-environment overrides the API URL. See docs/isic.md.
+The selection is made on metadata alone; each search page's files start as it arrives. Files are written
+under hidden .part names and renamed when complete, so an interrupted run (Ctrl-C, kill, network loss) is
+simply run again: only what is missing is fetched, partial files are continued with HTTP Range requests.
+ISIC_API_URL in the environment overrides the API URL. See docs/isic.md.
 """
 
 from __future__ import annotations
