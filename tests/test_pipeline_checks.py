@@ -60,3 +60,19 @@ def test_cli_errors_are_one_line_with_exit_code_2(tmp_path):
 def test_every_command_documents_itself(command):
     proc = run([tool("skinlesion"), command, "--help"], cwd=REPO)
     assert "usage: skinlesion" in proc.stdout and len(proc.stdout.splitlines()) > 3
+
+
+def test_plain_and_configfile_forms_plan_the_same_commands(tmp_path):
+    """`snakemake` and `snakemake --configfile params.yaml` must hand the stages the same command lines
+    (the same --params or none): otherwise switching between the forms reruns every job."""
+    wf = copy_workflow(tmp_path / "wf")
+    write_params(wf / "params.yaml", base_params())
+
+    def commands(*extra):
+        out = run([tool("snakemake"), "-n", "-p", *extra, "results/all"], cwd=wf).stdout
+        return sorted(line.split("Shell command: ", 1)[1] for line in out.splitlines() if "Shell command: skinlesion " in line)
+
+    plain = commands()
+    assert plain and all("--params" not in c for c in plain)
+    assert commands("--configfile=params.yaml") == plain
+    assert commands(f"--configfile={wf / 'params.yaml'}") == plain
