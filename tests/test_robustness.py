@@ -113,6 +113,9 @@ def test_decoding_rejects_unknown_values_and_defaults_agree_with_the_schema():
     assert Decoding() == Decoding(**{k: props[k]["default"] for k in ("aspect", "colour_constancy",
                                                                         "colour_constancy_p")})
     assert Decoding().changed() == {} and Decoding(aspect="centre_crop").changed() == {"aspect": "centre_crop"}
+    assert Decoding(colour_constancy="shades_of_gray").changed() == {"colour_constancy": "shades_of_gray",
+                                                                     "colour_constancy_p": 6}
+    assert Decoding(colour_constancy_p=4) == Decoding() and Decoding(colour_constancy_p=4).changed() == {}
 
 
 def test_params_schema_accepts_the_options_and_refuses_others():
@@ -151,7 +154,7 @@ def test_images_stage_records_non_default_decoding_only(make_raw, tmp_path):
 
     options = {"aspect": "centre_crop", "colour_constancy": "shades_of_gray"}
     raw2, table2, out2 = _stage(make_raw, tmp_path, **options)
-    assert read_json(out2 / "summary.json")["decoding"] == options
+    assert read_json(out2 / "summary.json")["decoding"] == {**options, "colour_constancy_p": 6}
     assert images.decoding_of(out2) == Decoding(**options)
     index2 = pd.read_parquet(out2 / "index.parquet")
     first2 = index2.iloc[0]
@@ -324,3 +327,112 @@ def test_a_model_with_colour_augmentation_saves_and_loads(tmp_path):
     loaded = keras.models.load_model(tmp_path / "m.keras", compile=False)
     x = np.random.default_rng(0).uniform(0, 255, (2, 16, 16, 3)).astype("float32")
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# end to end: images stage -> external -> train -> evaluate -> predict, with every option on
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    """synthetic fetch -> metadata -> images (centre_crop, Shades of Gray) -> external -> train a tiny CNN ->
+    evaluate with and without test-time flips, in-process."""
+    from conftest import lesion_image
+    from skinlesion import evaluation, external, raw_layout, sources, training
+    from test_external import external_records
+
+    root = tmp_path_factory.mktemp("robust")
+    ext_dir = root / "elsewhere"
+    (ext_dir / "images").mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    recs = external_records(24)
+    for r in recs:  # non-square, like HAM10000's 200 x 150
+        image = lesion_image(rng, size=48, dark=r["diagnosis_1"] == "Malignant").resize((64, 48))
+        image.save(ext_dir / "images" / f"{r['isic_id']}.jpg")
+    raw_layout.write_metadata_csv([{"attribution": "Elsewhere", "copyright_license": "CC-0", **r} for r in recs],
+                                  ext_dir / "metadata.csv")
+    project = root / "project"
+    project.mkdir()
+    options = {"aspect": "centre_crop", "colour_constancy": "shades_of_gray", "colour_constancy_p": 6}
+    params = {"seed": 5, "data": {"source": "synthetic", "synthetic": {"n_patients": 40, "image_size": 32}},
+              "metadata": {}, "split": {"val": 0.25, "test": 0.25},
+              "images": {"size": 32, "shard_size": 64, "workers": 1, **options},
+              "train": {"learning_rate": 0.01, "batch_size": 16, "epochs": 1, "patience": 1},
+              "evaluate": {"threshold": "youden", "bootstrap": 20, "gradcam_per_outcome": 0, "tta": "flips",
+                           "external": [{"name": "elsewhere", "path": "../elsewhere", "layout": "isic-cli"}]},
+              "variants": {"tiny": {"kind": "cnn", "task": "binary", "filters": [4], "dense_units": 4}}}
+    P.validate(params)
+    cwd = os.getcwd()
+    os.chdir(project)
+    try:
+        table, shards = "data/interim/metadata.parquet", "data/processed/shards"
+        sources.fetch(params, "data/raw")
+        metadata.run("data/raw", table, params)
+        images.run(table, "data/raw", shards, params)
+        external.run(params, "data/external", "data/interim/metadata_summary.json")
+        training.run(params, "tiny", table, shards, "models/tiny")
+        evaluation.run(params, "tiny", "models/tiny", table, shards, "results/tta", external_dir="data/external",
+                       bundle_out="bundles/tta")
+        plain = {**params, "evaluate": {**params["evaluate"], "tta": "none"}}
+        evaluation.run(plain, "tiny", "models/tiny", table, shards, "results/plain", external_dir="data/external",
+                       bundle_out="bundles/plain")
+    finally:
+        os.chdir(cwd)
+    return project, options
+
+
+def test_options_travel_from_the_images_stage_to_the_bundle(pipeline):
+    project, options = pipeline
+    assert read_json(project / "data/processed/shards/summary.json")["decoding"] == options
+    assert images.decoding_of(project / "data/external/elsewhere/shards") == Decoding(**options)
+    for folder in ("models/tiny", "bundles/tta", "bundles/plain"):
+        assert Bundle(project / folder).decoding == Decoding(**options), folder
+    assert Bundle(project / "bundles/tta").tta == "flips" and Bundle(project / "bundles/plain").tta == "none"
+    assert "tta" not in read_json(project / "bundles/plain/bundle.json")["decision"]
+    assert read_json(project / "results/tta/evaluation.json")["tta"] == "flips"
+    assert "tta" not in read_json(project / "results/plain/evaluation.json")
+
+
+def test_evaluate_tta_scores_every_set_as_the_mean_of_the_flips(pipeline):
+    project, _ = pipeline
+    tta = pd.read_csv(project / "results/tta/predictions.csv")
+    plain = pd.read_csv(project / "results/plain/predictions.csv")
+    assert tta["split"].tolist() == plain["split"].tolist()
+    assert set(tta["split"]) == {"val", "test", "external:elsewhere"}  # validation too: the threshold's scores
+    assert np.max(np.abs(tta["p_malignant"] - plain["p_malignant"])) > 1e-4  # the flips changed the scores
+    from skinlesion import dataset
+
+    trained = Bundle(project / "models/tiny")
+    splits = dataset.load_splits(project / "data/interim/metadata.parquet", project / "data/processed/shards",
+                                 trained.task)
+    test = splits["test"]
+    x = test.images()
+    expected = np.mean([trained.predict(test.table, flipped(x, k)) for k in range(4)], axis=0)
+    got = tta[tta["split"] == "test"].set_index("isic_id").loc[test.table["isic_id"], "p_malignant"]
+    np.testing.assert_allclose(got, expected, atol=2e-6)
+
+
+def test_predict_scores_a_file_as_evaluate_scored_it(pipeline, tmp_path):
+    """A raw external image given to predict: decoded with the bundle's options, scored with its TTA, it gets
+    the score evaluate gave it (the external stage decoded it from the same file with the same options)."""
+    project, _ = pipeline
+    files = sorted((project.parent / "elsewhere" / "images").glob("*.jpg"))[:6]
+    for kind in ("tta", "plain"):
+        frame = prediction.run(project / "bundles" / kind, files, tmp_path / f"{kind}.csv").set_index("isic_id")
+        scored = pd.read_csv(project / f"results/{kind}/predictions.csv").set_index("isic_id")
+        ids = [f.stem for f in files if f.stem in scored.index]
+        assert len(ids) >= 4
+        np.testing.assert_allclose(frame.loc[ids, "p_malignant"], scored.loc[ids, "p_malignant"], atol=2e-6)
+
+
+def test_evaluate_refuses_external_images_decoded_otherwise(pipeline):
+    from skinlesion.evaluation import check_decoding
+
+    project, _ = pipeline
+    trained = Bundle(project / "models/tiny")
+    check_decoding(trained, project / "data/external/elsewhere/shards", "external set elsewhere")  # same: fine
+    other = project / "other_shards"
+    other.mkdir(exist_ok=True)
+    write_json(other / "summary.json", {"images": 0})  # decoded with the defaults
+    with pytest.raises(PipelineError, match="decoded with"):
+        check_decoding(trained, other, "external set other")

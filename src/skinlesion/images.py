@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import os
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +64,8 @@ class Decoding:
             raise PipelineError(f"aspect {self.aspect!r}: expected one of {', '.join(ASPECTS)}")
         if not float(self.colour_constancy_p) >= 1:
             raise PipelineError(f"colour_constancy_p {self.colour_constancy_p!r}: expected a number >= 1")
+        if self.colour_constancy == "none":  # p means nothing then: equal decodings compare equal
+            object.__setattr__(self, "colour_constancy_p", Decoding.colour_constancy_p)
 
     @classmethod
     def of(cls, cfg: dict | None) -> "Decoding":
@@ -73,10 +75,15 @@ class Decoding:
         return cls(**{f.name: cfg[f.name] for f in fields(cls) if cfg.get(f.name) is not None})
 
     def changed(self) -> dict:
-        """The fields that differ from the defaults: what summary.json and the bundle record (nothing for the
-        defaults, so a default run writes the same bytes as before these options existed)."""
-        default = Decoding()
-        return {k: v for k, v in asdict(self).items() if v != getattr(default, k)}
+        """What differs from the defaults: what summary.json and the bundle record (nothing for the defaults,
+        so a default run writes the same bytes as before these options existed). With colour constancy on,
+        its p is always written, so a record never depends on what the default p is."""
+        out = {}
+        if self.aspect != Decoding.aspect:
+            out["aspect"] = self.aspect
+        if self.colour_constancy != Decoding.colour_constancy:
+            out.update(colour_constancy=self.colour_constancy, colour_constancy_p=self.colour_constancy_p)
+        return out
 
     @property
     def default(self) -> bool:
