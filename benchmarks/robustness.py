@@ -13,6 +13,9 @@ as the external set, and tabulates every arm's evaluation.json:
     <best>+tta      the arm with the highest VALIDATION ROC AUC of the first variant, its models re-evaluated
                     with evaluate.tta: flips (no retraining: TTA is an evaluate option)
 
+and, in the baseline arm, colour augmentation: the template's mobilenet_frozen_aug (flip, rotation 0.1, zoom
+0.1, 5 epochs) against the same variant with colour jitter added (COLOUR_JITTER), mobilenet_frozen_aug_colour.
+
 fetch and metadata run once (work/common) and every arm links to them: they do not depend on the images
 options. Each arm's images and external stages, training and evaluation run in work/<arm>. A failing stage
 is recorded in the table with its error, and the other arms still run.
@@ -42,9 +45,13 @@ SOG = {"colour_constancy": "shades_of_gray", "colour_constancy_p": 6}
 ARMS = {"baseline": {}, "shades_of_gray": dict(SOG), "centre_crop": {"aspect": "centre_crop"},
         "both": {"aspect": "centre_crop", **SOG}}
 EXTERNAL = "isic2017-val"
+# Colour jitter added to the template's mobilenet_frozen_aug: brightness +-0.1 x 255, contrast x [0.9, 1.1],
+# saturation x [0.67, 1.5], hue +-0.01 of the colour circle (+-3.6 degrees): moderate camera / illuminant changes.
+COLOUR_JITTER = {"brightness": 0.1, "contrast": 0.1, "saturation": 0.2, "hue": 0.02}
+AUGMENT_PAIR = ("mobilenet_frozen_aug", "mobilenet_frozen_aug_colour")
 
 
-def params_for(args, images_options: dict, tta: str = "none") -> dict:
+def params_for(args, images_options: dict, tta: str = "none", augment: bool = False) -> dict:
     p = yaml.safe_load(TEMPLATE.read_text())
     p["data"]["local"]["path"] = str(Path(args.ham).resolve())
     p["train"]["weights"]["mobilenet_v2"] = str((REPO / "weights" / "mobilenet_v2_1.0_224_no_top_imagenet.h5"))
@@ -55,7 +62,12 @@ def params_for(args, images_options: dict, tta: str = "none") -> dict:
     missing = [v for v in args.variants if v not in p["variants"]]
     if missing:
         sys.exit(f"variants not in {TEMPLATE}: {missing}")
-    p["variants"] = {v: copy.deepcopy(p["variants"][v]) for v in args.variants}
+    chosen = {v: copy.deepcopy(p["variants"][v]) for v in args.variants}
+    if augment:
+        aug = copy.deepcopy(p["variants"][AUGMENT_PAIR[0]])
+        chosen[AUGMENT_PAIR[0]] = aug
+        chosen[AUGMENT_PAIR[1]] = {**copy.deepcopy(aug), "augment": {**aug["augment"], **COLOUR_JITTER}}
+    p["variants"] = chosen
     return p
 
 
@@ -105,7 +117,9 @@ def read_result(folder: Path, variant: str) -> dict:
 
 def run_arm(args, name: str, options: dict, common: Path, work: Path) -> dict:
     folder = work / name
-    write_params(folder, params_for(args, options))
+    augment = name == "baseline" and not args.no_augment
+    write_params(folder, params_for(args, options, augment=augment))
+    variants = list(args.variants) + (list(AUGMENT_PAIR) if augment else [])
     link(folder, common / "data" / "raw", "data/raw")
     for f in ("metadata.parquet", "metadata_summary.json"):
         dest = folder / "data" / "interim" / f
@@ -123,7 +137,7 @@ def run_arm(args, name: str, options: dict, common: Path, work: Path) -> dict:
     except RuntimeError as exc:
         out["error"] = str(exc)
         return {**out, "seconds": seconds}
-    for v in args.variants:
+    for v in variants:
         try:
             seconds[f"train {v}"] = sh(["skinlesion", "train", v, "--table", table, "--shards", "data/processed/shards",
                                         "--out", f"models/{v}"], folder, log)
@@ -194,9 +208,10 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/robust", help="scratch folder (one subfolder per arm)")
     ap.add_argument("--ham", default=str(REPO.parent / "shared" / "data" / "ham10000"))
     ap.add_argument("--external", default=str(REPO.parent / "shared" / "data" / "isic2017-val"))
-    ap.add_argument("--variants", nargs="+", default=["mobilenet_frozen"])
+    ap.add_argument("--variants", nargs="+", default=["mobilenet_frozen", "dual_mobilenet_frozen"])
     ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
     ap.add_argument("--no-tta", action="store_true", help="skip the TTA evaluation of the best arm")
+    ap.add_argument("--no-augment", action="store_true", help="skip the colour augmentation pair (baseline arm)")
     ap.add_argument("--json", default=None, help="write every arm's numbers and timings here")
     args = ap.parse_args()
     work = Path(args.work)
