@@ -436,3 +436,32 @@ def test_evaluate_refuses_external_images_decoded_otherwise(pipeline):
     write_json(other / "summary.json", {"images": 0})  # decoded with the defaults
     with pytest.raises(PipelineError, match="decoded with"):
         check_decoding(trained, other, "external set other")
+
+
+def test_recalibrate_scores_the_local_set_as_predict_does(position_cnn, make_raw, tmp_path):
+    """recalibrate decodes the labelled set with the bundle's options and scores it with its TTA, as predict."""
+    from skinlesion import recalibration
+
+    options = {"colour_constancy": "shades_of_gray", "aspect": "centre_crop"}
+    sog = _with_input(position_cnn, tmp_path / "sog", **options)
+    complete = Bundle(sog).complete(tmp_path / "complete", {"threshold": 0.5, "calibration": "none",
+                                                           "temperature": 1.0, "tta": "flips"})
+    clinic = make_raw(records(6), name="clinic")
+    rng = np.random.default_rng(7)
+    for i, path in enumerate(sorted((clinic / "images").glob("*.jpg"))):  # lopsided, wide: crop and flips matter
+        image = np.zeros((48, 80, 3), np.uint8)
+        image[:, :14] = (250, 120, 60)
+        image[4:24, 16:48] = rng.integers(60, 200, (20, 32, 3), dtype=np.uint8)
+        image[24 + i % 5 * 4:, 48:] = (200, 90, 40)
+        Image.fromarray(image).save(path, quality=95)
+    data = recalibration.read_local(Bundle(complete), clinic)
+    files = sorted((clinic / "images").glob("*.jpg"))
+    scores = prediction.run(complete, files, tmp_path / "p.csv")["p_malignant"].to_numpy()
+    plain = Bundle(position_cnn).predict(None, np.stack([load_image(f, CNN_SIZE) for f in files]))
+    assert len(data.raw) >= len(files) - 4  # rows the metadata cleaning drops (a missing sex) are not scored
+    for value in data.raw:  # every case recalibrate scored has predict's score for its file ...
+        assert np.min(np.abs(scores - value)) < 1e-6, (value, scores)
+    assert np.max(np.abs(np.sort(plain)[: len(data.raw)] - np.sort(data.raw))) > 0.01  # ... not the defaults'
+    out = tmp_path / "recal"
+    recalibration.run(complete, clinic, out, 0.9, n_boot=20, k=2)
+    assert Bundle(out).tta == "flips" and Bundle(out).decoding == Decoding(**options)  # kept for predict
