@@ -402,14 +402,20 @@ def test_evaluate_tta_scores_every_set_as_the_mean_of_the_flips(pipeline):
     assert np.max(np.abs(tta["p_malignant"] - plain["p_malignant"])) > 1e-4  # the flips changed the scores
     from skinlesion import dataset
 
+    from skinlesion.evaluation import external_split
+
     trained = Bundle(project / "models/tiny")
     splits = dataset.load_splits(project / "data/interim/metadata.parquet", project / "data/processed/shards",
                                  trained.task)
-    test = splits["test"]
-    x = test.images()
-    expected = np.mean([trained.predict(test.table, flipped(x, k)) for k in range(4)], axis=0)
-    got = tta[tta["split"] == "test"].set_index("isic_id").loc[test.table["isic_id"], "p_malignant"]
-    np.testing.assert_allclose(got, expected, atol=2e-6)
+    sets = {"val": splits["val"], "test": splits["test"],
+            "external:elsewhere": external_split(project / "data/external", "elsewhere", trained.task)}
+    for name, split in sets.items():
+        x = split.images()
+        expected = np.mean([trained.predict(split.table, flipped(x, k)) for k in range(4)], axis=0)
+        rows = tta[tta["split"] == name].set_index("isic_id")
+        got = rows.loc[split.table["isic_id"], "p_malignant"]
+        np.testing.assert_allclose(got, expected, atol=2e-6, err_msg=name)
+        assert np.max(np.abs(expected - trained.predict(split.table, x))) > 1e-5, name  # TTA moved this set
 
 
 def test_predict_scores_a_file_as_evaluate_scored_it(pipeline, tmp_path):
