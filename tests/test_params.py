@@ -27,7 +27,8 @@ def test_shipped_params_files_are_valid():
                                                          "features": ["age_approx", "shoe_size"]}),
          "variants.dual_x.features.1", "Allowed: age_approx, sex, clin_size_long_diam_mm"),
         (lambda p: p["data"]["isic"].__setitem__("max_body_byte", 1), "data.isic", "Known keys here: allowed_hosts"),
-        (lambda p: p["images"].__setitem__("max_pixel", 1), "images", "Known keys here: max_pixels"),
+        (lambda p: p["images"].__setitem__("max_pixel", 1), "images",
+         "Known keys here: aspect, colour_constancy, colour_constancy_p, max_pixels"),
     ],
 )
 def test_bad_value_names_key_and_what_is_allowed(tmp_path, edit, key, hint):

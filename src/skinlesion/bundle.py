@@ -4,12 +4,15 @@
     <bundle>/bundle.json                  everything else scoring needs, and where the model came from:
         variant, kind, task, classes          what it predicts
         input                                 image size and how images are decoded and resized
-                                              (skinlesion.images.load_image, as the images stage did)
+                                              (skinlesion.images.load_image, as the images stage did), with
+                                              the images stage's non-default options (aspect,
+                                              colour_constancy, colour_constancy_p; absent = default)
         metadata                              the features, their column layout, and the train means that
                                               filled missing values (fitted by the metadata stage on train)
         training_data                         source (synthetic, local, isic), size, content sha256
         weights                               the backbone's weights and where they came from
-        decision                              the threshold and calibration evaluate chose on validation
+        decision                              the threshold and calibration evaluate chose on validation, and
+                                              its test-time augmentation (`tta`, absent = none)
                                               (null in models/<variant>: train cannot know them)
         recalibration                         only in a bundle `skinlesion recalibrate` wrote: where its
                                               decision was refitted, on what, and how well (recalibration.py)
@@ -34,6 +37,7 @@ import pandas as pd
 
 from . import __version__, features, kinds, tasks
 from .errors import PipelineError
+from .images import FLIPS, Decoding, flipped
 from .io import atomic_path, read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -55,9 +59,13 @@ def training_data_hash(table: pd.DataFrame, columns: list[str], shards_dir: str 
     return digest.hexdigest()
 
 
+TTA = ("none", "flips")  # evaluate.tta: none, or the mean of the scores of the four flips of each image
+
+
 def manifest(variant, *, input_size: int | None, imputation_means: dict, training_data: dict,
-             weights: dict) -> dict:
-    """bundle.json as the train stage writes it (no decision yet)."""
+             weights: dict, decoding: Decoding | None = None) -> dict:
+    """bundle.json as the train stage writes it (no decision yet). `decoding`: how the training images were
+    decoded; only its non-default fields are written (none for the defaults: the same bytes as before)."""
     meta = None
     if variant.kind.metadata:
         meta = {"features": list(variant.features), "columns": features.column_names(list(variant.features)),
@@ -70,7 +78,8 @@ def manifest(variant, *, input_size: int | None, imputation_means: dict, trainin
         "variant": variant.name, "kind": variant.kind.name, "task": variant.task.name,
         "classes": list(variant.task.classes), "model_file": variant.kind.saved_as,
         "input": {"image_size": input_size, "resize": RESIZE,
-                  "pixels": "RGB uint8 0..255; the model preprocesses inside its graph"} if variant.kind.images
+                  "pixels": "RGB uint8 0..255; the model preprocesses inside its graph",
+                  **(decoding.changed() if decoding is not None else {})} if variant.kind.images
         else None,
         "metadata": meta, "training_data": training_data, "weights": weights,
         "decision": None, "variant_config": variant.as_dict(),
@@ -116,8 +125,19 @@ class Bundle:
         return (self.info.get("input") or {}).get("image_size")
 
     @property
+    def decoding(self) -> Decoding:
+        """How images are decoded for this model (skinlesion.images.Decoding): the bundle's `input` fields,
+        the defaults where absent (bundles from before the options)."""
+        return Decoding.of(self.info.get("input"))
+
+    @property
     def decision(self) -> dict | None:
         return self.info.get("decision")
+
+    @property
+    def tta(self) -> str:
+        """The test-time augmentation evaluate chose (`decision.tta`); none without a decision or the field."""
+        return (self.decision or {}).get("tta") or "none"
 
     @property
     def weights(self) -> dict:
@@ -146,8 +166,19 @@ class Bundle:
     def metadata_matrix(self, table: pd.DataFrame | None) -> np.ndarray | None:
         return features.matrix(table, self.features) if self.uses_metadata else None
 
-    def predict(self, table: pd.DataFrame | None = None, images: np.ndarray | None = None) -> np.ndarray:
-        """Probabilities: (n,) of malignant for binary, (n, n_classes) for multiclass."""
+    def predict(self, table: pd.DataFrame | None = None, images: np.ndarray | None = None,
+                tta: str = "none") -> np.ndarray:
+        """Probabilities: (n,) of malignant for binary, (n, n_classes) for multiclass.
+
+        tta "flips": the mean of the probabilities of the four flips of each image (identity, horizontal,
+        vertical, both; the metadata unchanged); a model without images ignores it."""
+        if tta not in TTA:
+            raise PipelineError(f"test-time augmentation {tta!r}: expected one of {', '.join(TTA)}")
+        if tta == "flips" and self.kind.keras and self.uses_images and images is not None:
+            return np.mean([self._predict(table, flipped(images, k)) for k in range(len(FLIPS))], axis=0)
+        return self._predict(table, images)
+
+    def _predict(self, table: pd.DataFrame | None, images: np.ndarray | None) -> np.ndarray:
         meta = self.metadata_matrix(table)
         if not self.kind.keras:  # scikit-learn: a column per class (training.AllClasses keeps absent ones)
             probs = np.asarray(self.model.predict_proba(meta), dtype=np.float64)

@@ -19,6 +19,11 @@ and on every external test set.
     bundles/<variant>/                           the complete model bundle (skinlesion.bundle): the trained model
                                                  with the threshold and calibration chosen here, for predict
 
+With `evaluate.tta: flips` every image's score is the mean of the scores of its four flips (identity,
+horizontal, vertical, both: Bundle.predict), on validation (so the threshold is chosen on the scores it will
+be applied to), test and every external set alike; the bundle's decision records it, so predict does the
+same. With the default (none) nothing about it is written, as before the option existed.
+
 With `evaluate.calibration: temperature` the temperature is fitted on val; the threshold is then chosen
 on the calibrated val scores and every thresholded metric uses calibrated probabilities (rank metrics
 are unchanged by it). docs/evaluation.md explains every number and figure.
@@ -39,7 +44,7 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
-from . import __version__, dataset, external_sets, figures, metric_catalog, metrics
+from . import __version__, dataset, external_sets, figures, images, metric_catalog, metrics
 from .bundle import Bundle
 from .calibration import Calibrator, ece, reliability
 from .errors import PipelineError
@@ -52,7 +57,7 @@ log = logging.getLogger(__name__)
 # What evaluate writes into results/variants/<variant>: a folder holding only these is an earlier output.
 OUTPUTS = ("evaluation.json", "metrics.json", "plots", "figures", "predictions.csv")
 DEFAULTS = {"threshold": "youden", "target_sensitivity": 0.9, "bootstrap": 1000, "calibration": "none",
-            "calibration_bins": 10, "gradcam_per_outcome": 2}
+            "calibration_bins": 10, "gradcam_per_outcome": 2, "tta": "none"}
 
 
 # What metrics.json keeps of the natural test set's block, per task (metric_catalog: Metric.headline): few
@@ -81,9 +86,19 @@ def settings(params: dict) -> dict:
     return {**DEFAULTS, **(params.get("evaluate") or {})}
 
 
-def _score(trained: Bundle, split: dataset.Split) -> np.ndarray:
-    images = split.images() if trained.uses_images else None
-    return trained.predict(split.table, images)
+def _score(trained: Bundle, split: dataset.Split, tta: str = "none") -> np.ndarray:
+    pixels = split.images() if trained.uses_images else None
+    return trained.predict(split.table, pixels, tta=tta)
+
+
+def check_decoding(trained: Bundle, shards_dir, what: str) -> None:
+    """Images scored by `trained` must have been decoded as its training images were (images.Decoding)."""
+    if not trained.uses_images:
+        return
+    have, want = images.decoding_of(shards_dir), trained.decoding
+    if have != want:
+        raise PipelineError(f"{what} ({shards_dir}) was decoded with {have} but variant {trained.name} was trained on "
+                            f"images decoded with {want}: rerun the external stage with the same `images:` params.")
 
 
 @dataclass
@@ -158,12 +173,15 @@ def run(params: dict, name: str, model_dir, table, shards, out, external_dir=Non
     if ext_names and external_dir is None:
         raise PipelineError(f"evaluate.external names {', '.join(ext_names)} but no --external folder was given.")
     ext_splits = {n: external_split(external_dir, n, task) for n in ext_names}
-    raw_val, raw_test = _score(trained, val_split), _score(trained, test_split)
+    for n, s in ext_splits.items():
+        check_decoding(trained, s.shards_dir, f"external set {n}")
+    tta = cfg["tta"]
+    raw_val, raw_test = _score(trained, val_split, tta), _score(trained, test_split, tta)
     y_val = val_split.labels(task)
     calibrate = Calibrator.fit(cfg["calibration"], y_val, raw_val)
     val = Scores.of(val_split, task, raw_val, calibrate)
     test = Scores.of(test_split, task, raw_test, calibrate)
-    ext = {n: Scores.of(s, task, _score(trained, s), calibrate) for n, s in ext_splits.items()}
+    ext = {n: Scores.of(s, task, _score(trained, s, tta), calibrate) for n, s in ext_splits.items()}
     sets = {"test_natural": test, "val": val}
     n_boot, bins = int(cfg["bootstrap"]), int(cfg["calibration_bins"])
     prev = prevalences(splits["train"], task)
@@ -174,6 +192,8 @@ def run(params: dict, name: str, model_dir, table, shards, out, external_dir=Non
                             "seed": seed},
               "calibration": {"method": calibrate.method, "temperature": calibrate.temperature, "bins": bins,
                               "fitted_on": "val"}}
+    if tta != "none":  # absent: none (the same evaluation.json as before the option)
+        result["tta"] = tta
     # Every set gets the same metric code, the same threshold (chosen on val) and the same bootstrap.
     scored = {**sets, **{f"external:{n}": s for n, s in ext.items()}}
     blocks = {}
@@ -215,6 +235,8 @@ def run(params: dict, name: str, model_dir, table, shards, out, external_dir=Non
                 "target_sensitivity": cfg["target_sensitivity"] if cfg["threshold"] == "sensitivity" else None,
                 "calibration": calibrate.method, "temperature": calibrate.temperature,
                 "chosen_on": "the internal validation split", "evaluated_by": f"skinlesion {__version__}"}
+    if tta != "none":  # predict and recalibrate score with it too (Bundle.tta); absent: none
+        decision["tta"] = tta
 
     with atomic_path(out, mark=OUTPUTS) as tmp:
         (tmp / "plots").mkdir(parents=True)

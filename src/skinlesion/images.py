@@ -8,6 +8,14 @@
 Images are untrusted: one whose header states more than images.max_pixels pixels is not decoded (a few
 bytes can announce gigapixels) and is quarantined in unreadable.csv with its reason, like any image the
 decoder rejects.
+
+How an image becomes SxS pixels is decided here, once (Decoding, from the `images:` params): `aspect`
+(squash: the whole image resized to SxS, the default; centre_crop: the central square, then resized) and
+`colour_constancy` (none, the default; shades_of_gray: Shades of Gray with Minkowski norm
+`colour_constancy_p`). The images stage, the external stage, predict and recalibrate all decode through
+load_image with the same Decoding: summary.json records a non-default one, train copies it into the
+model bundle's `input` block, and predict / recalibrate read it back from there (an absent field is the
+default, so older bundles and default runs read and write exactly what they did before).
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +32,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from .errors import PipelineError
-from .io import atomic_path, write_json
+from .io import atomic_path, read_json, write_json
 
 log = logging.getLogger(__name__)
 INDEX_COLUMNS = ["isic_id", "split", "label", "label_multiclass", "group"]
@@ -34,10 +43,93 @@ class TooManyPixels(ValueError):
     pass
 
 
-def load_image(path: str | os.PathLike, size: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+COLOUR_CONSTANCY = ("none", "shades_of_gray")
+ASPECTS = ("squash", "centre_crop")
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """How load_image turns a file into SxS pixels, besides the size (the `images:` params of the same names).
+
+    The defaults are the original decoder's behaviour, byte for byte."""
+
+    colour_constancy: str = "none"  # none | shades_of_gray
+    colour_constancy_p: float = 6  # Shades of Gray's Minkowski norm (p = 6, as leading ISIC 2018/2019 entries)
+    aspect: str = "squash"  # squash | centre_crop
+
+    def __post_init__(self):
+        if self.colour_constancy not in COLOUR_CONSTANCY:
+            raise PipelineError(f"colour_constancy {self.colour_constancy!r}: expected one of {', '.join(COLOUR_CONSTANCY)}")
+        if self.aspect not in ASPECTS:
+            raise PipelineError(f"aspect {self.aspect!r}: expected one of {', '.join(ASPECTS)}")
+        if not float(self.colour_constancy_p) >= 1:
+            raise PipelineError(f"colour_constancy_p {self.colour_constancy_p!r}: expected a number >= 1")
+        if self.colour_constancy == "none":  # p means nothing then: equal decodings compare equal
+            object.__setattr__(self, "colour_constancy_p", Decoding.colour_constancy_p)
+
+    @classmethod
+    def of(cls, cfg: dict | None) -> "Decoding":
+        """From the `images:` params, a shards summary's `decoding` or a bundle's `input` block (other keys
+        ignored; an absent key is the default)."""
+        cfg = cfg or {}
+        return cls(**{f.name: cfg[f.name] for f in fields(cls) if cfg.get(f.name) is not None})
+
+    def changed(self) -> dict:
+        """What differs from the defaults: what summary.json and the bundle record (nothing for the defaults,
+        so a default run writes the same bytes as before these options existed). With colour constancy on,
+        its p is always written, so a record never depends on what the default p is."""
+        out = {}
+        if self.aspect != Decoding.aspect:
+            out["aspect"] = self.aspect
+        if self.colour_constancy != Decoding.colour_constancy:
+            out.update(colour_constancy=self.colour_constancy, colour_constancy_p=self.colour_constancy_p)
+        return out
+
+    @property
+    def default(self) -> bool:
+        return not self.changed()
+
+
+def decoding_of(shards_dir: str | os.PathLike) -> Decoding:
+    """The Decoding the images (or external) stage wrote `shards_dir` with, from its summary.json."""
+    path = Path(shards_dir) / "summary.json"
+    return Decoding.of(read_json(path).get("decoding") if path.is_file() else None)
+
+
+def shades_of_gray(pixels: np.ndarray, p: float = 6) -> np.ndarray:
+    """Shades of Gray colour constancy (Finlayson & Trezzi 2004) of one (h, w, 3) uint8 image.
+
+    The illuminant is estimated per channel as the Minkowski p-mean of the image's values,
+    e_c = (mean(I_c ** p)) ** (1/p) (p = 1: grey world; p -> infinity: max-RGB), and each channel is
+    scaled by mean(e) / e_c: the illuminant becomes grey and the overall brightness is kept. Clipped to
+    0..255 and rounded to uint8. A channel that is black everywhere (e_c = 0) is left as it is."""
+    x = pixels.astype(np.float64) / 255.0
+    e = np.power(np.mean(np.power(x, p), axis=(0, 1)), 1.0 / p)
+    gain = np.divide(e.mean(), e, out=np.ones_like(e), where=e > 0)
+    return np.clip(np.rint(x * gain * 255.0), 0, 255).astype(np.uint8)
+
+
+def flipped(images: np.ndarray, k: int) -> np.ndarray:
+    """The k-th of the four flips of NHWC images (FLIPS order: k & 1 horizontal, k & 2 vertical).
+
+    Shared by training (flip augmentation computed once per flip) and scoring (test-time augmentation)."""
+    if k & 1:
+        images = images[:, :, ::-1]
+    if k & 2:
+        images = images[:, ::-1]
+    return np.ascontiguousarray(images)
+
+
+FLIPS = ("none", "horizontal", "vertical", "both")
+
+
+def load_image(path: str | os.PathLike, size: int, max_pixels: int = DEFAULT_MAX_PIXELS,
+               decoding: Decoding | None = None) -> np.ndarray:
     """One image -> (size, size, 3) uint8. JPEGs are decoded at a reduced scale when that suffices.
 
+    `decoding` (default: Decoding()): aspect handling and colour constancy, see Decoding.
     Raises TooManyPixels, before decoding, for an image of more than `max_pixels` pixels."""
+    decoding = decoding or Decoding()
     # Pillow's own bomb check (a warning, then an error at twice its limit) must not undercut ours
     if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
         Image.MAX_IMAGE_PIXELS = max_pixels
@@ -50,14 +142,27 @@ def load_image(path: str | os.PathLike, size: int, max_pixels: int = DEFAULT_MAX
         # 6000x4000 file; it never goes below the requested size, so quality is kept.
         image.draft("RGB", (size, size))
         image = image.convert("RGB")
+        if decoding.aspect == "centre_crop":
+            # The central square of the (draft-scaled) image: its short side is still >= size, since
+            # draft() never goes below the requested size in either dimension.
+            w, h = image.size
+            side = min(w, h)
+            left, top = (w - side) // 2, (h - side) // 2
+            image = image.crop((left, top, left + side, top + side))
         image = image.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
-        return np.asarray(image, dtype=np.uint8)
+        pixels = np.asarray(image, dtype=np.uint8)
+    if decoding.colour_constancy == "shades_of_gray":
+        # After the resize: the illuminant is a mean over the image, which a bilinear downscale barely
+        # changes (it averages neighbours, softening only the extremes the p-norm leans on), and it costs
+        # SxS pixels instead of the full file's millions. Every consumer resizes first, so they agree.
+        pixels = shades_of_gray(pixels, float(decoding.colour_constancy_p))
+    return pixels
 
 
-def _load(task: tuple[str, int, int]) -> tuple[np.ndarray | None, str | None]:
-    path, size, max_pixels = task
+def _load(task: tuple[str, int, int, Decoding]) -> tuple[np.ndarray | None, str | None]:
+    path, size, max_pixels, decoding = task
     try:
-        return load_image(path, size, max_pixels), None
+        return load_image(path, size, max_pixels, decoding), None
     except Exception as exc:  # any decoder error: the image is reported, not fatal
         return None, f"{type(exc).__name__}: {exc}"
 
@@ -103,7 +208,8 @@ def run(table_path: str | os.PathLike, raw_dir: str | os.PathLike, out: str | os
     table = _read_table(table_path)
     paths = [str(Path(raw_dir) / "images" / name) for name in table["image"]]
     max_pixels = cfg.get("max_pixels", DEFAULT_MAX_PIXELS)
-    tasks = [(p, size, max_pixels) for p in paths]
+    decoding = Decoding.of(cfg)
+    tasks = [(p, size, max_pixels, decoding) for p in paths]
     workers, workers_source = workers_for(cfg, len(tasks))
     log.info("images: %d image(s), %d decoding process(es) (from %s)", len(tasks), workers, workers_source)
     # Row values as plain Python lists, one per column: indexing a DataFrame row by row costs ~150 us each.
@@ -146,6 +252,8 @@ def run(table_path: str | os.PathLike, raw_dir: str | os.PathLike, out: str | os
         index.to_parquet(tmp / "index.parquet", index=False)
         pd.DataFrame(unreadable, columns=["isic_id", "path", "error"]).to_csv(tmp / "unreadable.csv", index=False)
         summary = {"images": len(index), "unreadable": len(unreadable), "shards": shard, "size": size}
+        if not decoding.default:  # absent: the defaults (the same summary bytes as before the options)
+            summary["decoding"] = decoding.changed()
         write_json(tmp / "summary.json", summary)
     for item in unreadable:
         log.warning("images: excluded unreadable %s (%s)", item["path"], item["error"])

@@ -23,6 +23,15 @@ class CaffePreprocess(layers.Layer):
         return keras.ops.flip(x, axis=-1) - mean
 
 
+@keras.saving.register_keras_serializable(package="skinlesion")
+class ClipPixels(layers.Layer):
+    """Clip to the 0..255 pixel range: Keras 3.15's RandomSaturation does not clip the saturation it scales
+    up, so its output leaves the range (values down to -90 measured on uint8-range input)."""
+
+    def call(self, x):
+        return keras.ops.clip(x, 0.0, 255.0)
+
+
 def preprocessing(backbone: str) -> layers.Layer:
     """The backbone's ImageNet preprocessing (skinlesion.backbones), as the layer named "preprocess"."""
     style = backbones.get(backbone).preprocessing
@@ -34,7 +43,8 @@ def preprocessing(backbone: str) -> layers.Layer:
 
 
 def augmentation(augment: Augment | None, seed: int) -> list[layers.Layer]:
-    """The study's augmentation (flip, rotation, zoom); the layers are identity at inference."""
+    """The study's augmentation (flip, rotation, zoom), then colour jitter (brightness, contrast, saturation,
+    hue) on the 0..255 pixels, before the backbone's preprocessing; the layers are identity at inference."""
     if augment is None:
         return []
     out = []
@@ -44,6 +54,19 @@ def augmentation(augment: Augment | None, seed: int) -> list[layers.Layer]:
         out.append(layers.RandomRotation(augment.rotation, fill_mode="reflect", seed=seed + 1, name="aug_rotation"))
     if augment.zoom:
         out.append(layers.RandomZoom(augment.zoom, fill_mode="reflect", seed=seed + 2, name="aug_zoom"))
+    value_range = (0, 255)  # the images enter as uint8-range RGB
+    if augment.brightness:
+        out.append(layers.RandomBrightness(augment.brightness, value_range=value_range, seed=seed + 3,
+                                           name="aug_brightness"))
+    if augment.contrast:
+        out.append(layers.RandomContrast(augment.contrast, value_range=value_range, seed=seed + 4, name="aug_contrast"))
+    if augment.saturation:
+        s = augment.saturation / 2  # Keras' factor 0.5 is no change: a range around it
+        out.append(layers.RandomSaturation((0.5 - s, 0.5 + s), value_range=value_range, seed=seed + 5,
+                                           name="aug_saturation"))
+        out.append(ClipPixels(name="aug_saturation_clip"))
+    if augment.hue:
+        out.append(layers.RandomHue(augment.hue, value_range=value_range, seed=seed + 6, name="aug_hue"))
     return out
 
 

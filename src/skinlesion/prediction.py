@@ -1,7 +1,8 @@
 """`skinlesion predict`: score new image files with a model bundle, exactly as evaluate scored the test set.
 
-Per image: skinlesion.images.load_image at the bundle's input size (the same decode and resize the images
-stage applied), then Bundle.predict, the code path evaluate uses. Everything else comes from the bundle
+Per image: skinlesion.images.load_image at the bundle's input size and with its decoding options (aspect,
+colour constancy: the same decode and resize the images stage applied), then Bundle.predict, the code path
+evaluate uses, with the test-time augmentation evaluate chose (decision.tta). Everything else comes from the bundle
 alone (skinlesion.bundle): the decision threshold and calibration evaluate chose on validation, and the
 train means that metadata imputation used. A bundle from models/<variant> (train's, before evaluate) has
 no decision: the threshold is then 0.5, with a warning naming bundles/<variant>.
@@ -23,7 +24,7 @@ import pandas as pd
 from .bundle import Bundle
 from .calibration import Calibrator
 from .errors import PipelineError
-from .images import load_image
+from .images import Decoding, load_image
 from .io import atomic_path
 from .metadata import NUMERIC, typed
 from .raw_layout import IMAGE_SUFFIXES, read_csv
@@ -40,6 +41,7 @@ class Settings:
     threshold: float | None = 0.5
     calibration: Calibrator = field(default_factory=Calibrator)
     origin: str = "defaults"
+    tta: str = "none"
 
 
 def decision_settings(trained: Bundle) -> Settings:
@@ -51,7 +53,7 @@ def decision_settings(trained: Bundle) -> Settings:
         return Settings()
     # chosen_on: the internal validation split (evaluate), or a local labelled set (recalibrate)
     out = Settings(threshold=decision.get("threshold"),
-                   origin=f"{trained.dir} (chosen on {decision.get('chosen_on') or 'validation'})")
+                   origin=f"{trained.dir} (chosen on {decision.get('chosen_on') or 'validation'})", tta=trained.tta)
     if decision.get("calibration", "none") != "none":
         out.calibration = Calibrator(decision["calibration"], float(decision.get("temperature", 1.0)))
     return out
@@ -134,9 +136,11 @@ def run(model_dir: str | os.PathLike, paths: list[str | os.PathLike], out: str |
     size = int(trained.input_size or 0)
     if trained.uses_images and not size:
         raise PipelineError(f"{model_dir}/bundle.json has no input image_size; retrain the variant")
-    log.info("predict: %s (%s, %s) on %d file(s); threshold %s from %s%s", name, trained.kind.name,
+    log.info("predict: %s (%s, %s) on %d file(s); threshold %s from %s%s%s%s", name, trained.kind.name,
              trained.task.name, len(items), chosen.threshold, chosen.origin,
-             f", temperature {chosen.calibration.temperature}" if chosen.calibration.method != "none" else "")
+             f", temperature {chosen.calibration.temperature}" if chosen.calibration.method != "none" else "",
+             f", test-time augmentation {chosen.tta}" if chosen.tta != "none" else "",
+             f", decoding {trained.decoding.changed()}" if trained.uses_images and not trained.decoding.default else "")
 
     names = _unique_names([i for i, _ in items])
     records = []
@@ -162,11 +166,11 @@ def _unique_names(ids: list[str]) -> list[str]:
     return out
 
 
-def _read(path: str, size: int) -> np.ndarray:
+def _read(path: str, size: int, decoding: Decoding | None = None) -> np.ndarray:
     if not Path(path).is_file():
         raise FileNotFoundError(f"file not found: {path}")
     try:
-        return load_image(path, size)
+        return load_image(path, size, decoding=decoding)
     except Exception as exc:
         raise OSError(f"unreadable image ({type(exc).__name__}: {exc})") from exc
 
@@ -180,7 +184,7 @@ def _score_batch(trained: Bundle, items: list[tuple[str, str]], names: list[str]
             if table is not None and isic_id not in table.index:
                 raise LookupError(f"no row for isic_id {isic_id} in the metadata CSV")
             if trained.uses_images:
-                images.append(_read(path, size))
+                images.append(_read(path, size, trained.decoding))
             ok.append(k)
         except Exception as exc:  # any decoder or lookup error: this file is reported, the rest scored
             message = str(exc) if isinstance(exc, (LookupError, FileNotFoundError)) else f"{type(exc).__name__}: {exc}"
@@ -190,7 +194,7 @@ def _score_batch(trained: Bundle, items: list[tuple[str, str]], names: list[str]
         return records
     meta = table.loc[[items[k][0] for k in ok]] if table is not None else None
     pixels = np.stack(images) if trained.uses_images else None
-    probs = trained.predict(meta, pixels)
+    probs = trained.predict(meta, pixels, tta=settings.tta)
     for k, row in zip(ok, _rows_for(trained, probs, settings)):
         records[k].update(row)
     if gradcam_dir and trained.uses_images:

@@ -168,12 +168,13 @@ def read_local(trained: Bundle, folder: str | os.PathLike, metadata: str | os.Pa
         try:
             layout = _check_labelled(root, "isic-cli" if meta is not None else layout, shown)
             size = int(trained.input_size or METADATA_ONLY_SIZE)
-            params = {"metadata": dict(CLEANING), "images": {"size": size, "workers": 1}}
+            # decoded as the model's training images were (aspect, colour constancy: the bundle's input block)
+            params = {"metadata": dict(CLEANING), "images": {**trained.decoding.changed(), "size": size, "workers": 1}}
             prepared = external.prepare({"name": NAME, "path": str(folder), "layout": layout}, root,
                                         tmp / "prepared" / NAME, params, trained.imputation_means)
             split = external_split(tmp / "prepared", NAME, trained.task)
             y = split.labels(trained.task)
-            raw = trained.predict(split.table, split.images() if trained.uses_images else None)
+            raw = trained.predict(split.table, split.images() if trained.uses_images else None, tta=trained.tta)
         except PipelineError as exc:
             raise unstaged(exc) from None
         groups = metrics.group_codes(split.table["group"].to_numpy(), len(y))
@@ -383,6 +384,8 @@ def run(bundle_dir, folder, out, target: float, metadata=None, layout: str = "au
                 "target_sensitivity": target, "calibration": method, "temperature": fitted.calibrator.temperature,
                 "chosen_on": f"the local labelled set {data.name} ({data.n} cases) by skinlesion recalibrate",
                 "evaluated_by": f"skinlesion {__version__}"}
+    if trained.tta != "none":  # the scores it was refitted on were averaged over the flips: predict must too
+        decision["tta"] = trained.tta
     trained.complete(out, decision, {"recalibration": result})
     if report_path:
         write_json(report_path, result)

@@ -31,9 +31,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import bundle, dataset, devices, features, metadata, sampling
+from . import bundle, dataset, devices, features, images, metadata, sampling
 from . import variant as V
 from .errors import PipelineError
+from .images import FLIPS, flipped  # noqa: F401  (one definition, shared with test-time augmentation)
 from .io import atomic_path, make_keras_archive_reproducible, write_json
 from .reproducibility import seed_everything
 
@@ -97,8 +98,10 @@ def run(params: dict, name: str, table: str | os.PathLike, shards: str | os.Path
         write_json(tmp / "train.json", info)
         hashed = ["isic_id", v.task.label_column] + ([c for f in v.features for c in (f, f"{f}_missing")
                                                       if c in train.table] if v.kind.metadata else [])
+        # How the shards' images were decoded (images stage's summary.json): predict decodes new photos the same way
+        decoding = images.decoding_of(train.shards_dir) if v.kind.images else None
         write_json(tmp / bundle.MANIFEST, bundle.manifest(
-            v, input_size=info.get("input_size"), imputation_means=data["imputation_means"],
+            v, input_size=info.get("input_size"), decoding=decoding, imputation_means=data["imputation_means"],
             training_data={"source": data["source"], "n_train": len(train), "n_val": len(val),
                            "class_counts": info["train_class_counts"],
                            "sha256": bundle.training_data_hash(train.table, hashed,
@@ -237,18 +240,6 @@ def _timed_predict(model, x, timing: dict, key: str) -> np.ndarray:
     out = model.predict(x, batch_size=FEATURE_BATCH, verbose=0)
     timing[key] = round(timing.get(key, 0.0) + time.time() - started, 2)
     return out
-
-
-FLIPS = ("none", "horizontal", "vertical", "both")
-
-
-def flipped(images: np.ndarray, k: int) -> np.ndarray:
-    """The k-th of the four flips of NHWC images (FLIPS order)."""
-    if k & 1:
-        images = images[:, :, ::-1]
-    if k & 2:
-        images = images[:, ::-1]
-    return np.ascontiguousarray(images)
 
 
 def _once(model, x: np.ndarray, flips: bool, timing: dict, key: str) -> np.ndarray:

@@ -39,22 +39,39 @@ def schema_defaults() -> dict:
     return {**defaults(s["hyper"]), **defaults(s["variant"])}
 
 
+COLOUR_AUGMENT = ("brightness", "contrast", "saturation", "hue")
+
+
 @dataclass(frozen=True)
 class Augment:
-    """The study's augmentation; `any` is whether it adds a random layer at all."""
+    """The study's augmentation (flip, rotation, zoom) and colour jitter (brightness, contrast, saturation,
+    hue: acquisition differences between cameras and clinics); `any` is whether it adds a random layer at all."""
 
     flip: bool
     rotation: float
     zoom: float
+    brightness: float = 0
+    contrast: float = 0
+    saturation: float = 0
+    hue: float = 0
+
+    @property
+    def colour(self) -> bool:
+        return any(getattr(self, k) for k in COLOUR_AUGMENT)
 
     @property
     def any(self) -> bool:
-        return bool(self.flip or self.rotation or self.zoom)
+        return bool(self.flip or self.rotation or self.zoom or self.colour)
 
     @property
     def flips_only(self) -> bool:
         """RandomFlip alone: four possible outcomes per image, so a frozen part can run once per flip."""
-        return bool(self.flip) and not self.rotation and not self.zoom
+        return bool(self.flip) and not self.rotation and not self.zoom and not self.colour
+
+    def record(self) -> dict:
+        """As train.json and the bundle record it: the colour keys only when used (so a variant without them
+        records the same bytes as before they existed)."""
+        return {k: v for k, v in vars(self).items() if k not in COLOUR_AUGMENT or v}
 
 
 @dataclass(frozen=True)
@@ -112,7 +129,7 @@ class Variant:
         return {"name": self.name, "given": self.given, "kind": self.kind.name, "task": self.task.name,
                 "backbone": self.backbone.name if self.backbone else None, "freeze": self.freeze,
                 "fine_tune": vars(self.fine_tune) if self.fine_tune else None,
-                "augment": vars(self.augment) if self.augment else None, "sampling": vars(self.sampling),
+                "augment": self.augment.record() if self.augment else None, "sampling": vars(self.sampling),
                 "features": list(self.features), "dense_units": self.dense_units,
                 "hidden_units": list(self.hidden_units), "filters": list(self.filters), "dropout": self.dropout,
                 "C": self.C, "learning_rate": self.learning_rate, "batch_size": self.batch_size,
