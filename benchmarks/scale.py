@@ -231,8 +231,8 @@ def report(results: dict) -> str:
         f"**{t:.1f} s** · {t / r['images'] * 1000:.2f} s/1k" for t, r in zip(total, sizes)) + " |")
     lines += ["", "No-op checks after the run (median of the runs shown)", "", head, rule]
     lines.append("| `dvc status` | " + " | ".join(
-        f"{r['dvc_status']['median_s']:.2f} s ({', '.join(f'{x:.2f}' for x in r['dvc_status']['runs_s'])})"
-        for r in sizes) + " |")
+        f"{r['dvc_status']['median_s']:.2f} s ({', '.join(f'{x:.2f}' for x in r['dvc_status']['runs_s'])}), "
+        f"{r['dvc_status']['peak_mb']:.0f} MB" for r in sizes) + " |")
     lines.append("| `snakemake -n --cores 1 results/all` | " + " | ".join(
         f"{r['snakemake_n']['median_s']:.2f} s, {r['snakemake_n']['jobs']} jobs" for r in sizes) + " |")
     lines.append("| `dvc commit -f` | " + " | ".join(
