@@ -26,9 +26,11 @@ caching them, writing dvc.lock). Then the no-op checks, in this order:
 Prints a table per N (and seconds per 1000 images, so linearity shows) and, with --json, writes every number
 (merged into the file by N, so sizes can be measured in separate runs).
 
-    PATH=/work/main/.venv/bin:$PATH PYTHONPATH=src python benchmarks/scale.py --sizes 2000 20000 100000 \\
-        --work /tmp/scale --json /tmp/scale.json
-    python benchmarks/scale.py --report /tmp/scale.json     # the tables again, from the JSON
+    .venv/bin/python benchmarks/scale.py --sizes 2000 20000 100000 --work /tmp/scale --json /tmp/scale.json
+    .venv/bin/python benchmarks/scale.py --report /tmp/scale.json     # the tables again, from the JSON
+
+dvc, snakemake and skinlesion are taken from beside the Python that runs this (else PATH); the stage
+commands run whatever `skinlesion` package that Python imports (PYTHONPATH=src for this checkout's).
 """
 
 from __future__ import annotations
@@ -109,7 +111,7 @@ def time_log(path: Path) -> dict:
 def timed(cmd: list[str], cwd: Path, env: dict, log: Path, check: bool = True) -> dict:
     """Run cmd under /usr/bin/time -v: wall seconds (perf_counter), peak RSS MB, output."""
     start = time.perf_counter()
-    proc = subprocess.run(["/usr/bin/time", "-v", "-o", str(log)] + cmd, cwd=cwd, env=env,
+    proc = subprocess.run(["/usr/bin/time", "-v", "-o", str(log)] + cmd, check=False, cwd=cwd, env=env,
                           capture_output=True, text=True)
     seconds = time.perf_counter() - start
     if check and proc.returncode != 0:
@@ -124,7 +126,7 @@ def planned_jobs(output: str) -> tuple[int, dict]:
     if "Nothing to be done" in output:
         return 0, {}
     counts = {}
-    table = re.search(r"Job stats:\n(.*?)(?:\n\n|\Z)", output, re.S)
+    table = re.search(r"Job stats:\n(.*?)(?:\n\n|\Z)", output, re.DOTALL)
     for line in (table.group(1).splitlines() if table else []):
         parts = line.split()
         if len(parts) == 2 and parts[1].isdigit():
@@ -138,7 +140,7 @@ def job_reasons(output: str) -> dict:
     reasons = {}
     for block in re.split(r"\n(?=rule |localrule )", output):
         rule = re.match(r"(?:local)?rule (\w+):", block)
-        reason = re.search(r"^\s*reason: (.*)$", block, re.M)
+        reason = re.search(r"^\s*reason: (.*)$", block, re.MULTILINE)
         if rule and reason:
             variant = re.search(r"wildcards: variant=(\w+)", block)
             reasons[rule.group(1) + (f"@{variant.group(1)}" if variant else "")] = reason.group(1)
@@ -216,8 +218,9 @@ def report(results: dict) -> str:
     sizes = sorted(results.values(), key=lambda r: r["images"])
     head = "| | " + " | ".join(f"{r['images']:,} images" for r in sizes) + " |"
     rule = "|---|" + "---|" * len(sizes)
-    lines = ["Per stage (`dvc repro -s STAGE`): wall seconds (of which the stage command), "
-             "seconds per 1000 images, peak RSS", "", head, rule]
+    title = ("Per stage (`dvc repro -s STAGE`): wall seconds (of which the stage command), "
+             "seconds per 1000 images, peak RSS")
+    lines = [title, "", head, rule]
     for stage in STAGES:
         cells = []
         for r in sizes:
@@ -261,12 +264,12 @@ def main(argv=None) -> int:
         return 0
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    versions = {name: subprocess.run([which(name), "--version"], capture_output=True, text=True).stdout.strip()
-                for name in ("dvc", "snakemake")}
+    versions = {name: subprocess.run([which(name), "--version"], check=False, capture_output=True,
+                                     text=True).stdout.strip() for name in ("dvc", "snakemake")}
     meta = {"machine": f"{os.cpu_count()} CPU cores, {platform.platform()}", "python": platform.python_version(),
             **versions,
-            "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                                     text=True).stdout.strip()}
+            "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], check=False, cwd=ROOT,
+                                     capture_output=True, text=True).stdout.strip()}
     data = {"meta": meta, "results": {}}
     if args.json and Path(args.json).exists():
         data = json.loads(Path(args.json).read_text())
