@@ -231,7 +231,7 @@ def download(
                         "collection ids (e.g. 70 = 2020 challenge training set); try --dry-run to see counts."
                     )
                 feed.flush()
-                licenses = write_small_files(selection.records, folder, fetcher=feed.licenses)
+                licenses = write_small_files(selection.records, folder, feed.licenses)
         except BaseException:
             downloader.abort()
             raise

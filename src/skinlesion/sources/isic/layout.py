@@ -14,20 +14,6 @@ from .selection import flatten
 log = logging.getLogger(__name__)
 
 
-def license_texts(client: IsicClient, names: set[str]) -> dict[str, str]:
-    """The archive's own license texts; the built-in summaries where the archive cannot give one."""
-    texts = {}
-    for name in sorted(names):
-        try:
-            texts[name] = client.license_text(name)
-        except PipelineError as exc:
-            fallback = LICENSE_TEXTS.get(name)
-            log.warning("license %s: %s; using the built-in text%s", name, exc, "" if fallback else " (name only)")
-            if fallback:
-                texts[name] = fallback
-    return texts
-
-
 class LicenseFetcher:
     """Fetches each license text in a thread of its own as soon as a record names it, so the texts arrive
     while the images download instead of one after another once paging is over."""
@@ -73,10 +59,9 @@ class LicenseFetcher:
         return texts
 
 
-def write_small_files(records: list[dict], folder: Path, client: IsicClient | None = None,
-                      fetcher: LicenseFetcher | None = None) -> dict[str, int]:
+def write_small_files(records: list[dict], folder: Path, fetcher: LicenseFetcher) -> dict[str, int]:
     """Write metadata.csv (isic-cli columns), attribution.txt and licenses/; return images per license.
-    The license texts come from `fetcher` (already on their way) or else are fetched here with `client`."""
+    The license texts come from `fetcher`, which started fetching them as the records arrived."""
     rows = [flatten(r) for r in records]
     write_metadata_csv(rows, folder / "metadata.csv")
     write_attribution(rows, folder / "attribution.txt")
@@ -85,6 +70,5 @@ def write_small_files(records: list[dict], folder: Path, client: IsicClient | No
         name = row.get("copyright_license")
         if name:
             licenses[str(name)] = licenses.get(str(name), 0) + 1
-    texts = fetcher.texts(set(licenses)) if fetcher is not None else license_texts(client, set(licenses))
-    write_licenses(licenses, folder / "licenses", texts)
+    write_licenses(licenses, folder / "licenses", fetcher.texts(set(licenses)))
     return dict(sorted(licenses.items()))

@@ -384,9 +384,9 @@ class Downloader:
 
     def _fetch_counted(self, job: Job) -> Result:
         result = self.fetch(job)
-        if result.status == "done" and self.progress is not None:
-            self.progress.finish_image()
         if result.status == "done":
+            if self.progress is not None:
+                self.progress.finish_image()
             with self._lock:
                 self.bytes_done += min(result.bytes, job.size or result.bytes)
         return result
