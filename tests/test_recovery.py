@@ -21,6 +21,11 @@ STAGES = ["fetch", "metadata", "images", "train", "evaluate", "compare"]
 # Where each stage's atomic temporary appears (skinlesion.io.atomic_path: .<name>.<pid>.<random>.tmp).
 TEMP_PARENT = {"fetch": "data", "metadata": "data/interim", "images": "data/processed", "train": "models",
                "evaluate": "results/variants", "compare": "results"}
+# The metadata stage of 60 patients writes for a few milliseconds after seconds of imports, too quick to
+# catch writing: it is killed while it still runs. Killed after it ends, the kill would land in DVC's own
+# bookkeeping, and DVC 3.67 writes .dvc/tmp/rwlock in place: a kill there leaves it empty and wrecks every
+# later dvc command (a flake seen once in CI), which is DVC's wreck, not the pipeline's.
+WAIT_FOR_WRITE = {"metadata": 0.3}
 
 
 def _params():
@@ -52,9 +57,14 @@ def _kill_during(cmd: list[str], folder, stage: str, timeout: float = 240) -> bo
             if seen:
                 parent = folder / TEMP_PARENT[stage]
                 waited = time.monotonic()
+                patience = WAIT_FOR_WRITE.get(stage, 120)
                 # until it writes (imports take seconds on a loaded machine), or ends without writing
-                while time.monotonic() - waited < 120 and not any(parent.glob(".*.tmp")) and seen.is_running():
+                while time.monotonic() - waited < patience and not any(parent.glob(".*.tmp")) and seen.is_running():
                     time.sleep(0.01)
+                try:  # freeze the stage first, so the kill lands in it and not in the runner's bookkeeping
+                    seen.suspend()
+                except psutil.NoSuchProcess:
+                    pass
                 os.killpg(runner.pid, signal.SIGKILL)
                 runner.wait(30)
                 return True
