@@ -182,8 +182,13 @@ def measure(n: int, folder: Path, repeats: int, base_env: dict) -> dict:
     source = json.loads((folder / "data" / "raw" / "source.json").read_text())
     result["source"] = {k: v for k, v in source.items() if not isinstance(v, dict)}
     result["images"] = source["images"]
-    on_disk = len(list((folder / "data" / "raw" / "images").iterdir()))
-    print(f"  images (data/raw/source.json): {result['images']}, files in data/raw/images: {on_disk}", flush=True)
+    raw = folder / "data" / "raw"
+    packed = sum(1 for _ in open(raw / "manifest.csv")) - 1 if (raw / "manifest.csv").exists() else None
+    on_disk = packed if packed is not None else len(list((raw / "images").iterdir()))
+    result["raw_files"] = sum(1 for p in raw.rglob("*") if p.is_file())  # what DVC hashes for data/raw
+    print(f"  images (data/raw/source.json): {result['images']}, "
+          f"{'packed (manifest.csv)' if packed is not None else 'files in data/raw/images'}: {on_disk}; "
+          f"files under data/raw: {result['raw_files']}", flush=True)
 
     status = repeated([dvc, "status"], folder, env, repeats, "dvc-status")
     result["dvc_status"] = status

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from skinlesion import images, metadata, sources
+from skinlesion import images, metadata, raw_layout, sources
 
 from conftest import base_params, records
 
@@ -65,7 +65,8 @@ def test_a_local_metadata_csv_cannot_write_outside_the_raw_folder(tmp_path):
     assert source["skipped"] == {"bad copyright_license": 2, "bad isic_id": 3}
     assert source["kept_images"] == 6
     assert sorted(p.name for p in (out / "licenses").iterdir()) == ["CC-0.txt", "CC-BY.txt"]
-    assert all(p.name.startswith("ISIC_") and "\n" not in p.name for p in (out / "images").iterdir())
+    names = [ref.name for ref in raw_layout.image_files(out).values()]
+    assert len(names) == 6 and all(n.startswith("ISIC_") and "\n" not in n for n in names)
 
 
 def test_duplicate_ids_with_conflicting_labels_are_excluded_as_conflicts(tmp_path):

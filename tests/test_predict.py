@@ -12,7 +12,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from skinlesion import cli, prediction  # noqa: E402
+from skinlesion import cli, prediction, raw_layout, raw_packs  # noqa: E402
 from skinlesion.bundle import Bundle  # noqa: E402
 from skinlesion.calibration import apply_temperature  # noqa: E402
 from skinlesion.images import load_image  # noqa: E402
@@ -132,7 +132,8 @@ def test_metadata_variant_imputes_with_the_train_means(metadata_run, tmp_path):
     table = pd.read_parquet(root / "interim" / "metadata.parquet")
     assert table["age_approx_missing"].any() or table["clin_size_long_diam_mm_missing"].any()
     summary = root / "interim" / "metadata_summary.json"
-    frame = prediction.run(root / "models" / "lr", [root / "raw" / "images"], tmp_path / "p.csv",
+    raw_packs.unpack(root / "raw", tmp_path / "raw", raw_layout.IMAGE_SUFFIXES)  # predict reads image folders
+    frame = prediction.run(root / "models" / "lr", [tmp_path / "raw" / "images"], tmp_path / "p.csv",
                            metadata=root / "raw" / "metadata.csv")
     assert frame["error"].isna().all()
     scored = frame.set_index("isic_id").loc[table["isic_id"], "p_malignant"].to_numpy()

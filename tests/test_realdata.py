@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from conftest import base_params
-from skinlesion import evaluation, images, metadata, training
+from skinlesion import evaluation, images, metadata, raw_layout, training
 from skinlesion.params import validate
 from skinlesion.sources import fetch
 
@@ -61,7 +61,7 @@ def run(tmp_path_factory):
 
 def test_data_stages_on_real_images(run):
     root, _ = run
-    raw = list((root / "raw" / "images").iterdir())
+    raw = raw_layout.image_files(root / "raw")
     assert 0.8 * LIMIT <= len(raw) <= LIMIT
     table = pd.read_parquet(root / "metadata.parquet")
     assert set(table["split"]) == {"train", "val", "test"}

@@ -181,11 +181,12 @@ def test_ham10000_layout_mapping(ham_dir, tmp_path, caplog):
     assert multi.tolist() == ["benign"] * 5 + ["melanoma", "basal_cell_carcinoma", "squamous_cell_carcinoma"]
 
     # images: hard links (same file) or byte copies under <isic_id>.jpg; the source is untouched
-    images = raw_layout.image_paths(tmp_path / "out")
+    images = raw_layout.image_files(tmp_path / "out")
     assert set(images) == set(meta["isic_id"])
     src = ham_dir / "HAM10000_images_part_2" / "ISIC_0000006.jpg"
-    assert images["ISIC_0000006"].read_bytes() == src.read_bytes()
-    assert os.path.samefile(images["ISIC_0000006"], src) or images["ISIC_0000006"].stat().st_nlink == 1
+    copy = Path(images["ISIC_0000006"].path)
+    assert copy.read_bytes() == src.read_bytes()
+    assert os.path.samefile(copy, src) or copy.stat().st_nlink == 1
     assert _snapshot(ham_dir) == before
 
 
@@ -395,7 +396,7 @@ def test_real_ham10000_with_limit(tmp_path):
     assert (binary.to_numpy() == np.isin(dx, ["mel", "bcc", "akiec"])).all()
     assert set(meta["sex"].dropna()) <= {"male", "female"}
     assert set(meta["anatom_site_1"].dropna()) <= set(vocabulary.SITES_1)
-    images = raw_layout.image_paths(tmp_path / "out")
+    images = raw_layout.image_files(tmp_path / "out")
     assert set(images) == set(meta["isic_id"])
-    with Image.open(images[meta["isic_id"].iloc[0]]) as im:
+    with Image.open(images[meta["isic_id"].iloc[0]].fp()) as im:
         assert im.size == (200, 150)

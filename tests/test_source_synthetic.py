@@ -60,9 +60,9 @@ def test_raw_layout_and_archive_field_names(default_raw, default_meta):
         assert column in header
     assert not {"benign_malignant", "diagnosis", "target", "anatom_site_general"} & set(header)
 
-    images = raw_layout.image_paths(out)
+    images = raw_layout.image_files(out)
     assert set(images) == set(meta["isic_id"]) and len(meta) == meta["isic_id"].nunique()
-    assert all(p.suffix == ".jpg" for p in images.values())
+    assert all(ref.name.endswith(".jpg") and not ref.packed for ref in images.values())
     assert meta["isic_id"].str.fullmatch(r"ISIC_\d{7}").all()
     assert meta["patient_id"].str.fullmatch(r"IP_\d{7}").all()
     assert meta["lesion_id"].str.fullmatch(r"IL_\d{7}").all()
@@ -76,7 +76,7 @@ def test_raw_layout_and_archive_field_names(default_raw, default_meta):
     assert set(meta["anatom_site_1"].dropna()) <= set(cohort.SITES)
     assert (pd.to_numeric(meta["clin_size_long_diam_mm"]).dropna() > 0).all()
 
-    with Image.open(next(iter(images.values()))) as im:
+    with Image.open(next(iter(images.values())).fp()) as im:
         assert im.format == "JPEG" and im.mode == "RGB" and im.size == (160, 160)
     assert summary["patients"] == 240 and sum(summary["diagnosis_1"].values()) == len(meta)
 

@@ -17,6 +17,7 @@ from .errors import PipelineError, storage_error
 COMMANDS = {
     "fetch": ("skinlesion.commands.fetch", "write data/raw from the source params.yaml selects"),
     "download": ("skinlesion.commands.download", "download images and metadata from the ISIC Archive"),
+    "unpack": ("skinlesion.commands.unpack", "write a packed raw folder in isic-cli's layout"),
     "metadata": ("skinlesion.commands.metadata", "clean, label, split and impute metadata -> Parquet"),
     "images": ("skinlesion.commands.images", "decode and resize every image once into shards"),
     "train": ("skinlesion.commands.train", "train one model variant"),

@@ -33,6 +33,8 @@ from tqdm import tqdm
 
 from .errors import PipelineError
 from .io import atomic_path, read_json, write_json
+from .raw_layout import image_files
+from .raw_packs import DamagedPack, ImageRef
 
 log = logging.getLogger(__name__)
 INDEX_COLUMNS = ["isic_id", "split", "label", "label_multiclass", "group"]
@@ -123,9 +125,10 @@ def flipped(images: np.ndarray, k: int) -> np.ndarray:
 FLIPS = ("none", "horizontal", "vertical", "both")
 
 
-def load_image(path: str | os.PathLike, size: int, max_pixels: int = DEFAULT_MAX_PIXELS,
+def load_image(path: str | os.PathLike | ImageRef, size: int, max_pixels: int = DEFAULT_MAX_PIXELS,
                decoding: Decoding | None = None) -> np.ndarray:
-    """One image -> (size, size, 3) uint8. JPEGs are decoded at a reduced scale when that suffices.
+    """One image (a file, or a raw folder's ImageRef) -> (size, size, 3) uint8. JPEGs are decoded at a
+    reduced scale when that suffices.
 
     `decoding` (default: Decoding()): aspect handling and colour constancy, see Decoding.
     Raises TooManyPixels, before decoding, for an image of more than `max_pixels` pixels."""
@@ -133,7 +136,7 @@ def load_image(path: str | os.PathLike, size: int, max_pixels: int = DEFAULT_MAX
     # Pillow's own bomb check (a warning, then an error at twice its limit) must not undercut ours
     if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
         Image.MAX_IMAGE_PIXELS = max_pixels
-    with Image.open(path) as image:
+    with Image.open(path.fp() if isinstance(path, ImageRef) else path) as image:
         width, height = image.size
         if width * height > max_pixels:
             raise TooManyPixels(f"{width}x{height} = {width * height} pixels, over images.max_pixels ({max_pixels}); "
@@ -159,10 +162,12 @@ def load_image(path: str | os.PathLike, size: int, max_pixels: int = DEFAULT_MAX
     return pixels
 
 
-def _load(task: tuple[str, int, int, Decoding]) -> tuple[np.ndarray | None, str | None]:
-    path, size, max_pixels, decoding = task
+def _load(task: tuple[ImageRef, int, int, Decoding]) -> tuple[np.ndarray | None, str | None]:
+    ref, size, max_pixels, decoding = task
     try:
-        return load_image(path, size, max_pixels, decoding), None
+        return load_image(ref, size, max_pixels, decoding), None
+    except DamagedPack:  # not the image's fault: the raw folder changed since fetch, which must stop the stage
+        raise
     except Exception as exc:  # any decoder error: the image is reported, not fatal
         return None, f"{type(exc).__name__}: {exc}"
 
@@ -206,10 +211,12 @@ def run(table_path: str | os.PathLike, raw_dir: str | os.PathLike, out: str | os
     cfg = params["images"]
     size, shard_size = cfg["size"], cfg.get("shard_size", 512)
     table = _read_table(table_path)
-    paths = [str(Path(raw_dir) / "images" / name) for name in table["image"]]
+    files = {ref.name: ref for ref in image_files(raw_dir).values()}
+    # a name the raw folder lacks becomes a plain path that fails to open: reported, like any unreadable image
+    refs = [files.get(name) or ImageRef(name, str(Path(raw_dir) / "images" / name)) for name in table["image"]]
     max_pixels = cfg.get("max_pixels", DEFAULT_MAX_PIXELS)
     decoding = Decoding.of(cfg)
-    tasks = [(p, size, max_pixels, decoding) for p in paths]
+    tasks = [(ref, size, max_pixels, decoding) for ref in refs]
     workers, workers_source = workers_for(cfg, len(tasks))
     log.info("images: %d image(s), %d decoding process(es) (from %s)", len(tasks), workers, workers_source)
     # Row values as plain Python lists, one per column: indexing a DataFrame row by row costs ~150 us each.
@@ -231,7 +238,7 @@ def run(table_path: str | os.PathLike, raw_dir: str | os.PathLike, out: str | os
         try:
             for i, (pixels, error) in enumerate(tqdm(results, total=len(tasks), desc="images", unit="img")):
                 if pixels is None:
-                    unreadable.append({"isic_id": columns["isic_id"][i], "path": paths[i], "error": error})
+                    unreadable.append({"isic_id": columns["isic_id"][i], "path": str(refs[i]), "error": error})
                     continue
                 index_rows.append(i)
                 shard_of.append(shard)
@@ -244,7 +251,8 @@ def run(table_path: str | os.PathLike, raw_dir: str | os.PathLike, out: str | os
             if pool:
                 pool.shutdown(cancel_futures=True)
         if not index_rows:
-            raise PipelineError(f"none of the {len(tasks)} images in {raw_dir}/images could be decoded.")
+            where = Path(raw_dir) / ("images" if (Path(raw_dir) / "images").is_dir() else "packs")
+            raise PipelineError(f"none of the {len(tasks)} images in {where} could be decoded.")
         index = pd.DataFrame({**{c: [columns[c][i] for i in index_rows] for c in INDEX_COLUMNS},
                               "shard": shard_of, "row": row_of})
         index["label"] = index["label"].astype("Int8")

@@ -41,7 +41,7 @@ def typed(raw: pd.DataFrame) -> pd.DataFrame:
 def build(raw_dir: str | os.PathLike, params: dict) -> tuple[pd.DataFrame, dict]:
     cfg = params.get("metadata", {})
     raw = raw_layout.read_metadata(raw_dir)
-    images = raw_layout.image_paths(raw_dir)
+    images = raw_layout.image_files(raw_dir)
     frame = typed(raw)
     dropped: dict[str, int] = {}
 

@@ -1,13 +1,15 @@
 """The raw layout every source writes (isic-cli's download layout), and how later stages read it.
 
-    data/raw/images/<isic_id>.jpg   (.png where the archive has a PNG)
-    data/raw/metadata.csv           isic_id, attribution, copyright_license, then the sorted union of
+    images/<isic_id>.jpg            (.png where the archive has a PNG)
+    metadata.csv                    isic_id, attribution, copyright_license, then the sorted union of
                                     every other field, flattened without prefixes; empty cell = missing
-    data/raw/attribution.txt        every distinct attribution, one per line
-    data/raw/licenses/<license>.txt the license texts of the licenses in use
-    data/raw/source.json            how this folder was made (source and options): our addition
+    attribution.txt                 every distinct attribution, one per line
+    licenses/<license>.txt          the license texts of the licenses in use
+    source.json                     how this folder was made (source and options): our addition
 
-Nothing after the fetch stage knows which source wrote the folder.
+The fetch stage then packs images/ into packs/*.tar + manifest.csv (skinlesion.raw_packs: DVC tracks a
+hundred packs, not 100k files); `tar -xf` of the packs, or `skinlesion unpack`, gives images/ back. Readers
+take either form (image_files). Nothing after the fetch stage knows which source wrote the folder.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ if TYPE_CHECKING:  # pandas only where a CSV is read: `skinlesion download` writ
     import pandas as pd
 
 from .errors import PipelineError
+from .raw_packs import ImageRef, image_refs
 
 FIRST_COLUMNS = ["isic_id", "attribution", "copyright_license"]
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -145,13 +148,6 @@ def read_csv(path: Path, fix: str, **kwargs) -> pd.DataFrame:
         raise PipelineError(f"cannot read {path} as CSV ({type(exc).__name__}: {reason}): {fix}.") from None
 
 
-def image_paths(raw_dir: str | os.PathLike) -> dict[str, Path]:
-    """isic_id -> image file under raw_dir/images (any of the usual suffixes)."""
-    folder = Path(raw_dir) / "images"
-    if not folder.is_dir():
-        raise PipelineError(f"{folder} not found: the fetch stage writes it (skinlesion fetch).")
-    return {
-        p.stem: p
-        for p in sorted(folder.iterdir())
-        if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
-    }
+def image_files(raw_dir: str | os.PathLike) -> dict[str, ImageRef]:
+    """isic_id -> where its image is (any of the usual suffixes), packed or under raw_dir/images."""
+    return {ref.stem: ref for ref in image_refs(raw_dir, IMAGE_SUFFIXES)}

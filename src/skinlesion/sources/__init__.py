@@ -2,7 +2,8 @@
 
 A source is a module with `fetch(cfg: dict, out: pathlib.Path, seed: int) -> dict`: it fills `out`
 (which does not exist yet) with images/, metadata.csv, attribution.txt and licenses/, and returns
-a JSON-able summary (counts, options) that is recorded in out/source.json.
+a JSON-able summary (counts, options) that is recorded in out/source.json. The fetch stage then packs
+images/ (skinlesion.raw_packs), whatever the source.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from ..errors import PipelineError
 from ..io import atomic_path, write_json
 from ..raw_layout import IMAGE_SUFFIXES, id_problem
+from ..raw_packs import pack
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +43,7 @@ def fetch(params: dict, out: str | os.PathLike) -> dict:
         if bad:  # every source checks its ids; this is the last look before the folder is committed
             raise PipelineError(f"the {name} source wrote image names outside the isic_id pattern "
                                 f"(e.g. {bad[0][:80]!r}); nothing was kept.")
-        n_images = len(names)
+        n_images = pack(tmp)
         write_json(Path(tmp) / "source.json", {"source": name, "options": cfg, "images": n_images, **summary})
-    log.info("fetch: %s source wrote %d images to %s in %.1f s", name, n_images, out, time.time() - started)
+    log.info("fetch: %s source wrote %d images to %s (packed) in %.1f s", name, n_images, out, time.time() - started)
     return summary

@@ -1,0 +1,30 @@
+"""Write a raw folder in isic-cli's layout (images/<isic_id>.jpg and metadata.csv), for tools that want it.
+
+    skinlesion unpack data/raw data/raw-unpacked
+
+The fetch stage packs data/raw's images into packs/*.tar with a manifest.csv (DVC then tracks a hundred
+files, not one per image). This writes DEST/images/ with every image checked against the manifest's
+sha256, and copies metadata.csv, attribution.txt, licenses/ and source.json beside it. DEST is written
+atomically; an existing DEST is replaced only when it is an earlier unpacked folder (it holds metadata.csv).
+`tar -xf` of each pack inside a folder gives the same images/, unchecked.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument("raw", metavar="RAW", help="a raw folder the fetch stage wrote (e.g. data/raw)")
+    parser.add_argument("dest", metavar="DEST", help="folder to write in isic-cli's layout")
+
+
+def run(args) -> None:
+    import logging
+
+    from ..raw_layout import IMAGE_SUFFIXES
+    from ..raw_packs import unpack
+
+    n = unpack(args.raw, args.dest, IMAGE_SUFFIXES)
+    logging.getLogger(__name__).info("unpack: %d images of %s written to %s/images", n, args.raw, args.dest)

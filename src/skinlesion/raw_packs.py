@@ -1,0 +1,184 @@
+"""data/raw's images packed into a few tar files, and one way to read an image whatever the layout.
+
+    data/raw/packs/images-00000.tar ...   the images under isic-cli's names (images/<isic_id>.jpg), in plain
+                                          tar files of at most PACK_IMAGES images or PACK_BYTES bytes each
+    data/raw/manifest.csv                 file, pack, offset, size, sha256: where each image's bytes lie
+
+Why packs: DVC hashes a tracked folder file by file on every `dvc status`, once for each stage that names
+it; at 100k images a no-op `dvc status` took 10 s (benchmarks/scale.md). A hundred packs take a blink.
+Nothing of isic-cli's layout is lost: `tar -xf` of each pack inside data/raw gives back images/ (which
+`skinlesion unpack` does, checking every sha256), and folders in isic-cli's layout (external sets, a user's
+download) are read as they are. Packs are written deterministically (sorted names, zero times and owners),
+so the same images make the same pack bytes and the same DVC hash.
+
+Every read of a packed image checks its size and sha256 against the manifest: a pack changed behind the
+manifest's back is one error naming the pack, never a silently different image.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import os
+import shutil
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import PipelineError
+
+PACKS = "packs"
+MANIFEST = "manifest.csv"
+MANIFEST_COLUMNS = ["file", "pack", "offset", "size", "sha256"]
+PACK_IMAGES = 1000  # a pack rolls over at this many images ...
+PACK_BYTES = 256 * 2**20  # ... or once it holds this many bytes, whichever comes first
+MAX_MANIFEST_ROWS = 10_000_000  # bounded read: ten times the whole ISIC archive
+
+
+class DamagedPack(PipelineError):
+    """A packed image whose bytes are not the ones the manifest records (fetch again)."""
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """Where one image's bytes are: a plain file (offset -1), or `size` bytes at `offset` in a pack.
+    Picklable, so decoding processes get the reference rather than the bytes."""
+
+    name: str  # the file name, <isic_id>.<suffix>
+    path: str  # the file itself, or its pack
+    offset: int = -1
+    size: int = -1
+    sha256: str = ""
+
+    @property
+    def stem(self) -> str:
+        return Path(self.name).stem
+
+    @property
+    def packed(self) -> bool:
+        return self.offset >= 0
+
+    def __str__(self) -> str:
+        return f"{self.path}:images/{self.name}" if self.packed else self.path
+
+    def read_bytes(self) -> bytes:
+        if not self.packed:
+            return Path(self.path).read_bytes()
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(self.offset)
+                data = fh.read(self.size)
+        except OSError as exc:
+            raise DamagedPack(f"cannot read {self} ({exc.strerror or exc}): fetch again (skinlesion fetch).") from None
+        if len(data) != self.size or hashlib.sha256(data).hexdigest() != self.sha256:
+            raise DamagedPack(f"{self} is not the image {MANIFEST} records (the pack was changed or cut short): "
+                              "fetch again (skinlesion fetch, or dvc checkout).")
+        return data
+
+    def fp(self):
+        """What PIL.Image.open takes: a plain file's path, a packed image's checked bytes."""
+        return io.BytesIO(self.read_bytes()) if self.packed else self.path
+
+
+def pack(raw_dir: str | os.PathLike, pack_images: int = PACK_IMAGES, pack_bytes: int = PACK_BYTES) -> int:
+    """Move raw_dir/images/* into raw_dir/packs/*.tar and record them in raw_dir/manifest.csv; images/ goes.
+
+    Run by the fetch stage on its own temporary folder, so a failure leaves nothing behind. Returns the
+    number of images packed."""
+    raw_dir = Path(raw_dir)
+    folder, packs = raw_dir / "images", raw_dir / PACKS
+    names = sorted(p.name for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    packs.mkdir()
+    rows: list[list] = []
+    k, start = 0, 0
+    while start < len(names):
+        path = packs / f"images-{k:05d}.tar"
+        stop, written = start, 0
+        with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
+            while stop < len(names) and stop - start < pack_images and (written < pack_bytes or stop == start):
+                source = folder / names[stop]
+                data = source.read_bytes()
+                info = tarfile.TarInfo(f"images/{names[stop]}")
+                info.size, info.mode, info.mtime = len(data), 0o644, 0
+                tar.addfile(info, io.BytesIO(data))
+                rows.append([names[stop], f"{PACKS}/{path.name}", -1, len(data), hashlib.sha256(data).hexdigest()])
+                source.unlink()  # the bytes are in the pack now: the folder never holds the images twice
+                stop, written = stop + 1, written + len(data)
+        # The data offsets as tarfile reads them back (authoritative, whatever header the name needed).
+        with tarfile.open(path) as tar:
+            for row, member in zip(rows[start:stop], tar.getmembers(), strict=True):
+                row[2] = member.offset_data
+        k, start = k + 1, stop
+    with open(raw_dir / MANIFEST, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(MANIFEST_COLUMNS)
+        writer.writerows(rows)
+    leftover = next(folder.iterdir(), None)
+    if leftover is not None:  # sources.fetch refuses such names first; never drop a file silently
+        raise PipelineError(f"{leftover} is not an image file the fetch can pack; nothing was kept.")
+    folder.rmdir()
+    return len(rows)
+
+
+def _read_manifest(raw_dir: Path) -> list[ImageRef]:
+    path = raw_dir / MANIFEST
+    refs = []
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.reader(fh)
+        if next(reader, None) != MANIFEST_COLUMNS:
+            raise PipelineError(f"{path}: not a manifest of {', '.join(MANIFEST_COLUMNS)}; fetch again.")
+        for line, row in enumerate(reader, start=2):
+            if line > MAX_MANIFEST_ROWS:
+                raise PipelineError(f"{path}: more than {MAX_MANIFEST_ROWS} rows; not a manifest the fetch wrote.")
+            try:
+                name, pack_name, offset, size, sha = row
+                ref = ImageRef(name, str(raw_dir / pack_name), int(offset), int(size), sha)
+            except ValueError:
+                raise PipelineError(f"{path} line {line}: expected {len(MANIFEST_COLUMNS)} fields "
+                                    f"({', '.join(MANIFEST_COLUMNS)}); fetch again.") from None
+            # Names from a file are untrusted: a file name is <id>.<suffix>, a pack is packs/<name>.tar.
+            if (Path(name).name != name or name.startswith(".") or Path(pack_name).parent != Path(PACKS)
+                    or not pack_name.endswith(".tar") or ref.offset < 0 or ref.size < 0):
+                raise PipelineError(f"{path} line {line}: {name!r} in {pack_name!r} is not an image of data/raw's "
+                                    "packs; fetch again.")
+            refs.append(ref)
+    return refs
+
+
+def image_refs(raw_dir: str | os.PathLike, suffixes: tuple[str, ...]) -> list[ImageRef]:
+    """Every image of a raw folder, packed (manifest.csv) or in isic-cli's images/ folder, sorted by name."""
+    raw_dir = Path(raw_dir)
+    if (raw_dir / MANIFEST).is_file():
+        refs = _read_manifest(raw_dir)
+    else:
+        folder = raw_dir / "images"
+        if not folder.is_dir():
+            raise PipelineError(f"{folder} not found (nor {raw_dir / MANIFEST}): the fetch stage writes them "
+                                "(skinlesion fetch).")
+        refs = [ImageRef(p.name, str(p)) for p in folder.iterdir() if not p.name.startswith(".")]
+    return sorted((r for r in refs if Path(r.name).suffix.lower() in suffixes), key=lambda r: r.name)
+
+
+def unpack(raw_dir: str | os.PathLike, dest: str | os.PathLike, suffixes: tuple[str, ...]) -> int:
+    """Write raw_dir in isic-cli's layout to dest, atomically: images/<isic_id>.jpg, each checked against its
+    sha256, and raw_dir's other files (metadata.csv, attribution.txt, licenses/, source.json). Returns the
+    number of images."""
+    from tqdm import tqdm
+
+    from .io import atomic_path
+
+    raw_dir = Path(raw_dir)
+    refs = image_refs(raw_dir, suffixes)
+    with atomic_path(dest, mark="metadata.csv") as tmp:
+        (tmp / "images").mkdir(parents=True)
+        for ref in tqdm(refs, desc="unpack", unit="img"):
+            (tmp / "images" / ref.name).write_bytes(ref.read_bytes())
+        for item in sorted(raw_dir.iterdir()):
+            if item.name in (PACKS, MANIFEST, "images") or item.name.startswith(".") or item.is_symlink():
+                continue
+            if item.is_dir():
+                shutil.copytree(item, tmp / item.name, symlinks=True)
+            else:
+                shutil.copyfile(item, tmp / item.name)
+    return len(refs)
