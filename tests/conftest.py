@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -39,6 +41,27 @@ def run(cmd: list[str], cwd: Path, timeout: int = 900, check: bool = True) -> su
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
     return proc
+
+
+def planned(folder: Path, *args: str) -> list[str]:
+    """The jobs `snakemake -n [args] results/all` would run, as DVC names stages (rule@variant); [] when
+    nothing."""
+    out = run([tool("snakemake"), "-n", *args, "results/all"], cwd=folder)
+    text = out.stdout + out.stderr
+    if "Nothing to be done" in text:
+        return []
+    jobs = []
+    for block in re.split(r"\n(?=\[|rule )", text):
+        if m := re.search(r"^rule (\w+):", block, re.M):
+            w = re.search(r"wildcards: variant=(\w+)", block)
+            jobs.append(m.group(1) + (f"@{w.group(1)}" if w else ""))
+    return sorted(jobs)
+
+
+def dvc_changed(folder: Path) -> list[str]:
+    """The stages `dvc status` names; [] when DVC is up to date."""
+    status = json.loads(run([tool("dvc"), "status", "--json"], cwd=folder).stdout or "{}")
+    return sorted(status)
 
 
 def base_params() -> dict:

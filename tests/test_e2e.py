@@ -7,13 +7,12 @@ jobs a params or code edit touches; after `snakemake`, `dvc commit --force` make
 from __future__ import annotations
 
 import json
-import re
 
 import pandas as pd
 import pytest
 import yaml
 
-from conftest import copy_workflow, run, tiny_params, tool, write_params
+from conftest import copy_workflow, dvc_changed, planned, run, tiny_params, tool, write_params
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1500)]
 VARIANTS = ("logreg", "mobilenet_frozen")
@@ -33,25 +32,6 @@ def runs(tmp_path_factory):
     run([tool("dvc"), "init", "-q"], cwd=dvc)
     run([tool("dvc"), "repro"], cwd=dvc)
     return smk, dvc
-
-
-def planned(folder) -> list[str]:
-    """The jobs `snakemake -n` would run, as DVC names stages (rule@variant); [] when nothing."""
-    out = run([tool("snakemake"), "-n", "results/all"], cwd=folder)
-    text = out.stdout + out.stderr
-    if "Nothing to be done" in text:
-        return []
-    jobs = []
-    for block in re.split(r"\n(?=\[|rule )", text):
-        if m := re.search(r"^rule (\w+):", block, re.M):
-            w = re.search(r"wildcards: variant=(\w+)", block)
-            jobs.append(m.group(1) + (f"@{w.group(1)}" if w else ""))
-    return sorted(jobs)
-
-
-def dvc_changed(folder) -> list[str]:
-    status = json.loads(run([tool("dvc"), "status", "--json"], cwd=folder).stdout or "{}")
-    return sorted(status)
 
 
 def test_snakemake_outputs_are_there_and_sane(runs):
@@ -158,7 +138,7 @@ def test_dvc_experiment_shows_param_and_metric_changes(runs):
 def test_snakemake_does_not_rerun_after_dvc_checkout(runs):
     _, dvc = runs
     run([tool("dvc"), "checkout", "--force"], cwd=dvc)
-    run(["bash", "workflow/scripts/after-dvc-checkout.sh"], cwd=dvc)
+    run(["bash", "workflow/scripts/after-dvc.sh"], cwd=dvc)
     assert planned(dvc) == []
     assert dvc_changed(dvc) == []  # Snakemake's timestamp files inside DVC outputs are ignored
 

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 from skinlesion import runners
@@ -58,3 +59,40 @@ def test_a_lock_newer_than_its_owner_record_is_left_alone(tmp_path):
     assert runners.release_stale_lock(state, locks) is False and locks.exists()
     (state / "lock-owner").unlink()
     assert runners.release_stale_lock(state, locks) is False and locks.exists()  # no record: not ours to judge
+
+
+def test_benchmark_file_names_the_rules_benchmark():
+    assert runners.benchmark_file("compare") == "logs/benchmarks/compare.tsv"
+    assert runners.benchmark_file("train@logreg") == "logs/benchmarks/train/logreg.tsv"
+    assert runners.benchmark_file("train@{variant}") == "logs/benchmarks/train/{variant}.tsv"  # the rule's pattern
+
+
+def test_outputs_are_dated_in_dag_order_with_snakemakes_timestamp_and_benchmark_files(tmp_path):
+    """What a Snakemake run leaves beside DVC's outputs is dated with them: a directory output's
+    .snakemake_timestamp (Snakemake's mtime for the folder) and the job's benchmark file (one of its outputs
+    for Snakemake). Left old, they made every job look older than its checked-out or committed inputs."""
+    from dvc.repo import Repo
+
+    Repo.init(str(tmp_path), no_scm=True).close()
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {
+        "make": {"cmd": "x", "outs": ["data/made"]},
+        "use": {"foreach": ["a"], "do": {"cmd": "y", "deps": ["data/made"], "outs": ["out/${item}.txt"]}},
+    }}))
+    (tmp_path / "data" / "made").mkdir(parents=True)
+    (tmp_path / "data" / "made" / "file").write_text("1")
+    (tmp_path / "data" / "made" / ".snakemake_timestamp").write_text("")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "a.txt").write_text("2")
+    for job in ("make", "use@a"):
+        bench = tmp_path / runners.benchmark_file(job)
+        bench.parent.mkdir(parents=True, exist_ok=True)
+        bench.write_text("s\n1\n")
+    runners.date_outputs_in_dag_order(tmp_path, start=1000.0)
+
+    def mtime(path):
+        return os.stat(tmp_path / path).st_mtime
+
+    assert mtime("data/made") == mtime("data/made/.snakemake_timestamp") == mtime("logs/benchmarks/make.tsv") == 1000
+    assert mtime("out/a.txt") == mtime("logs/benchmarks/use/a.tsv") == pytest.approx(1000 + runners.STEP, abs=1e-6)
+    assert mtime("data/made/file") != 1000  # DVC's files inside a folder keep their own
+    assert not (tmp_path / "out" / ".snakemake_timestamp").exists()  # none created

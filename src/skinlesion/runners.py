@@ -9,8 +9,10 @@ No stage imports this module: it decides when jobs run, never what they compute.
   were made with exactly them).
 - After `dvc checkout` / `dvc pull` every output carries the checkout's time, in no order, and
   Snakemake would rerun what merely looks older than its inputs. `date_outputs_in_dag_order` dates the
-  outputs of each stage after those of the stages before it (their own mtimes: no marker files inside
-  DVC's outputs, unlike `snakemake --touch`).
+  outputs of each stage after those of the stages before it (their own mtimes, and the
+  `.snakemake_timestamp` a Snakemake run left in a directory output: no new marker files inside DVC's
+  outputs, unlike `snakemake --touch`). `dvc commit -f` needs the same: it rewrites the single-file
+  outputs it caches (new mtimes, newer than what was made from them).
 - A Snakemake killed with SIGKILL leaves its lock in .snakemake/locks (which records no process),
   and the next plain `snakemake` refuses to start. `release_stale_lock` records which process took
   the lock and removes it when that process is gone.
@@ -34,6 +36,15 @@ LOCKS = Path(".snakemake/locks")
 def job_name(stage: str, wildcards: dict) -> str:
     """A job's name as DVC spells its stage: `train@mobilenet_frozen`."""
     return stage + "".join(f"@{v}" for v in wildcards.values())
+
+
+def benchmark_file(job: str) -> str:
+    """Where Snakemake writes a job's benchmark (the rules' `benchmark:`), from the job's DVC name:
+    `train@logreg` -> logs/benchmarks/train/logreg.tsv, `compare` -> logs/benchmarks/compare.tsv
+    (`train@{variant}` gives the rule's pattern). A Snakemake job's oldest output is its benchmark
+    as often as not, so `date_outputs_in_dag_order` dates it with the stage's outputs."""
+    stage, *values = job.split("@")
+    return "/".join(["logs/benchmarks", stage, *values]) + ".tsv"
 
 
 def dvc_lock_params(lock_path: str | os.PathLike = "dvc.lock", params_file: str = "params.yaml") -> dict[str, dict]:
@@ -117,6 +128,7 @@ def release_stale_lock(state: Path = STATE, locks: Path = LOCKS) -> bool:
 
 
 STEP = 0.001  # seconds between DAG levels
+TIMESTAMP = ".snakemake_timestamp"  # where Snakemake keeps a directory output's mtime, when the file is there
 
 
 def date_outputs_in_dag_order(repo: str | os.PathLike = ".", start: float | None = None) -> int:
@@ -124,7 +136,13 @@ def date_outputs_in_dag_order(repo: str | os.PathLike = ".", start: float | None
     Returns the number of paths dated. Call it only when `dvc status` is clean.
 
     Milliseconds, not seconds: the newest output must not lie in the future, or an edit made within the
-    next few seconds would look older than it and Snakemake would miss it."""
+    next few seconds would look older than it and Snakemake would miss it.
+
+    A folder's `.snakemake_timestamp`, where one is (Snakemake writes it into every directory output it
+    makes, and reads a folder's mtime from it), is dated with the folder: dating only the folder would leave
+    the outputs of a Snakemake run looking older than a checked-out or committed input. None is created.
+    So is the stage's Snakemake benchmark file (`benchmark_file`), where there is one: Snakemake counts
+    it among the job's outputs."""
     import time
 
     import networkx as nx
@@ -140,8 +158,8 @@ def date_outputs_in_dag_order(repo: str | os.PathLike = ".", start: float | None
             for dep in graph.successors(stage):
                 if dep in level:
                     level[stage] = max(level[stage], level[dep] + 1)
-        dated = 0
         root = Path(dvc.root_dir).resolve()
+        times: dict[Path, float] = {}
         for stage in stages:
             t = start + level[stage] * STEP
             for out in stage.outs:
@@ -149,13 +167,20 @@ def date_outputs_in_dag_order(repo: str | os.PathLike = ".", start: float | None
                 if not path.exists():
                     continue
                 # and the folders holding it, which Snakemake may declare as one directory output
-                # (results/variants/<v>/plots where DVC lists the plot files one by one)
+                # (results/variants/<v>/plots where DVC lists the plot files one by one); a folder
+                # holding outputs of several stages gets the latest stage's time
                 for p in [path, *path.parents]:
                     if p.resolve() == root or root not in p.resolve().parents:
                         break
-                    os.utime(p, (t, t))
-                    dated += 1
-    return dated
+                    times[p] = max(times.get(p, t), t)
+                    if (p / TIMESTAMP).is_file():
+                        times[p / TIMESTAMP] = times[p]
+            benchmark = Path(stage.wdir) / benchmark_file(stage.name)
+            if benchmark.is_file():
+                times[benchmark] = t
+    for p, t in times.items():
+        os.utime(p, (t, t))
+    return len(times)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ rule fetch:
     log:
         "logs/fetch.log",
     benchmark:
-        "logs/benchmarks/fetch.tsv"
+        runners.benchmark_file("fetch")
     resources:
         mem_mb=2000,
         runtime=240,
@@ -37,7 +37,7 @@ rule metadata:
     log:
         "logs/metadata.log",
     benchmark:
-        "logs/benchmarks/metadata.tsv"
+        runners.benchmark_file("metadata")
     resources:
         mem_mb=2000,
         runtime=30,
@@ -61,7 +61,7 @@ rule images:
     log:
         "logs/images.log",
     benchmark:
-        "logs/benchmarks/images.tsv"
+        runners.benchmark_file("images")
     resources:
         mem_mb=4000,
         runtime=120,
@@ -84,7 +84,7 @@ rule external:
     log:
         "logs/external.log",
     benchmark:
-        "logs/benchmarks/external.tsv"
+        runners.benchmark_file("external")
     resources:
         mem_mb=4000,
         runtime=60,

@@ -22,7 +22,7 @@ rule train:
     log:
         "logs/train/{variant}.log",
     benchmark:
-        "logs/benchmarks/train/{variant}.tsv"
+        runners.benchmark_file("train@{variant}")
     resources:
         mem_mb=8000,
         runtime=720,
@@ -59,7 +59,7 @@ rule evaluate:
     log:
         "logs/evaluate/{variant}.log",
     benchmark:
-        "logs/benchmarks/evaluate/{variant}.tsv"
+        runners.benchmark_file("evaluate@{variant}")
     resources:
         mem_mb=8000,
         runtime=60,

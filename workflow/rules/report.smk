@@ -19,7 +19,7 @@ rule compare:
     log:
         "logs/compare.log",
     benchmark:
-        "logs/benchmarks/compare.tsv"
+        runners.benchmark_file("compare")
     resources:
         mem_mb=2000,
         runtime=30,
