@@ -1,6 +1,7 @@
 """Validation-chosen ensembles of a run's trained variants (issue 11, item 4), measured from its predictions.
 
     python benchmarks/ensembles.py PROJECT [--variants V ...] [--json FILE] [--bootstrap 1000]
+                                           [--pair VARIANT REFERENCE ...]
 
 PROJECT is a finished run's folder: results/variants/<variant>/predictions.csv holds val, test and
 external:<name> rows with p_malignant (what the evaluate stage writes). No training, no new images: every
@@ -14,6 +15,9 @@ score is one a variant already gave. Candidates are the binary variants found (o
 - stacking: a logistic regression on every candidate's logit, fitted on validation (its validation
   ROC AUC is the out-of-fold one of a 5-fold split by group, so it is not scored on what it was fitted on);
   it can weigh the metadata-only models, which transfer better, against the image models.
+
+--pair A B (repeatable) also gives A's ROC AUC minus B's on every split, with a paired interval: one
+variant against the one it modifies (e.g. pool_from against the same variant without).
 
 Only the validation split chooses. Test and every external set are scored once, with group-bootstrap 95%
 intervals (patients / lesions resampled whole, metrics.bootstrap), and the ROC AUC difference to the best
@@ -144,6 +148,27 @@ def run(project: Path, names: list[str] | None, n_boot: int, seed: int) -> dict:
     return results
 
 
+def pairs(project: Path, wanted: list[tuple[str, str]], n_boot: int, seed: int) -> dict:
+    """{"A vs B": {split: scored A with B as the reference}}: paired differences on the same rows."""
+    joined = load(project, sorted({v for pair in wanted for v in pair}))
+    out = {}
+    for a, b in wanted:
+        out[f"{a} vs {b}"] = {split: scored(frame, frame[a].to_numpy(), frame[b].to_numpy(), 0.5, n_boot, seed)
+                              for split, frame in joined.groupby("split", sort=False)}
+    return out
+
+
+def pairs_markdown(found: dict) -> str:
+    splits = sorted(next(iter(found.values())), key=lambda s: (s != "val", s != "test", s))
+    lines = ["| variant vs reference | " + " | ".join(f"{s}: ROC AUC, difference (95% CI)" for s in splits) + " |",
+             "|---|" + "---|" * len(splits)]
+    for name, by_split in found.items():
+        lines.append(f"| {name} | " + " | ".join(
+            f"{r['roc_auc']:.3f}, {r['delta_vs_best_single']:+.3f} ({r['delta_ci95'][0]:+.3f} to "
+            f"{r['delta_ci95'][1]:+.3f})" for r in (by_split[s] for s in splits)) + " |")
+    return "\n".join(lines)
+
+
 def markdown(results: dict) -> str:
     splits = [s for s in ("val", "test") if s in next(iter(results["ensembles"].values()))]
     splits += sorted(s for s in next(iter(results["ensembles"].values())) if s.startswith("external:"))
@@ -179,11 +204,17 @@ def main(argv=None) -> int:
     parser.add_argument("--bootstrap", type=int, default=1000, help="group-bootstrap replicates (default 1000)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--json", type=Path, help="write every number here")
+    parser.add_argument("--pair", nargs=2, action="append", metavar=("VARIANT", "REFERENCE"), default=[],
+                        help="also VARIANT's ROC AUC minus REFERENCE's, paired (repeatable)")
     args = parser.parse_args(argv)
     results = run(args.project, args.variants, args.bootstrap, args.seed)
+    if args.pair:
+        results["pairs"] = pairs(args.project, [tuple(p) for p in args.pair], args.bootstrap, args.seed)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     print(markdown(results))
+    if args.pair:
+        print("\n" + pairs_markdown(results["pairs"]))
     return 0
 
 

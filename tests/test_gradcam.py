@@ -81,12 +81,12 @@ def test_multiclass_map_follows_the_class_asked_for():
     np.testing.assert_allclose(predicted, red)
 
 
-def _transfer(n_meta: int = 0):
+def _transfer(n_meta: int = 0, pool_from: tuple[str, ...] = ()):
     cfg = variant({"name": "tiny_transfer", "kind": "dual" if n_meta else "transfer", "task": "binary",
                    "backbone": "mobilenet_v2", "dense_units": 4, "augment": {"flip": True, "rotation": 0.1},
-                   "features": ["age_approx"]})
-    base = models.backbone("mobilenet_v2", SIZE, None)
-    head = models.head(base.output_shape[-1], cfg, n_meta)
+                   "features": ["age_approx"], **({"pool_from": list(pool_from)} if pool_from else {})})
+    base = models.backbone("mobilenet_v2", SIZE, None, cfg.pool_from)
+    head = models.head(models.feature_width(base), cfg, n_meta)
     return models.transfer(cfg, SIZE, base, head, n_meta, seed=0), cfg
 
 
@@ -94,8 +94,10 @@ def test_transfer_and_dual_models_saved_and_loaded(tmp_path):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 255, (3, SIZE, SIZE, 3), dtype=np.uint8)
     meta = rng.normal(size=(3, 2)).astype(np.float32)
-    for kind, n_meta in (("transfer", 0), ("dual", 2)):
-        model, cfg = _transfer(n_meta)
+    for kind, n_meta, pool_from in (("transfer", 0, ()), ("dual", 2, ()), ("pooled", 2, ("block_6_expand_relu",))):
+        model, cfg = _transfer(n_meta, pool_from)
+        # pool_from: features from two depths (1280 + 192 channels), the model still a chain for Grad-CAM
+        assert model.get_layer("head").inputs[0].shape[-1] == (1472 if pool_from else 1280)
         folder = tmp_path / kind
         folder.mkdir()
         model.save(folder / "model.keras")

@@ -226,6 +226,37 @@ def test_fine_tune_unfreezes_the_top_at_the_lower_rate(data, monkeypatch):
     assert list(history["epoch"]) == list(range(1, len(history) + 1))
 
 
+def test_features_from_several_depths_train_once_and_score_as_saved(data):
+    """pool_from: the frozen backbone's block_6 activations are pooled beside its output (192 + 1280
+    features), computed once like any frozen variant's; the saved bundle gives evaluate's scores again."""
+    from skinlesion.bundle import Bundle
+
+    variant = {**FROZEN, "kind": "dual", "pool_from": ["block_6_expand_relu"], **FAST}
+    info, out, result = train_and_evaluate(data, "depths", variant)
+    _sane_binary(result)
+    assert info["features_once"] is True
+    model = Bundle(out).model
+    assert model.get_layer("head").inputs[0].shape[-1] == 1280 + 192
+    assert json.loads((out / "bundle.json").read_text())["variant_config"]["pool_from"] == ["block_6_expand_relu"]
+    splits = training.dataset.load_splits(data / "metadata.parquet", data / "shards", "binary")
+    predictions = pd.read_csv(data / "results" / "depths" / "predictions.csv")
+    scored = predictions[predictions["split"] == "test"].set_index("isic_id")["p_malignant"]
+    test = splits["test"]
+    p = Bundle(out).predict(test.table, test.images())
+    np.testing.assert_allclose(p, scored.loc[test.table["isic_id"]].to_numpy(), atol=2e-6)
+
+
+@pytest.mark.parametrize("variant,message", [
+    ({**FROZEN, "pool_from": ["no_such_layer"]}, "mobilenet_v2 has no layer named 'no_such_layer'"),
+    ({**FROZEN, "freeze": False, "pool_from": ["block_6_expand_relu"]}, "pool_from needs a frozen backbone"),
+])
+def test_pool_from_refuses_what_it_cannot_do(data, variant, message):
+    from skinlesion.errors import PipelineError
+
+    with pytest.raises(PipelineError, match=message):
+        train(data, "bad_depths", variant)
+
+
 def test_augmentation_trains_the_full_model_on_images(data, monkeypatch):
     """With augmentation nothing can be cached: frozen warm-up and fine-tuning fit the image model."""
     import keras

@@ -42,7 +42,7 @@ def _forward(model, images, meta, target: int, tape):
         else:
             x = layer(x, training=False)
         if i == target:
-            feature_map = x
+            feature_map = x[-1] if isinstance(x, (list, tuple)) else x  # pool_from: the backbone's output is last
             tape.watch(feature_map)
     return feature_map, x
 

@@ -10,6 +10,7 @@ import keras
 from keras import layers
 
 from . import backbones
+from .errors import PipelineError
 from .tasks import Task
 from .variant import Augment, Variant
 
@@ -77,10 +78,38 @@ def output_layer(task: Task) -> layers.Layer:
     return layers.Dense(task.n_outputs, activation=task.activation, name="output", **extra)
 
 
-def backbone(name: str, size: int, weights: str | None) -> keras.Model:
+def backbone(name: str, size: int, weights: str | None, pool_from: tuple[str, ...] = ()) -> keras.Model:
+    """The ImageNet backbone, named backbone_<name>. With `pool_from`, a model of the same name and layers
+    whose outputs are those layers' activations and, last, the backbone's own output (Grad-CAM's map)."""
     base = backbones.get(name).build(size, weights)
+    if pool_from:
+        names = {layer.name for layer in base.layers}
+        unknown = [t for t in pool_from if t not in names]
+        if unknown:
+            raise PipelineError(f"pool_from: {name} has no layer named {unknown[0]!r}")
+        base = keras.Model(base.input, [base.get_layer(t).output for t in pool_from] + [base.output])
     base.name = f"backbone_{name}"
     return base
+
+
+def feature_width(base: keras.Model) -> int:
+    """Channels of the pooled features: the backbone's output, plus every pool_from layer's."""
+    shapes = base.output_shape if isinstance(base.output_shape, list) else [base.output_shape]
+    return sum(int(shape[-1]) for shape in shapes)
+
+
+@keras.saving.register_keras_serializable(package="skinlesion")
+class MultiPool(layers.Layer):
+    """Global average pooling of each of several feature maps, concatenated (one layer, so the model stays
+    a chain: Grad-CAM replays it layer by layer)."""
+
+    def call(self, maps):
+        return keras.ops.concatenate([keras.ops.mean(m, axis=(1, 2)) for m in maps], axis=-1)
+
+
+def pool(base: keras.Model) -> layers.Layer:
+    """The pooling after `base`: plain GAP, or MultiPool when it has several outputs (pool_from)."""
+    return MultiPool(name="pool") if isinstance(base.output, list) else layers.GlobalAveragePooling2D(name="pool")
 
 
 def head(in_dim: int, v: Variant, extra_dim: int = 0,
@@ -116,7 +145,7 @@ def transfer(v: Variant, size: int, base: keras.Model, head_model: keras.Model, 
     # Inference-mode BatchNorm. Keras 3 lets fit()'s training=True override this training=False for the
     # layers inside (keras-team/keras#20285): set_trainable_from keeps BatchNorm frozen for that reason.
     x = base(x, training=False)
-    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    x = pool(base)(x)
     inputs = [image]
     if n_meta:
         meta = keras.Input((n_meta,), name="metadata")
@@ -132,7 +161,7 @@ def pooled_features(base: keras.Model, backbone_name: str, size: int) -> keras.M
     image = keras.Input((size, size, 3), name="image")
     x = preprocessing(backbone_name)(image)
     x = base(x, training=False)
-    return keras.Model(image, layers.GlobalAveragePooling2D(name="pool")(x), name="features")
+    return keras.Model(image, pool(base)(x), name="features")
 
 
 def unfreeze_index(base: keras.Model, unfreeze_from: int | str | None) -> int:

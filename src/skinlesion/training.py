@@ -351,7 +351,7 @@ def _fit_transfer(v: V.Variant, train_cfg: dict, source: str, x_train, y_train, 
     # Random weights are tolerated on synthetic data only (every output then says so).
     w = weights.resolve(name, (train_cfg.get("weights") or {}).get(name), size, allow_random=source == "synthetic")
     info.update({"weights": w.source, "imagenet_weights": w.imagenet, "backbone": name})
-    base = models.backbone(name, size, w.keras_arg)
+    base = models.backbone(name, size, w.keras_arg, v.pool_from)
     base.trainable = False
     n_meta = meta_train.shape[1] if meta_train is not None else 0
     augmented = v.augmented
@@ -361,7 +361,7 @@ def _fit_transfer(v: V.Variant, train_cfg: dict, source: str, x_train, y_train, 
     fine_tune = v.fine_tune is not None
     warmup = v.warmup_epochs
     info["features_once"] = cacheable
-    head = models.head(base.output_shape[-1], v, n_meta, meta_norm)
+    head = models.head(models.feature_width(base), v, n_meta, meta_norm)
     once = "of the 4 flips of each image, computed once, one flip drawn per image and epoch" if flips \
         else "computed once"
 

@@ -109,6 +109,7 @@ class Variant:
     batch_size: int
     epochs: int
     patience: int
+    pool_from: tuple[str, ...] = ()  # backbone layers pooled beside its output (features from several depths)
     given: dict = field(default_factory=dict, compare=False, repr=False)  # the params entry as written
 
     @property
@@ -133,7 +134,8 @@ class Variant:
                 "features": list(self.features), "dense_units": self.dense_units,
                 "hidden_units": list(self.hidden_units), "filters": list(self.filters), "dropout": self.dropout,
                 "C": self.C, "learning_rate": self.learning_rate, "batch_size": self.batch_size,
-                "epochs": self.epochs, "patience": self.patience}
+                "epochs": self.epochs, "patience": self.patience,
+                **({"pool_from": list(self.pool_from)} if self.pool_from else {})}  # absent: records as before
 
 
 def of(entry: dict, name: str | None = None, train: dict | None = None) -> Variant:
@@ -164,12 +166,16 @@ def of(entry: dict, name: str | None = None, train: dict | None = None) -> Varia
     if entry.get("augment"):  # absent or {}: none
         augment = Augment(**{**d["augment"], **entry["augment"]})
     sampling = Sampling(**{**d["sampling"], **(entry.get("sampling") or {})})
+    pool_from = tuple(entry.get("pool_from") or ())
+    if pool_from and (backbone is None or fine_tune is not None):
+        raise PipelineError(f"variant {name}: pool_from needs a frozen backbone (kind transfer or dual, freeze: "
+                            "true); fine-tuning pools the backbone's output only.")
     return Variant(
         name=name, kind=kind, task=task, backbone=backbone, freeze=freeze, fine_tune=fine_tune, augment=augment,
         sampling=sampling, features=tuple(get("features")), dense_units=get("dense_units"),
         hidden_units=tuple(get("hidden_units")), filters=tuple(get("filters")),
         dropout=entry.get("dropout", kind.dropout), C=get("C"), learning_rate=get("learning_rate"),
-        batch_size=get("batch_size"), epochs=get("epochs"), patience=get("patience"),
+        batch_size=get("batch_size"), epochs=get("epochs"), patience=get("patience"), pool_from=pool_from,
         given={k: v for k, v in entry.items() if k != "name"})
 
 
