@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from isic_server import FakeIsic, Fault, client_config  # noqa: E402
 
 from skinlesion import params as P  # noqa: E402
-from skinlesion import sources  # noqa: E402
+from skinlesion import raw_layout, sources  # noqa: E402
 from skinlesion.errors import PipelineError  # noqa: E402
 from skinlesion.commands import download as command  # noqa: E402
 from skinlesion.sources.isic.options import DEFAULT_API_URL, resolve_api_url  # noqa: E402
@@ -113,7 +113,7 @@ def test_isic_api_url_wins_over_params_and_flags(server, tmp_path, monkeypatch):
     out = tmp_path / "data" / "raw"
     summary = sources.fetch(params, out)
     assert summary["api_url"] == server.api_url
-    assert len(list((out / "images").iterdir())) == 3
+    assert len(raw_layout.image_files(out)) == 3  # packed by the fetch stage
     assert len(server.requests_to("/s3/images/")) == 3
 
 
@@ -158,9 +158,9 @@ def test_an_interrupted_fetch_resumes_from_its_staging_folder(server, tmp_path):
     sources.fetch(params, out)
     again = [e["path"] for e in server.log[mark:] if e["path"].startswith("/s3/")]
     assert again == ["/s3/images/" + Path(victim["files"]["full"]["url"]).name]
+    packed = {ref.name: ref for ref in raw_layout.image_files(out).values()}
     for record in server.records[:8]:
-        path = out / "images" / Path(record["files"]["full"]["url"]).name
-        assert path.read_bytes() == server.file_bytes(record)
+        assert packed[Path(record["files"]["full"]["url"]).name].read_bytes() == server.file_bytes(record)
     assert not (tmp_path / "data" / ".isic-download").exists()
 
 
