@@ -9,15 +9,20 @@ import tarfile
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import BIN, base_params, records
 
-from skinlesion import images, metadata, raw_layout, raw_packs, sources
+from conftest import BIN, base_params, records
+from skinlesion import images, metadata, prediction, raw_layout, raw_packs, sources
 from skinlesion.errors import PipelineError
 
 
-def _tree(folder) -> dict[str, str]:
+def _tree(folder, skip=()) -> dict[str, str]:
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.name not in skip}
+
+
+def _unpack(*args):
+    return subprocess.run([str(BIN / "skinlesion"), "unpack", *map(str, args)], capture_output=True, text=True,
+                          check=False)
 
 
 @pytest.fixture
@@ -33,18 +38,21 @@ def plain_and_packed(make_raw, tmp_path):
 def test_pack_moves_every_image_into_tar_packs_with_a_manifest(plain_and_packed, tmp_path):
     plain, packed, rows = plain_and_packed
     assert not (packed / "images").exists()
-    packs = sorted(p.name for p in (packed / "packs").iterdir())
-    assert packs == [f"images-{k:05d}.tar" for k in range(5)]  # 24 images, 5 a pack
     manifest = pd.read_csv(packed / "manifest.csv")
     assert manifest.columns.tolist() == raw_packs.MANIFEST_COLUMNS
     assert manifest["file"].tolist() == sorted(f"{r['isic_id']}.jpg" for r in rows)
+    packs = sorted(p.name for p in (packed / "packs").iterdir())
+    assert len(packs) > 1 and sorted(set(manifest["pack"])) == [f"packs/{p}" for p in packs]
+    # each pack holds a run of consecutive names and is named after its first
+    for pack, files in manifest.groupby("pack", sort=False)["file"]:
+        assert pack == f"packs/{files.iloc[0].removesuffix('.jpg')}.tar"
     for _, row in manifest.iterrows():
         data = (plain / "images" / row["file"]).read_bytes()
         with open(packed / row["pack"], "rb") as fh:
             fh.seek(row["offset"])
             assert fh.read(row["size"]) == data
         assert row["sha256"] == hashlib.sha256(data).hexdigest()
-    # plain tar: extracting every pack inside the folder gives isic-cli's images/ back, byte for byte
+    # plain tar: extracting every pack in another folder gives isic-cli's images/ back, byte for byte
     extracted = tmp_path / "extracted"
     extracted.mkdir()
     for pack in packs:
@@ -58,9 +66,24 @@ def test_packs_are_the_same_bytes_every_time(make_raw):
     for folder in (first, second):
         raw_packs.pack(folder)
     assert _tree(first) == _tree(second)  # same images, same pack bytes: the same DVC hash
-    with tarfile.open(first / "packs" / "images-00000.tar") as tar:
+    with tarfile.open(next((first / "packs").iterdir())) as tar:
         member = tar.getmembers()[0]
     assert (member.mtime, member.uid, member.gid, member.uname, member.mode) == (0, 0, 0, "", 0o644)
+
+
+def test_a_changed_selection_rewrites_only_the_packs_it_touches(make_raw):
+    """Pack ends depend on the names, not on positions: one image less changes its own pack (or merges it
+    with the next one when it ended a pack), never every later pack (which DVC would re-cache and re-push)."""
+    rows = records(40)  # 80 images, about 10 a pack
+    full, fewer = make_raw(rows, name="full"), make_raw(rows, name="fewer")
+    gone = sorted(p.name for p in (fewer / "images").iterdir())[len(rows) // 2]
+    (fewer / "images" / gone).unlink()
+    for folder in (full, fewer):
+        raw_packs.pack(folder, pack_images=10)
+    a, b = _tree(full / "packs"), _tree(fewer / "packs")
+    assert len(a) > 4
+    changed = {name for name in a.keys() | b.keys() if a.get(name) != b.get(name)}
+    assert 1 <= len(changed) <= 3, changed
 
 
 def test_a_pack_rolls_over_at_its_byte_limit(make_raw):
@@ -91,7 +114,7 @@ def test_a_pack_changed_behind_the_manifest_stops_the_images_stage(plain_and_pac
     metadata.run(packed, table, params)
     manifest = pd.read_csv(packed / "manifest.csv").set_index("file")
     kept = manifest.loc[pd.read_parquet(table)["image"]]
-    name, entry = kept.index[-1], kept.iloc[-1]  # an image the stage decodes, in the last pack
+    name, entry = kept.index[-1], kept.iloc[-1]  # an image the stage decodes
     pack = packed / entry["pack"]
     data = bytearray(pack.read_bytes())
     data[entry["offset"] + 100] ^= 0xFF  # one byte inside that image
@@ -105,17 +128,29 @@ def test_a_pack_changed_behind_the_manifest_stops_the_images_stage(plain_and_pac
 
 
 @pytest.mark.parametrize("line", [
-    "../../escape.jpg,packs/images-00000.tar,512,10,00",
+    "../../escape.jpg,packs/ISIC_0000000.tar,512,10,00",
     "ISIC_0000000.jpg,../elsewhere/x.tar,512,10,00",
-    "ISIC_0000000.jpg,packs/images-00000.tar,-5,10,00",
-    "ISIC_0000000.jpg,packs/images-00000.tar,many,10,00",
-    "ISIC_0000000.jpg,packs/images-00000.tar,512",
+    "ISIC_0000000.jpg,packs/ISIC_0000000.tar,-5,10,00",
+    "ISIC_9999999.jpg,packs/ISIC_0000000.tar,700,10,00",  # not on a tar block
+    "ISIC_9999999.jpg,packs/ISIC_0000000.tar,512,99999999999999,00",  # no image is that large
+    "ISIC_0000000.jpg,packs/ISIC_0000000.tar,512,10,00",  # listed twice
+    "ISIC_0000000.jpg,packs/ISIC_0000000.tar,many,10,00",
+    "ISIC_0000000.jpg,packs/ISIC_0000000.tar,512",
+    "ISIC_9999999.jpg,packs/ISIC_0000000.tar,512,10," + "0" * 200_000,  # past the csv module's field limit
 ])
 def test_a_manifest_line_that_is_not_an_image_of_the_packs_is_refused(plain_and_packed, line):
     _, packed, _ = plain_and_packed
     with open(packed / "manifest.csv", "a", encoding="utf-8") as fh:
         fh.write(line + "\n")
     with pytest.raises(PipelineError, match="manifest.csv line 26"):
+        raw_layout.image_files(packed)
+
+
+def test_a_manifest_that_is_not_utf8_is_one_error(plain_and_packed):
+    _, packed, _ = plain_and_packed
+    with open(packed / "manifest.csv", "ab") as fh:
+        fh.write(b"ISIC_\xff\xfe.jpg,packs/ISIC_0000000.tar,512,10,00\n")
+    with pytest.raises(PipelineError, match="cannot be read as the fetch's manifest"):
         raw_layout.image_files(packed)
 
 
@@ -133,23 +168,44 @@ def test_the_fetch_stage_packs_whatever_the_source(tmp_path):
 def test_unpack_gives_isic_cli_layout_back(plain_and_packed, tmp_path):
     plain, packed, _ = plain_and_packed
     dest = tmp_path / "unpacked"
-    result = subprocess.run([str(BIN / "skinlesion"), "unpack", str(packed), str(dest)], capture_output=True,
-                            text=True, check=False)
+    result = _unpack(packed, dest)
     assert result.returncode == 0, result.stderr
-    assert _tree(dest) == _tree(plain)  # images/, metadata.csv, attribution.txt, licenses/
+    assert _tree(dest, skip=(raw_packs.UNPACKED,)) == _tree(plain)  # images/, metadata.csv, attribution, licenses
+    assert (dest / raw_packs.UNPACKED).is_file()
+    assert _unpack(packed, dest).returncode == 0  # an earlier unpack is replaced
     # a damaged pack: one line, exit 2, and the earlier unpacked folder is kept as it was
-    pack = packed / "packs" / "images-00004.tar"
+    pack = next((packed / "packs").iterdir())
     pack.write_bytes(pack.read_bytes()[:700])
-    again = subprocess.run([str(BIN / "skinlesion"), "unpack", str(packed), str(dest)], capture_output=True, text=True,
-                           check=False)
+    again = _unpack(packed, dest)
     assert again.returncode == 2 and "Traceback" not in again.stderr
-    assert "images-00004.tar" in again.stderr and "fetch again" in again.stderr
-    assert _tree(dest) == _tree(plain)
+    assert pack.name in again.stderr and "fetch again" in again.stderr
+    assert _tree(dest, skip=(raw_packs.UNPACKED,)) == _tree(plain)
+
+
+def test_unpack_never_replaces_the_raw_folder_nor_another_folder(plain_and_packed, tmp_path):
+    plain, packed, _ = plain_and_packed
+    before = _tree(packed)
+    for dest in (packed, packed / "inside", tmp_path):
+        result = _unpack(packed, dest)
+        assert result.returncode == 2 and "unpack into a folder of its own" in result.stderr, dest
+    mine = _unpack(packed, plain)  # a folder unpack did not write (no unpacked.json)
+    assert mine.returncode == 2 and "Traceback" not in mine.stderr
+    assert _tree(packed) == before and (plain / "images").is_dir()
+
+
+def test_readers_of_image_folders_point_at_unpack_for_a_packed_folder(plain_and_packed, cnn_dir, tmp_path):
+    _, packed, _ = plain_and_packed
+    params = {"seed": 0, "data": {"source": "local", "local": {"path": str(packed), "layout": "isic-cli"}}}
+    with pytest.raises(PipelineError, match="packed raw folder.*skinlesion unpack"):
+        sources.fetch(params, tmp_path / "raw")
+    assert not (tmp_path / "raw").exists()
+    with pytest.raises(PipelineError, match="packed raw folder.*skinlesion unpack"):
+        prediction.run(cnn_dir, [packed], tmp_path / "p.csv")
 
 
 def test_the_images_of_a_packed_folder_decode_like_the_files(plain_and_packed):
     plain, packed, _ = plain_and_packed
     name = sorted(raw_layout.image_files(plain))[3]
     ref = raw_layout.image_files(packed)[name]
-    assert ref.packed and str(ref).endswith(f"images-00000.tar:images/{name}.jpg")
+    assert ref.packed and str(ref).endswith(f".tar:images/{name}.jpg")
     assert np.array_equal(images.load_image(ref, 24), images.load_image(plain / "images" / f"{name}.jpg", 24))

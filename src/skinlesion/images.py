@@ -33,8 +33,8 @@ from tqdm import tqdm
 
 from .errors import PipelineError
 from .io import atomic_path, read_json, write_json
-from .raw_layout import image_files
-from .raw_packs import DamagedPack, ImageRef
+from .raw_layout import IMAGE_SUFFIXES
+from .raw_packs import DamagedPack, ImageRef, image_refs, is_packed
 
 log = logging.getLogger(__name__)
 INDEX_COLUMNS = ["isic_id", "split", "label", "label_multiclass", "group"]
@@ -162,8 +162,10 @@ def load_image(path: str | os.PathLike | ImageRef, size: int, max_pixels: int = 
     return pixels
 
 
-def _load(task: tuple[ImageRef, int, int, Decoding]) -> tuple[np.ndarray | None, str | None]:
+def _load(task: tuple[ImageRef | None, int, int, Decoding]) -> tuple[np.ndarray | None, str | None]:
     ref, size, max_pixels, decoding = task
+    if ref is None:
+        return None, "not in the raw folder (its images/ or manifest.csv)"
     try:
         return load_image(ref, size, max_pixels, decoding), None
     except DamagedPack:  # not the image's fault: the raw folder changed since fetch, which must stop the stage
@@ -211,9 +213,8 @@ def run(table_path: str | os.PathLike, raw_dir: str | os.PathLike, out: str | os
     cfg = params["images"]
     size, shard_size = cfg["size"], cfg.get("shard_size", 512)
     table = _read_table(table_path)
-    files = {ref.name: ref for ref in image_files(raw_dir).values()}
-    # a name the raw folder lacks becomes a plain path that fails to open: reported, like any unreadable image
-    refs = [files.get(name) or ImageRef(name, str(Path(raw_dir) / "images" / name)) for name in table["image"]]
+    files = {ref.name: ref for ref in image_refs(raw_dir, IMAGE_SUFFIXES)}
+    refs = [files.get(name) for name in table["image"]]  # None: not in the raw folder (reported as unreadable)
     max_pixels = cfg.get("max_pixels", DEFAULT_MAX_PIXELS)
     decoding = Decoding.of(cfg)
     tasks = [(ref, size, max_pixels, decoding) for ref in refs]
@@ -238,7 +239,8 @@ def run(table_path: str | os.PathLike, raw_dir: str | os.PathLike, out: str | os
         try:
             for i, (pixels, error) in enumerate(tqdm(results, total=len(tasks), desc="images", unit="img")):
                 if pixels is None:
-                    unreadable.append({"isic_id": columns["isic_id"][i], "path": str(refs[i]), "error": error})
+                    unreadable.append({"isic_id": columns["isic_id"][i], "path": str(refs[i] or Path(raw_dir) / table["image"].iat[i]),
+                                       "error": error})
                     continue
                 index_rows.append(i)
                 shard_of.append(shard)
@@ -251,7 +253,7 @@ def run(table_path: str | os.PathLike, raw_dir: str | os.PathLike, out: str | os
             if pool:
                 pool.shutdown(cancel_futures=True)
         if not index_rows:
-            where = Path(raw_dir) / ("images" if (Path(raw_dir) / "images").is_dir() else "packs")
+            where = Path(raw_dir) / ("packs" if is_packed(raw_dir) else "images")
             raise PipelineError(f"none of the {len(tasks)} images in {where} could be decoded.")
         index = pd.DataFrame({**{c: [columns[c][i] for i in index_rows] for c in INDEX_COLUMNS},
                               "shard": shard_of, "row": row_of})

@@ -28,6 +28,7 @@ from .images import Decoding, load_image
 from .io import atomic_path
 from .metadata import NUMERIC, typed
 from .raw_layout import IMAGE_SUFFIXES, read_csv
+from .raw_packs import UNPACK_HINT, is_packed
 from .sources.local.records import round_age
 
 log = logging.getLogger(__name__)
@@ -131,6 +132,9 @@ def run(model_dir: str | os.PathLike, paths: list[str | os.PathLike], out: str |
     else:
         items = [(f.stem, str(f)) for f in files]
     if not items:
+        packed = [str(p) for p in paths if is_packed(p)]
+        if packed:
+            raise PipelineError(f"no image files in {packed[0]}: {UNPACK_HINT}, then predict on DEST/images.")
         raise PipelineError(("no image files found in " + ", ".join(map(str, paths))) if paths else
                             "no image files given")
     size = int(trained.input_size or 0)

@@ -8,7 +8,7 @@
     source.json                     how this folder was made (source and options): our addition
 
 The fetch stage then packs images/ into packs/*.tar + manifest.csv (skinlesion.raw_packs: DVC tracks a
-hundred packs, not 100k files); `tar -xf` of the packs, or `skinlesion unpack`, gives images/ back. Readers
+hundred packs, not 100k files); `skinlesion unpack` (or `tar -xf` of the packs elsewhere) gives images/ back. Readers
 take either form (image_files). Nothing after the fetch stage knows which source wrote the folder.
 """
 

@@ -1,15 +1,17 @@
 """data/raw's images packed into a few tar files, and one way to read an image whatever the layout.
 
-    data/raw/packs/images-00000.tar ...   the images under isic-cli's names (images/<isic_id>.jpg), in plain
-                                          tar files of at most PACK_IMAGES images or PACK_BYTES bytes each
+    data/raw/packs/<first isic_id>.tar    the images under isic-cli's names (images/<isic_id>.jpg), in plain
+                                          tar files of about PACK_IMAGES images each (see pack())
     data/raw/manifest.csv                 file, pack, offset, size, sha256: where each image's bytes lie
 
 Why packs: DVC hashes a tracked folder file by file on every `dvc status`, once for each stage that names
 it; at 100k images a no-op `dvc status` took 10 s (benchmarks/scale.md). A hundred packs take a blink.
-Nothing of isic-cli's layout is lost: `tar -xf` of each pack inside data/raw gives back images/ (which
-`skinlesion unpack` does, checking every sha256), and folders in isic-cli's layout (external sets, a user's
+Nothing of isic-cli's layout is lost: `skinlesion unpack data/raw DEST` writes DEST/images/ and the small
+files, checking every sha256 (`tar -xf` of each pack in DEST gives the same images/, unchecked; never
+extract inside data/raw, a DVC output), and folders in isic-cli's layout (external sets, a user's
 download) are read as they are. Packs are written deterministically (sorted names, zero times and owners),
-so the same images make the same pack bytes and the same DVC hash.
+so the same images make the same pack bytes and the same DVC hash; where a pack ends depends only on the
+names around it, so adding or removing images rewrites only the packs they fall in, not every later one.
 
 Every read of a packed image checks its size and sha256 against the manifest: a pack changed behind the
 manifest's back is one error naming the pack, never a silently different image.
@@ -31,9 +33,12 @@ from .errors import PipelineError
 PACKS = "packs"
 MANIFEST = "manifest.csv"
 MANIFEST_COLUMNS = ["file", "pack", "offset", "size", "sha256"]
-PACK_IMAGES = 1000  # a pack rolls over at this many images ...
-PACK_BYTES = 256 * 2**20  # ... or once it holds this many bytes, whichever comes first
+UNPACKED = "unpacked.json"  # what `skinlesion unpack` writes beside images/: its mark
+PACK_IMAGES = 1000  # images per pack, on average (pack boundaries: _ends_pack)
+PACK_BYTES = 256 * 2**20  # a pack also ends once it holds this many bytes (archive images of several MB)
 MAX_MANIFEST_ROWS = 10_000_000  # bounded read: ten times the whole ISIC archive
+MAX_IMAGE_BYTES = 2**30  # no image of the archive comes near; a larger size is not a manifest the fetch wrote
+UNPACK_HINT = "it is a packed raw folder (manifest.csv, packs/): `skinlesion unpack FOLDER DEST` writes isic-cli's layout"
 
 
 class DamagedPack(PipelineError):
@@ -67,8 +72,11 @@ class ImageRef:
             return Path(self.path).read_bytes()
         try:
             with open(self.path, "rb") as fh:
-                fh.seek(self.offset)
-                data = fh.read(self.size)
+                if self.offset + self.size > os.fstat(fh.fileno()).st_size:
+                    data = b""  # past the pack's end: cut short (and never a read the manifest sized)
+                else:
+                    fh.seek(self.offset)
+                    data = fh.read(self.size)
         except OSError as exc:
             raise DamagedPack(f"cannot read {self} ({exc.strerror or exc}): fetch again (skinlesion fetch).") from None
         if len(data) != self.size or hashlib.sha256(data).hexdigest() != self.sha256:
@@ -81,22 +89,33 @@ class ImageRef:
         return io.BytesIO(self.read_bytes()) if self.packed else self.path
 
 
+def _ends_pack(name: str, pack_images: int) -> bool:
+    """Whether a pack ends after this image: decided by the name alone (1 in pack_images names), so that
+    a pack's content depends only on the images between two such names. Adding or removing images then
+    changes only the packs they fall in, and DVC re-caches and re-pushes those, not every later pack."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big") % pack_images == 0
+
+
 def pack(raw_dir: str | os.PathLike, pack_images: int = PACK_IMAGES, pack_bytes: int = PACK_BYTES) -> int:
     """Move raw_dir/images/* into raw_dir/packs/*.tar and record them in raw_dir/manifest.csv; images/ goes.
 
-    Run by the fetch stage on its own temporary folder, so a failure leaves nothing behind. Returns the
-    number of images packed."""
+    Images go in name order; a pack ends after a name _ends_pack picks (about one in `pack_images`) or once
+    it holds `pack_bytes`. Run by the fetch stage on its own temporary folder, so a failure leaves nothing
+    behind. Returns the number of images packed."""
     raw_dir = Path(raw_dir)
     folder, packs = raw_dir / "images", raw_dir / PACKS
     names = sorted(p.name for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
     packs.mkdir()
     rows: list[list] = []
-    k, start = 0, 0
+    start = 0
     while start < len(names):
-        path = packs / f"images-{k:05d}.tar"
+        # named after its first image (an id every source has checked): a pack keeps its name when images
+        # are added or removed elsewhere
+        path = packs / f"{Path(names[start]).stem}.tar"
         stop, written = start, 0
         with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
-            while stop < len(names) and stop - start < pack_images and (written < pack_bytes or stop == start):
+            while stop < len(names) and (stop == start or not _ends_pack(names[stop - 1], pack_images)) \
+                    and (written < pack_bytes or stop == start):
                 source = folder / names[stop]
                 data = source.read_bytes()
                 info = tarfile.TarInfo(f"images/{names[stop]}")
@@ -109,7 +128,7 @@ def pack(raw_dir: str | os.PathLike, pack_images: int = PACK_IMAGES, pack_bytes:
         with tarfile.open(path) as tar:
             for row, member in zip(rows[start:stop], tar.getmembers(), strict=True):
                 row[2] = member.offset_data
-        k, start = k + 1, stop
+        start = stop
     with open(raw_dir / MANIFEST, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(MANIFEST_COLUMNS)
@@ -123,54 +142,75 @@ def pack(raw_dir: str | os.PathLike, pack_images: int = PACK_IMAGES, pack_bytes:
 
 def _read_manifest(raw_dir: Path) -> list[ImageRef]:
     path = raw_dir / MANIFEST
-    refs = []
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.reader(fh)
-        if next(reader, None) != MANIFEST_COLUMNS:
-            raise PipelineError(f"{path}: not a manifest of {', '.join(MANIFEST_COLUMNS)}; fetch again.")
-        for line, row in enumerate(reader, start=2):
-            if line > MAX_MANIFEST_ROWS:
-                raise PipelineError(f"{path}: more than {MAX_MANIFEST_ROWS} rows; not a manifest the fetch wrote.")
-            try:
-                name, pack_name, offset, size, sha = row
-                ref = ImageRef(name, str(raw_dir / pack_name), int(offset), int(size), sha)
-            except ValueError:
-                raise PipelineError(f"{path} line {line}: expected {len(MANIFEST_COLUMNS)} fields "
-                                    f"({', '.join(MANIFEST_COLUMNS)}); fetch again.") from None
-            # Names from a file are untrusted: a file name is <id>.<suffix>, a pack is packs/<name>.tar.
-            if (Path(name).name != name or name.startswith(".") or Path(pack_name).parent != Path(PACKS)
-                    or not pack_name.endswith(".tar") or ref.offset < 0 or ref.size < 0):
-                raise PipelineError(f"{path} line {line}: {name!r} in {pack_name!r} is not an image of data/raw's "
-                                    "packs; fetch again.")
-            refs.append(ref)
+    refs, seen, line = [], set(), 1
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.reader(fh)
+            if next(reader, None) != MANIFEST_COLUMNS:
+                raise PipelineError(f"{path}: not a manifest of {', '.join(MANIFEST_COLUMNS)}; fetch again.")
+            for line, row in enumerate(reader, start=2):
+                if line > MAX_MANIFEST_ROWS + 1:
+                    raise PipelineError(f"{path}: more than {MAX_MANIFEST_ROWS} rows; not a manifest the fetch wrote.")
+                refs.append(_manifest_row(raw_dir, path, line, row, seen))
+    except (csv.Error, UnicodeDecodeError) as exc:  # an endless field, bytes that are not UTF-8
+        raise PipelineError(f"{path} line {line + 1}: cannot be read as the fetch's manifest "
+                            f"({type(exc).__name__}); fetch again.") from None
     return refs
+
+
+def _manifest_row(raw_dir: Path, path: Path, line: int, row: list[str], seen: set[str]) -> ImageRef:
+    """One manifest row as an ImageRef, or one error naming the line. Everything in it is untrusted: a file
+    name is a plain <id>.<suffix> (unique), a pack is packs/<name>.tar, an offset is a tar block boundary
+    and a size is one an image can have."""
+    try:
+        name, pack_name, offset, size, sha = row
+        ref = ImageRef(name, str(raw_dir / pack_name), int(offset), int(size), sha)
+    except ValueError:
+        raise PipelineError(f"{path} line {line}: expected {len(MANIFEST_COLUMNS)} fields "
+                            f"({', '.join(MANIFEST_COLUMNS)}); fetch again.") from None
+    if (Path(name).name != name or name.startswith(".") or name in seen or Path(pack_name).parent != Path(PACKS)
+            or not pack_name.endswith(".tar") or ref.offset < 0 or ref.offset % tarfile.BLOCKSIZE
+            or not 0 <= ref.size <= MAX_IMAGE_BYTES):
+        raise PipelineError(f"{path} line {line}: {name!r} in {pack_name!r} at {offset}, {size} bytes is not an "
+                            "image of data/raw's packs (or is listed twice); fetch again.")
+    seen.add(name)
+    return ref
+
+
+def is_packed(folder: str | os.PathLike) -> bool:
+    """A raw folder the fetch stage packed (manifest.csv beside packs/)."""
+    return (Path(folder) / MANIFEST).is_file() and (Path(folder) / PACKS).is_dir()
 
 
 def image_refs(raw_dir: str | os.PathLike, suffixes: tuple[str, ...]) -> list[ImageRef]:
     """Every image of a raw folder, packed (manifest.csv) or in isic-cli's images/ folder, sorted by name."""
     raw_dir = Path(raw_dir)
-    if (raw_dir / MANIFEST).is_file():
+    if is_packed(raw_dir):
         refs = _read_manifest(raw_dir)
     else:
         folder = raw_dir / "images"
         if not folder.is_dir():
-            raise PipelineError(f"{folder} not found (nor {raw_dir / MANIFEST}): the fetch stage writes them "
-                                "(skinlesion fetch).")
+            raise PipelineError(f"{folder} not found (nor {raw_dir / MANIFEST} and {raw_dir / PACKS}/): the fetch "
+                                "stage writes them (skinlesion fetch).")
         refs = [ImageRef(p.name, str(p)) for p in folder.iterdir() if not p.name.startswith(".")]
     return sorted((r for r in refs if Path(r.name).suffix.lower() in suffixes), key=lambda r: r.name)
 
 
 def unpack(raw_dir: str | os.PathLike, dest: str | os.PathLike, suffixes: tuple[str, ...]) -> int:
     """Write raw_dir in isic-cli's layout to dest, atomically: images/<isic_id>.jpg, each checked against its
-    sha256, and raw_dir's other files (metadata.csv, attribution.txt, licenses/, source.json). Returns the
-    number of images."""
+    sha256, raw_dir's other files (metadata.csv, attribution.txt, licenses/, source.json) and UNPACKED, the
+    mark that lets a later unpack replace dest (no other folder is ever replaced). Returns the number of
+    images."""
     from tqdm import tqdm
 
-    from .io import atomic_path
+    from .io import atomic_path, write_json
 
-    raw_dir = Path(raw_dir)
+    raw_dir, dest = Path(raw_dir), Path(dest)
+    a, b = raw_dir.resolve(), dest.resolve()
+    if a == b or a in b.parents or b in a.parents:
+        raise PipelineError(f"{dest} is {raw_dir} or inside it (or holds it): unpack into a folder of its own.")
     refs = image_refs(raw_dir, suffixes)
-    with atomic_path(dest, mark="metadata.csv") as tmp:
+    with atomic_path(dest, mark=UNPACKED) as tmp:
         (tmp / "images").mkdir(parents=True)
         for ref in tqdm(refs, desc="unpack", unit="img"):
             (tmp / "images" / ref.name).write_bytes(ref.read_bytes())
@@ -179,6 +219,7 @@ def unpack(raw_dir: str | os.PathLike, dest: str | os.PathLike, suffixes: tuple[
                 continue
             if item.is_dir():
                 shutil.copytree(item, tmp / item.name, symlinks=True)
-            else:
+            elif item.name != UNPACKED:
                 shutil.copyfile(item, tmp / item.name)
+        write_json(tmp / UNPACKED, {"unpacked_from": str(raw_dir), "images": len(refs)})
     return len(refs)

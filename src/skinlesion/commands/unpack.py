@@ -4,9 +4,10 @@
 
 The fetch stage packs data/raw's images into packs/*.tar with a manifest.csv (DVC then tracks a hundred
 files, not one per image). This writes DEST/images/ with every image checked against the manifest's
-sha256, and copies metadata.csv, attribution.txt, licenses/ and source.json beside it. DEST is written
-atomically; an existing DEST is replaced only when it is an earlier unpacked folder (it holds metadata.csv).
-`tar -xf` of each pack inside a folder gives the same images/, unchecked.
+sha256, copies metadata.csv, attribution.txt, licenses/ and source.json beside it, and writes
+unpacked.json (where it came from). DEST is written atomically, never inside RAW; an existing DEST is
+replaced only when an earlier unpack wrote it (it holds unpacked.json). `tar -xf` of each pack in DEST
+gives the same images/, unchecked (never extract inside data/raw: it is a DVC output).
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ import pandas as pd
 
 from ...errors import PipelineError
 from ...raw_layout import IMAGE_SUFFIXES, read_csv
+from ...raw_packs import UNPACK_HINT, is_packed
 from .records import Loaded, normal_age, normal_sex, normalise
 from .vocabulary import (
     HAM_ATTRIBUTION, HAM_DX, HAM_DX_TYPE, HAM_LICENSE, HAM_SITE, ISIC2020_ATTRIBUTION, ISIC2020_LICENSE,
@@ -136,6 +137,8 @@ def read_isic_cli(root: Path) -> Loaded:
     if "isic_id" not in frame.columns:
         raise PipelineError(f"data.local: {path} has no isic_id column, so it is not in isic-cli's layout.\n"
                             f"{LAYOUT_HELP}")
+    if is_packed(root) and not (root / "images").is_dir():
+        raise PipelineError(f"data.local: {root} has no images/: {UNPACK_HINT}, and point data.local.path at DEST.")
     dirs = _image_dirs(root, ["images"])
     loaded = Loaded([], _image_index(dirs), dirs)
     for row in _rows(frame):
