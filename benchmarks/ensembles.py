@@ -19,7 +19,8 @@ score is one a variant already gave. Candidates are the binary variants found (o
 --pair A B (repeatable) also gives A's ROC AUC minus B's on every split, with a paired interval: one
 variant against the one it modifies (e.g. pool_from against the same variant without).
 
-Only the validation split chooses. Test and every external set are scored once, with group-bootstrap 95%
+Only the validation split chooses, so the val column is optimistic for best single and forward selection
+(scored on the split that chose them); stacking's val figure is out-of-fold. Test and every external set are scored once, with group-bootstrap 95%
 intervals (patients / lesions resampled whole, metrics.bootstrap), and the ROC AUC difference to the best
 single with a paired interval (the same resampled groups for both). Sensitivity and specificity are taken
 at the Youden threshold chosen on validation and transferred unchanged, as the evaluate stage does.
@@ -43,19 +44,29 @@ MAX_STEPS = 20
 def load(project: Path, names: list[str] | None) -> pd.DataFrame:
     """One row per (split, isic_id) with each candidate's p_malignant as a column."""
     folders = sorted((project / "results" / "variants").iterdir())
-    frames = []
+    missing = sorted(set(names or ()) - {f.name for f in folders if (f / "predictions.csv").is_file()})
+    if missing:
+        sys.exit(f"no results/variants/<name>/predictions.csv under {project} for: {', '.join(missing)}")
+    tables = {}
     for folder in folders:
         path = folder / "predictions.csv"
         if (names and folder.name not in names) or not path.is_file():
             continue
         table = pd.read_csv(path)
-        if "p_malignant" not in table:  # multiclass: not a candidate of a binary ensemble
-            continue
-        frames.append(table.set_index(["split", "isic_id", "group", "label"])["p_malignant"].rename(folder.name))
-    if len(frames) < 2:
+        if "p_malignant" in table:  # multiclass variants are not candidates of a binary ensemble
+            tables[folder.name] = table.set_index(["split", "isic_id"])
+    if len(tables) < 2:
         sys.exit(f"fewer than two binary variants with predictions.csv under {project}/results/variants")
-    joined = pd.concat(frames, axis=1, join="inner").reset_index()
-    return joined
+    joined = pd.concat({name: t["p_malignant"] for name, t in tables.items()}, axis=1, join="inner")
+    first = next(iter(tables.values())).loc[joined.index]
+    for name, table in tables.items():  # the same cases, labelled and grouped alike, or nothing is compared
+        if len(table) != len(joined):
+            print(f"ensembles: {name} has {len(table)} rows, {len(joined)} are scored by every variant",
+                  file=sys.stderr)
+        same = table.loc[joined.index, ["label", "group"]].astype(str).eq(first[["label", "group"]].astype(str))
+        if not same.all().all():
+            sys.exit(f"{name}'s predictions.csv labels or groups some cases differently from the others")
+    return pd.concat([first[["group", "label"]], joined], axis=1).reset_index()
 
 
 def auc(y: np.ndarray, p: np.ndarray) -> float:
@@ -149,12 +160,15 @@ def run(project: Path, names: list[str] | None, n_boot: int, seed: int) -> dict:
 
 
 def pairs(project: Path, wanted: list[tuple[str, str]], n_boot: int, seed: int) -> dict:
-    """{"A vs B": {split: scored A with B as the reference}}: paired differences on the same rows."""
+    """{"A vs B": {split: A's ROC AUC, and A's minus B's with a paired interval}} on the same rows."""
     joined = load(project, sorted({v for pair in wanted for v in pair}))
     out = {}
     for a, b in wanted:
-        out[f"{a} vs {b}"] = {split: scored(frame, frame[a].to_numpy(), frame[b].to_numpy(), 0.5, n_boot, seed)
-                              for split, frame in joined.groupby("split", sort=False)}
+        out[f"{a} vs {b}"] = {}
+        for split, frame in joined.groupby("split", sort=False):
+            r = scored(frame, frame[a].to_numpy(), frame[b].to_numpy(), 0.5, n_boot, seed)
+            out[f"{a} vs {b}"][split] = {"n": r["n"], "roc_auc": r["roc_auc"], "roc_auc_ci95": r["roc_auc_ci95"],
+                                         "delta": r["delta_vs_best_single"], "delta_ci95": r["delta_ci95"]}
     return out
 
 
@@ -164,7 +178,7 @@ def pairs_markdown(found: dict) -> str:
              "|---|" + "---|" * len(splits)]
     for name, by_split in found.items():
         lines.append(f"| {name} | " + " | ".join(
-            f"{r['roc_auc']:.3f}, {r['delta_vs_best_single']:+.3f} ({r['delta_ci95'][0]:+.3f} to "
+            f"{r['roc_auc']:.3f}, {r['delta']:+.3f} ({r['delta_ci95'][0]:+.3f} to "
             f"{r['delta_ci95'][1]:+.3f})" for r in (by_split[s] for s in splits)) + " |")
     return "\n".join(lines)
 

@@ -36,6 +36,7 @@ commands run whatever `skinlesion` package that Python imports (PYTHONPATH=src f
 from __future__ import annotations
 
 import argparse
+import csv
 import datetime
 import json
 import os
@@ -183,7 +184,10 @@ def measure(n: int, folder: Path, repeats: int, base_env: dict) -> dict:
     result["source"] = {k: v for k, v in source.items() if not isinstance(v, dict)}
     result["images"] = source["images"]
     raw = folder / "data" / "raw"
-    packed = sum(1 for _ in open(raw / "manifest.csv")) - 1 if (raw / "manifest.csv").exists() else None
+    packed = None
+    if (raw / "manifest.csv").exists():
+        with open(raw / "manifest.csv", newline="", encoding="utf-8") as fh:
+            packed = sum(1 for _ in csv.reader(fh)) - 1  # rows, not lines
     on_disk = packed if packed is not None else len(list((raw / "images").iterdir()))
     result["raw_files"] = sum(1 for p in raw.rglob("*") if p.is_file())  # what DVC hashes for data/raw
     print(f"  images (data/raw/source.json): {result['images']}, "

@@ -128,3 +128,14 @@ def test_every_registered_backbone_builds_from_random_weights_and_cuts_at_its_to
     assert model.get_layer("preprocess") is not None
     probs = model.predict(_images(2), verbose=0)
     assert probs.shape == (2, 1) and np.isfinite(probs).all()
+
+
+def test_pool_from_needs_feature_maps_of_the_backbone():
+    """A layer without a (height, width, channels) output cannot be average-pooled: one clear error, before
+    any training (efficientnet_b0's squeeze-and-excitation squeeze is a vector per image)."""
+    from skinlesion.errors import PipelineError
+
+    with pytest.raises(PipelineError, match="'block2a_se_squeeze' gives no feature map"):
+        models.backbone("efficientnet_b0", 32, None, ("block2a_se_squeeze",))
+    base = models.backbone("mobilenet_v2", 32, None, ("block_6_expand_relu",))
+    assert base.name == "backbone_mobilenet_v2" and models.feature_width(base) == 192 + 1280

@@ -249,6 +249,7 @@ def test_features_from_several_depths_train_once_and_score_as_saved(data):
 @pytest.mark.parametrize("variant,message", [
     ({**FROZEN, "pool_from": ["no_such_layer"]}, "mobilenet_v2 has no layer named 'no_such_layer'"),
     ({**FROZEN, "freeze": False, "pool_from": ["block_6_expand_relu"]}, "pool_from needs a frozen backbone"),
+    ({**FROZEN, "pool_from": ["out_relu"]}, "'out_relu' is mobilenet_v2's own output"),
 ])
 def test_pool_from_refuses_what_it_cannot_do(data, variant, message):
     from skinlesion.errors import PipelineError

@@ -84,9 +84,15 @@ def backbone(name: str, size: int, weights: str | None, pool_from: tuple[str, ..
     base = backbones.get(name).build(size, weights)
     if pool_from:
         names = {layer.name for layer in base.layers}
-        unknown = [t for t in pool_from if t not in names]
-        if unknown:
-            raise PipelineError(f"pool_from: {name} has no layer named {unknown[0]!r}")
+        for tap in pool_from:
+            if tap not in names:
+                raise PipelineError(f"pool_from: {name} has no layer named {tap!r}")
+            output = base.get_layer(tap).output
+            if output is base.output:
+                raise PipelineError(f"pool_from: {tap!r} is {name}'s own output, which is always pooled")
+            if len(output.shape) != 4:
+                raise PipelineError(f"pool_from: {name}'s layer {tap!r} gives no feature map (its output has "
+                                    f"shape {tuple(output.shape)}); name a layer with a (height, width, channels) output")
         base = keras.Model(base.input, [base.get_layer(t).output for t in pool_from] + [base.output])
     base.name = f"backbone_{name}"
     return base
