@@ -17,11 +17,12 @@ score is one a variant already gave. Candidates are the binary variants found (o
   it can weigh the metadata-only models, which transfer better, against the image models.
 
 --pair A B (repeatable) also gives A's ROC AUC minus B's on every split, with a paired interval: one
-variant against the one it modifies (e.g. pool_from against the same variant without).
+variant against the one it modifies (e.g. pool_from against the same variant without). Pairs carry ROC AUC
+and that difference only: no threshold is chosen for them, so no sensitivity or specificity.
 
 Only the validation split chooses, so the val column is optimistic for best single and forward selection
-(scored on the split that chose them); stacking's val figure is out-of-fold. Test and every external set are scored once, with group-bootstrap 95%
-intervals (patients / lesions resampled whole, metrics.bootstrap), and the ROC AUC difference to the best
+(scored on the split that chose them); stacking's val figure is out-of-fold. Test and every external set
+are scored once, with group-bootstrap 95% intervals (patients / lesions resampled whole, metrics.bootstrap), and the ROC AUC difference to the best
 single with a paired interval (the same resampled groups for both). Sensitivity and specificity are taken
 at the Youden threshold chosen on validation and transferred unchanged, as the evaluate stage does.
 """
@@ -47,22 +48,30 @@ def load(project: Path, names: list[str] | None) -> pd.DataFrame:
     missing = sorted(set(names or ()) - {f.name for f in folders if (f / "predictions.csv").is_file()})
     if missing:
         sys.exit(f"no results/variants/<name>/predictions.csv under {project} for: {', '.join(missing)}")
-    tables = {}
+    tables, multiclass = {}, []
     for folder in folders:
         path = folder / "predictions.csv"
         if (names and folder.name not in names) or not path.is_file():
             continue
         table = pd.read_csv(path)
-        if "p_malignant" in table:  # multiclass variants are not candidates of a binary ensemble
-            tables[folder.name] = table.set_index(["split", "isic_id"])
+        if "p_malignant" not in table:  # multiclass variants are not candidates of a binary ensemble
+            multiclass.append(folder.name)
+            continue
+        table = table.set_index(["split", "isic_id"])
+        if not table.index.is_unique:
+            sys.exit(f"{path} has more than one row for some (split, isic_id)")
+        tables[folder.name] = table
+    if names and multiclass:
+        sys.exit(f"not binary (no p_malignant in predictions.csv), so not candidates: {', '.join(multiclass)}")
     if len(tables) < 2:
         sys.exit(f"fewer than two binary variants with predictions.csv under {project}/results/variants")
     joined = pd.concat({name: t["p_malignant"] for name, t in tables.items()}, axis=1, join="inner")
     first = next(iter(tables.values())).loc[joined.index]
+    if any(len(table) != len(joined) for table in tables.values()):
+        counts = ", ".join(f"{name} {len(table)}" for name, table in tables.items())
+        print(f"ensembles: rows per variant: {counts}; only the {len(joined)} (split, isic_id) scored by every "
+              "variant are compared", file=sys.stderr)
     for name, table in tables.items():  # the same cases, labelled and grouped alike, or nothing is compared
-        if len(table) != len(joined):
-            print(f"ensembles: {name} has {len(table)} rows, {len(joined)} are scored by every variant",
-                  file=sys.stderr)
         same = table.loc[joined.index, ["label", "group"]].astype(str).eq(first[["label", "group"]].astype(str))
         if not same.all().all():
             sys.exit(f"{name}'s predictions.csv labels or groups some cases differently from the others")
@@ -108,15 +117,18 @@ def stacked(val: pd.DataFrame, candidates: list[str], seed: int):
     return LogisticRegression(max_iter=1000).fit(x, y), oof
 
 
-def scored(frame: pd.DataFrame, p: np.ndarray, reference: np.ndarray | None, threshold: float, n_boot: int,
-           seed: int) -> dict:
+def scored(frame: pd.DataFrame, p: np.ndarray, reference: np.ndarray | None, threshold: float | None,
+           n_boot: int, seed: int) -> dict:
+    """ROC AUC with its interval; sensitivity / specificity at `threshold` (none without one); with a
+    `reference`, p's ROC AUC minus the reference's, with a paired interval."""
     y, codes = frame["label"].to_numpy(), metrics.group_codes(frame["group"].to_numpy(), len(frame))
     mine = metrics.rank_stats(y, p)
     out = {"n": len(y), "malignant": int(y.sum()), "roc_auc": auc(y, p)}
     intervals, _ = metrics.bootstrap(mine, codes, n_boot, seed)
     out["roc_auc_ci95"] = intervals.get("roc_auc")
-    out["sensitivity"] = float((p[y == 1] >= threshold).mean()) if (y == 1).any() else None
-    out["specificity"] = float((p[y == 0] < threshold).mean()) if (y == 0).any() else None
+    if threshold is not None:
+        out["sensitivity"] = float((p[y == 1] >= threshold).mean()) if (y == 1).any() else None
+        out["specificity"] = float((p[y == 0] < threshold).mean()) if (y == 0).any() else None
     if reference is not None:
         ref = metrics.rank_stats(y, reference)
         delta, _ = metrics.bootstrap(lambda w: {"d": mine(w)["roc_auc"] - ref(w)["roc_auc"]}, codes, n_boot, seed)
@@ -166,8 +178,9 @@ def pairs(project: Path, wanted: list[tuple[str, str]], n_boot: int, seed: int) 
     for a, b in wanted:
         out[f"{a} vs {b}"] = {}
         for split, frame in joined.groupby("split", sort=False):
-            r = scored(frame, frame[a].to_numpy(), frame[b].to_numpy(), 0.5, n_boot, seed)
-            out[f"{a} vs {b}"][split] = {"n": r["n"], "roc_auc": r["roc_auc"], "roc_auc_ci95": r["roc_auc_ci95"],
+            r = scored(frame, frame[a].to_numpy(), frame[b].to_numpy(), None, n_boot, seed)
+            # B is the pair's own reference, not the best single: a neutral key
+            out[f"{a} vs {b}"][split] = {**{k: r[k] for k in ("n", "malignant", "roc_auc", "roc_auc_ci95")},
                                          "delta": r["delta_vs_best_single"], "delta_ci95": r["delta_ci95"]}
     return out
 
