@@ -209,3 +209,11 @@ def test_the_images_of_a_packed_folder_decode_like_the_files(plain_and_packed):
     ref = raw_layout.image_files(packed)[name]
     assert ref.packed and str(ref).endswith(f".tar:images/{name}.jpg")
     assert np.array_equal(images.load_image(ref, 24), images.load_image(plain / "images" / f"{name}.jpg", 24))
+
+
+def test_two_images_of_one_id_are_refused_not_packed_over_each_other(make_raw):
+    raw = make_raw(records(2), name="raw")
+    first = sorted((raw / "images").iterdir())[0]
+    (raw / "images" / f"{first.stem}.png").write_bytes(first.read_bytes())
+    with pytest.raises(PipelineError, match=f"two images share the id {first.stem}"):
+        raw_packs.pack(raw, pack_bytes=1)  # one image a pack: X.jpg's pack and X.png's would have one name

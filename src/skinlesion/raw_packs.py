@@ -112,10 +112,12 @@ def pack(raw_dir: str | os.PathLike, pack_images: int = PACK_IMAGES, pack_bytes:
         # named after its first image (an id every source has checked): a pack keeps its name when images
         # are added or removed elsewhere
         path = packs / f"{Path(names[start]).stem}.tar"
+        if path.exists():  # X.jpg ended a pack and X.png starts the next: one id, two images
+            raise PipelineError(f"two images share the id {path.stem} ({names[start - 1]}, {names[start]}); "
+                                "nothing was kept.")
         stop, written = start, 0
         with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
-            while stop < len(names) and (stop == start or not _ends_pack(names[stop - 1], pack_images)) \
-                    and (written < pack_bytes or stop == start):
+            while stop < len(names):  # at least one image a pack; it ends after a chosen name or at pack_bytes
                 source = folder / names[stop]
                 data = source.read_bytes()
                 info = tarfile.TarInfo(f"images/{names[stop]}")
@@ -124,6 +126,8 @@ def pack(raw_dir: str | os.PathLike, pack_images: int = PACK_IMAGES, pack_bytes:
                 rows.append([names[stop], f"{PACKS}/{path.name}", -1, len(data), hashlib.sha256(data).hexdigest()])
                 source.unlink()  # the bytes are in the pack now: the folder never holds the images twice
                 stop, written = stop + 1, written + len(data)
+                if _ends_pack(names[stop - 1], pack_images) or written >= pack_bytes:
+                    break
         # The data offsets as tarfile reads them back (authoritative, whatever header the name needed).
         with tarfile.open(path) as tar:
             for row, member in zip(rows[start:stop], tar.getmembers(), strict=True):
