@@ -6,9 +6,12 @@ import time
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sklearn import metrics as skm
 
 from skinlesion import metrics as M
+from skinlesion.errors import PipelineError
 
 
 def isic2024_pauc(y, p, min_tpr=0.8):
@@ -141,7 +144,34 @@ def test_choose_threshold_on_validation():
     assert t == pytest.approx(0.7)  # sens 0.75, spec 1.0: J = 0.75 is the best
     t90 = M.choose_threshold(y, p, "sensitivity", 0.9)
     assert t90 == pytest.approx(0.4)  # the highest threshold still flagging every malignant case
-    assert M.choose_threshold(np.zeros(4, int), p[:4]) == 0.5
+    with pytest.raises(PipelineError, match=r"validation set: it has a single class \(4 of class 0\)"):
+        M.choose_threshold(np.zeros(4, int), p[:4])
+
+
+def _highest_reaching(y, p, target):
+    """The rule by brute force: of every distinct score as a threshold (score >= t flags), the highest
+    whose sensitivity reaches the target."""
+    ok = [t for t in np.unique(p) if (p[y == 1] >= t).mean() >= target]
+    return max(ok)
+
+
+def _best_youden(y, p):
+    return max(((p[y == 1] >= t).mean() - (p[y == 0] >= t).mean()) for t in np.unique(p))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(4, 60), st.sampled_from([0.5, 0.8, 0.9, 0.95, 1.0]),
+       st.integers(2, 12))
+def test_threshold_rules_on_the_full_roc(seed, n, target, levels):
+    # Few distinct score levels make ties and collinear ROC points: where drop_intermediate=True chose wrong.
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    y[:2] = [0, 1]
+    p = rng.integers(0, levels, n) / (levels - 1)
+    assert M.choose_threshold(y, p, "sensitivity", target) == pytest.approx(_highest_reaching(y, p, target))
+    t = M.choose_threshold(y, p, "youden")
+    j = (p[y == 1] >= t).mean() - (p[y == 0] >= t).mean()
+    assert j == pytest.approx(_best_youden(y, p))
 
 
 def test_multiclass_balanced_accuracy_recall_and_intervals():
@@ -163,8 +193,3 @@ def test_multiclass_balanced_accuracy_recall_and_intervals():
     assert m["roc_auc_ovr"]["melanoma"] == pytest.approx(skm.roc_auc_score(y == 2, p[:, 2]), abs=1e-6)
 
 
-def test_balanced_subset_is_seeded_and_balanced():
-    y = np.r_[np.zeros(30, int), np.ones(7, int)]
-    rows = M.balanced_subset(y, 1)
-    assert np.bincount(y[rows]).tolist() == [7, 7]
-    assert rows.tolist() == M.balanced_subset(y, 1).tolist()

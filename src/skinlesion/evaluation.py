@@ -147,7 +147,7 @@ def threshold_transfer(block: dict, y: np.ndarray, p: np.ndarray, groups: np.nda
                        n_boot: int, seed: int) -> dict:
     """Sensitivity and specificity of an external set at the internal (validation) threshold against those at
     the set's own best threshold, with the internal test set's for reference."""
-    own_t = metrics.choose_threshold(y, p, cfg["threshold"], cfg["target_sensitivity"])
+    own_t = metrics.choose_threshold(y, p, cfg["threshold"], cfg["target_sensitivity"], "external")
     own = metrics.binary(y, p, own_t, groups, n_boot, seed)
     keys = ("sensitivity", "specificity")
     out = {"rule": cfg["threshold"] + (f" (target sensitivity {cfg['target_sensitivity']})"
@@ -210,7 +210,8 @@ def run(params: dict, name: str, model_dir, table, shards, out, external_dir=Non
             block["malignant_vs_benign"] = None  # filled below, with its own validation threshold
             blocks[key] = block
         # The five-class model also gives a malignancy score, 1 - P(benign): the binary question.
-        t_mal = metrics.choose_threshold(*task.malignancy(val.y, val.p), cfg["threshold"], cfg["target_sensitivity"])
+        t_mal = metrics.choose_threshold(*task.malignancy(val.y, val.p), cfg["threshold"], cfg["target_sensitivity"],
+                                         "validation (malignant vs benign)")
         for key, s in scored.items():
             blocks[key]["malignant_vs_benign"] = metrics.binary(*task.malignancy(s.y, s.p), t_mal, s.groups, n_boot,
                                                                 seed, prev)

@@ -14,18 +14,30 @@ from typing import Callable
 import numpy as np
 from sklearn import metrics as skm
 
+from .errors import PipelineError
+
 PAUC_MIN_TPR = 0.8  # ISIC 2024: area of the ROC above 80% sensitivity, range 0 .. 0.2
 FIXED_LEVELS = (0.9, 0.95)  # sensitivity at these specificities, specificity at these sensitivities
 CI_LEVEL = 0.95
 _MAX_CELLS = 4_000_000  # bootstrap replicates x cases held in memory at once
 
 
-def choose_threshold(y_val: np.ndarray, p_val: np.ndarray, method: str = "youden", target_sensitivity: float = 0.9) -> float:
-    """Youden's J (max sensitivity + specificity - 1), or the highest threshold reaching a sensitivity."""
+def choose_threshold(y_val: np.ndarray, p_val: np.ndarray, method: str = "youden", target_sensitivity: float = 0.9,
+                     split: str = "validation") -> float:
+    """Youden's J (max sensitivity + specificity - 1), or the highest threshold reaching a sensitivity.
+
+    On the full ROC (drop_intermediate=False): the dropped collinear points include thresholds where the
+    sensitivity target is first reached, so the reduced curve can give a lower one than the rule asks for.
+    A set with one class has no ROC: an error naming `split` and its counts, not a silent 0.5."""
+    y_val = np.asarray(y_val)
     if len(np.unique(y_val)) < 2:
-        return 0.5
-    fpr, tpr, thresholds = skm.roc_curve(y_val, p_val)
-    thresholds = np.clip(thresholds, 0.0, 1.0)
+        counts = ", ".join(f"{int(c)} of class {v}" for v, c in zip(*np.unique(y_val, return_counts=True)))
+        raise PipelineError(f"cannot choose a threshold on the {split} set: it has a single class ({counts or 'no rows'}); "
+                            "give it cases of both classes (more data, or other split fractions).")
+    fpr, tpr, thresholds = skm.roc_curve(y_val, p_val, drop_intermediate=False)
+    # Point 0 is roc_curve's "flag nothing" (threshold inf): not a score, and clipping it to 1.0 would flag
+    # the cases scored 1.0. The lowest score (flag all) has J = 0 too, so no rule needs point 0.
+    fpr, tpr, thresholds = fpr[1:], tpr[1:], thresholds[1:]
     if method == "sensitivity":
         ok = np.flatnonzero(tpr >= target_sensitivity)
         return float(thresholds[ok[0]])
@@ -326,11 +338,3 @@ def multiclass(y: np.ndarray, p: np.ndarray, classes: list[str], groups: np.ndar
 
     names = ["balanced_accuracy", "macro_roc_auc_ovr", "macro_average_precision_ovr"]
     return _with_intervals(result, stat, names, groups, n_boot, seed)
-
-
-def balanced_subset(y: np.ndarray, seed: int) -> np.ndarray:
-    """Rows of a test set with every present class cut to the size of the smallest (seeded)."""
-    rng = np.random.default_rng(seed)
-    classes, counts = np.unique(y, return_counts=True)
-    n = counts.min()
-    return np.sort(np.concatenate([rng.choice(np.flatnonzero(y == c), n, replace=False) for c in classes]))
