@@ -1,33 +1,28 @@
 """A few hundred real HAM10000 images through fetch -> metadata -> images -> train -> evaluate.
 
-Skipped where ../shared/data/ham10000 (or the offline MobileNetV2 weights) are absent.
+Skipped where ../shared/data/ham10000 is absent; the MobileNetV2 weights are the ones weights/ ships.
 """
 
 from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import base_params
+from conftest import HAM10000, MOBILENET_WEIGHTS as WEIGHTS, base_params
 from skinlesion import evaluation, images, metadata, raw_layout, training
 from skinlesion.params import validate
 from skinlesion.sources import fetch
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-HAM10000 = SHARED / "data" / "ham10000"
-WEIGHTS = SHARED / "weights" / "mobilenet_v2_1.0_224_no_top_imagenet.h5"
 LIMIT = 300
 
 pytestmark = [
     pytest.mark.realdata,
     pytest.mark.timeout(600),
     pytest.mark.skipif(not (HAM10000 / "HAM10000_metadata.csv").exists(), reason=f"{HAM10000} not found"),
-    pytest.mark.skipif(not WEIGHTS.exists(), reason=f"{WEIGHTS} not found"),
 ]
 VARIANTS = {
     "logreg": {"kind": "logreg", "task": "binary"},
