@@ -178,11 +178,9 @@ def test_threshold_transfer_matches_a_direct_computation(run):
     flagged = p >= internal
     assert t["at_internal_threshold"]["sensitivity"] == pytest.approx(flagged[y == 1].mean(), abs=1e-6)
     assert t["at_internal_threshold"]["specificity"] == pytest.approx((~flagged[y == 0]).mean(), abs=1e-6)
-    # the set's own Youden threshold, straight from the ROC curve
-    from sklearn.metrics import roc_curve
-
-    fpr, tpr, thr = roc_curve(y, p)
-    own = float(np.clip(thr, 0, 1)[np.argmax(tpr - fpr)])
+    # the set's own Youden threshold by brute force: the highest score whose J = sens + spec - 1 is the largest
+    j = {t: (p[y == 1] >= t).mean() - (p[y == 0] >= t).mean() for t in np.unique(p)}
+    own = max(t for t, v in j.items() if v >= max(j.values()) - 1e-12)
     assert t["own_threshold"] == pytest.approx(own, abs=1e-6)
     assert t["at_own_threshold"]["sensitivity"] == pytest.approx((p >= own)[y == 1].mean(), abs=1e-6)
     assert t["at_own_threshold"]["specificity"] == pytest.approx((p < own)[y == 0].mean(), abs=1e-6)
@@ -288,3 +286,40 @@ def test_isic2017_val_is_prepared_as_training_data(tmp_path):
     assert table["anatom_site_1"].isna().all() and table["clin_size_long_diam_mm_missing"].all()
     assert (table["clin_size_long_diam_mm"] == 0.0).all()  # HAM10000's train has no diameter: 0, as in training
     assert set(table["multiclass_name"]) == {"benign", "melanoma"}
+
+
+def test_an_external_set_overlapping_the_internal_data_stops_evaluate(run, tmp_path):
+    """Two images of the internal data under their own ids in an external folder: evaluate refuses to score
+    the set as new, with the count and the ids, and writes nothing."""
+    from conftest import lesion_image
+    from skinlesion import evaluation
+
+    project, params, _ = run
+    internal = pd.read_parquet(project / "data/interim/metadata.parquet")
+    taken = internal["isic_id"].sort_values().iloc[:2].tolist()
+    folder = tmp_path / "leaky"
+    (folder / "images").mkdir(parents=True)
+    rng = np.random.default_rng(2)
+    recs = external_records(8)
+    for r, isic_id in zip(recs, taken):
+        r["isic_id"] = isic_id
+    recs = [r for r in recs if r["sex"]]
+    for r in recs:
+        lesion_image(rng, size=48, dark=r["diagnosis_1"] == "Malignant").save(folder / "images" / f"{r['isic_id']}.jpg")
+    raw_layout_rows = [{"attribution": "Leaky clinic", "copyright_license": "CC-0", **r} for r in recs]
+    from skinlesion import raw_layout
+
+    raw_layout.write_metadata_csv(raw_layout_rows, folder / "metadata.csv")
+    leaky = {**params, "evaluate": {**params["evaluate"],
+                                    "external": [{"name": "leaky", "path": str(folder), "layout": "isic-cli"}]}}
+    cwd = os.getcwd()
+    os.chdir(project)
+    try:
+        external.run(leaky, tmp_path / "ext", "data/interim/metadata_summary.json")
+        with pytest.raises(PipelineError, match=r"external set leaky overlaps .*: 2 of its \d+ images: 2 by isic_id "
+                                                rf"\(e.g. {taken[0]}, {taken[1]}\)"):
+            evaluation.run(leaky, "lr", "models/lr", "data/interim/metadata.parquet", "data/processed/shards",
+                           tmp_path / "out", external_dir=tmp_path / "ext")
+    finally:
+        os.chdir(cwd)
+    assert not (tmp_path / "out").exists()

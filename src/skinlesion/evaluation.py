@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
-from . import __version__, dataset, external_sets, figures, images, metric_catalog, metrics
+from . import __version__, dataset, external_sets, figures, images, metric_catalog, metrics, overlap
 from .bundle import Bundle
 from .calibration import Calibrator, ece, reliability
 from .errors import PipelineError
@@ -175,6 +175,8 @@ def run(params: dict, name: str, model_dir, table, shards, out, external_dir=Non
     ext_splits = {n: external_split(external_dir, n, task) for n in ext_names}
     for n, s in ext_splits.items():
         check_decoding(trained, s.shards_dir, f"external set {n}")
+        overlap.check(list(splits.values()), s, f"external set {n}",
+                      "remove those images from the set's folder (evaluate.external), then rerun.")
     tta = cfg["tta"]
     raw_val, raw_test = _score(trained, val_split, tta), _score(trained, test_split, tta)
     y_val = val_split.labels(task)
