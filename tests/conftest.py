@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +36,12 @@ def tool(name: str) -> str:
     """A console script of this environment (snakemake, dvc, skinlesion), found beside python."""
     path = BIN / name
     return str(path) if path.exists() else name
+
+
+def need(module: str, why: str) -> None:
+    """Skip, naming the install command, where an optional package is missing."""
+    if importlib.util.find_spec(module) is None:
+        pytest.skip(f"{module} is not installed ({why}): pip install -e '.[test,cluster]' -c constraints.txt")
 
 
 def run(cmd: list[str], cwd: Path, timeout: int = 900, check: bool = True) -> subprocess.CompletedProcess:
@@ -191,3 +200,44 @@ def cnn_dir(tmp_path_factory):
         cfg, input_size=CNN_SIZE, imputation_means={}, training_data={"source": "local"},
         weights={"source": "fixed by hand", "imagenet": None}))
     return folder
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+S3_BUCKET = "skinlesion-plan"
+
+
+@pytest.fixture
+def s3(monkeypatch):
+    """A local S3 (moto's server mode: moto reimplements the S3 API from AWS's own service model, the stand-in
+    the boto and DVC projects test against) with one bucket, S3_BUCKET; fake credentials only.
+    Yields (endpoint URL, the credential variables)."""
+    need("moto", "the local S3 server")
+    need("boto3", "the local S3 server")
+    port = free_port()
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        import boto3
+
+        client = boto3.client("s3", endpoint_url=endpoint)
+        for _ in range(100):
+            try:
+                client.create_bucket(Bucket=S3_BUCKET)
+                break
+            except Exception:
+                time.sleep(0.2)
+        else:
+            raise AssertionError("moto's S3 server did not start")
+        yield endpoint, env
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -4,27 +4,18 @@ moto server the test starts (fake credentials, its own bucket)."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
-import socket
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from conftest import BIN, REPO, copy_workflow, tiny_params, tool, write_params
+from conftest import BIN, REPO, copy_workflow, need as _need, tiny_params, tool, write_params
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 PLUGINS = {"slurm": "snakemake_executor_plugin_slurm", "kubernetes": "snakemake_executor_plugin_kubernetes"}
 IMAGE_KINDS = ("cnn", "transfer", "dual")
-
-
-def _need(module: str, why: str) -> None:
-    if importlib.util.find_spec(module) is None:
-        pytest.skip(f"{module} is not installed ({why}): pip install -e '.[test,cluster]' -c constraints.txt")
 
 
 @pytest.fixture(scope="module")
@@ -79,42 +70,6 @@ def test_slurm_profile_plans_everything_and_requests_gpus(workdir):
     assert "slurm_partition=gpu" in jobs[("train", "cnn")] and "cpus_per_task=8" in jobs[("train", "cnn")]
     assert "mem_mb=32000" in jobs[("train", "cnn")]
     assert "cpus_per_task=8" in jobs[("images", "")]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def s3(monkeypatch):
-    """A local S3 (moto's server) with one bucket; fake credentials only."""
-    _need("moto", "the local S3 server of the Kubernetes plan")
-    _need("boto3", "the local S3 server of the Kubernetes plan")
-    port = _free_port()
-    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        import boto3
-
-        client = boto3.client("s3", endpoint_url=endpoint)
-        for _ in range(100):
-            try:
-                client.create_bucket(Bucket="skinlesion-plan")
-                break
-            except Exception:
-                time.sleep(0.2)
-        else:
-            raise AssertionError("moto's S3 server did not start")
-        yield endpoint, env
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def test_kubernetes_profile_plans_everything_against_a_local_s3(workdir, s3):
