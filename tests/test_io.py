@@ -194,3 +194,39 @@ def test_a_temporary_whose_pid_was_reused_is_stale(tmp_path):
         later.wait()
     assert reused in removed and not reused.exists()
     assert mine.exists() and mine not in removed
+
+
+def test_a_folder_output_is_never_missing_while_it_is_replaced(tmp_path, monkeypatch):
+    """Issue 21: a reader (the other runner) found data/processed/shards missing between the removal of the
+    old folder and the rename of the new one. Every removal atomic_path makes must leave the target there."""
+    probe = tmp_path / "a", tmp_path / "b"
+    for folder in probe:
+        folder.mkdir()
+    if not io.exchange(*probe):
+        pytest.skip("this system cannot swap two paths atomically (renameat2 RENAME_EXCHANGE)")
+    target = tmp_path / "shards"
+    target.mkdir()
+    (target / "index.parquet").write_text("old")
+    seen = []
+    real_rmtree = io.shutil.rmtree
+
+    def rmtree(path, *args, **kwargs):
+        real_rmtree(path, *args, **kwargs)
+        seen.append(target.is_dir())
+
+    monkeypatch.setattr(io.shutil, "rmtree", rmtree)
+    with io.atomic_path(target, mark="index.parquet") as tmp:
+        tmp.mkdir()
+        (tmp / "index.parquet").write_text("new")
+    assert (target / "index.parquet").read_text() == "new"
+    assert seen and all(seen), "the folder was missing after a removal"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "shards"]  # the old folder went with tmp
+
+
+def test_exchange_swaps_two_folders(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    (a / "x").write_text("a"), (b / "x").write_text("b")
+    if not io.exchange(a, b):
+        pytest.skip("no atomic swap on this system")
+    assert (a / "x").read_text() == "b" and (b / "x").read_text() == "a"

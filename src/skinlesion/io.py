@@ -39,18 +39,44 @@ def atomic_path(target: str | os.PathLike, within: str | os.PathLike | None = No
     work = tmp / target.name
     try:
         yield work
+        swapped = False
         if target.is_symlink():
             target.unlink()  # the link itself, never what it points at
         elif target.is_dir():
             if not work.is_dir() or work.is_symlink():
                 raise PipelineError(f"{target} is a folder; refusing to replace it with a file. Move it away.")
             check_replaceable(target, mark)  # it may have changed while the block ran
-            shutil.rmtree(target)
+            # Swapped, the old folder is at `work` and goes with tmp below; else a reader may find none.
+            swapped = exchange(work, target)
+            if not swapped:
+                shutil.rmtree(target)
         elif target.exists() and work.is_dir():
             raise PipelineError(f"{target} is a file; refusing to replace it with a folder. Move it away.")
-        os.replace(work, target)
+        if not swapped:
+            os.replace(work, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one step (Linux renameat2 RENAME_EXCHANGE), so that a folder output is replaced
+    with no moment at which it is missing: a reader (the other runner, a job) sees the old folder or the
+    new one. False where the system cannot (another OS, an old kernel or C library, a file system without
+    it): the caller then removes and renames."""
+    import ctypes
+    import errno
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), os.fsdecode(b))
 
 
 # What the runners leave beside the outputs they remove: DVC's .gitignore for the outputs it tracks in a
