@@ -28,7 +28,8 @@ def snakemake_jobs() -> dict[str, dict]:
         if m := re.match(r"^(?:local)?rule (\w+):$", line):
             current = {"rule": m.group(1), "input": [], "output": [], "wildcards": {}}
         elif current is not None and (m := re.match(r"^\s+(input|output|wildcards): (.*)$", line)):
-            items = [x.strip() for x in m.group(2).split(",")]
+            # " (update)": Snakemake's mark of an output it backs up and restores (the committed baseline)
+            items = [x.strip().removesuffix(" (update)") for x in m.group(2).split(",")]
             if m.group(1) == "wildcards":
                 current["wildcards"] = dict(x.split("=", 1) for x in items)
             else:  # params markers (skinlesion.runners) are Snakemake's own bookkeeping

@@ -42,9 +42,11 @@ rule evaluate:
         external="data/external",
         code=stage_inputs("evaluate"),
     output:
-        metrics="results/variants/{variant}/metrics.json",
-        evaluation="results/variants/{variant}/evaluation.json",
-        plots=directory("results/variants/{variant}/plots"),
+        # update(): the committed baseline (in git, not only in DVC's cache) is backed up before the job
+        # and restored if it fails, instead of deleted (dvc.yaml: persist)
+        metrics=update("results/variants/{variant}/metrics.json"),
+        evaluation=update("results/variants/{variant}/evaluation.json"),
+        plots=update(directory("results/variants/{variant}/plots")),
         figures=directory("results/variants/{variant}/figures"),
         predictions="results/variants/{variant}/predictions.csv",
         bundle=directory("bundles/{variant}"),

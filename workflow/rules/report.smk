@@ -10,7 +10,7 @@ rule compare:
         summary="data/interim/metadata_summary.json",
         code=stage_inputs("compare"),
     output:
-        directory("results/all"),
+        update(directory("results/all")),  # holds the committed metrics.csv: restored if the job fails
     params:
         p=P,
         cfg=stage_params("compare"),
