@@ -262,6 +262,8 @@ def unpack(raw_dir: str | os.PathLike, dest: str | os.PathLike, suffixes: tuple[
         raise PipelineError(f"{dest} is {raw_dir} or inside it (or holds it): unpack into a folder of its own.")
     refs = image_refs(raw_dir, suffixes)
     others = _other_files(raw_dir, raw_dir)  # every link refused here, before anything is written
+    for ref in {r.path: r for r in refs if r.packed}.values():  # and every pack (each image checked as it goes)
+        _open_in(raw_dir, ref).close()
     with atomic_path(dest, mark=UNPACKED) as tmp:
         (tmp / "images").mkdir(parents=True)
         source = None  # (path, file object) of the pack being read: refs come in name order, packs in runs
