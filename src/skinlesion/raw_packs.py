@@ -14,7 +14,9 @@ so the same images make the same pack bytes and the same DVC hash; where a pack 
 names around it, so adding or removing images rewrites only the packs they fall in, not every later one.
 
 Every read of a packed image checks its size and sha256 against the manifest: a pack changed behind the
-manifest's back is one error naming the pack, never a silently different image.
+manifest's back is one error naming the pack, never a silently different image. A manifest's names are
+checked against raw_layout.ISIC_ID (never a path); pack() and unpack() read only regular files, opened
+without following a link (io.open_regular), and stream each image in blocks.
 """
 
 from __future__ import annotations
