@@ -212,8 +212,8 @@ def _manifest_row(raw_dir: Path, path: Path, line: int, row: list[str], seen: se
 
     stem, suffix = os.path.splitext(name)
     if id_problem(stem) or suffix.lower() not in IMAGE_SUFFIXES:  # never a path: no slash, no dot, no `..`
-        raise PipelineError(f"{path} line {line}: {name[:80]!r} is not an image name (<isic_id>.jpg or .png, the "
-                            f"id matching {ISIC_ID.pattern}); fetch again.")
+        raise PipelineError(f"{path} line {line}: {name[:80]!r} is not an image name (<isic_id>.jpg, .jpeg or "
+                            f".png, the id matching {ISIC_ID.pattern}); fetch again.")
     pack_stem = pack_name[len(PACKS) + 1:].removesuffix(".tar")
     if not pack_name.startswith(f"{PACKS}/") or not pack_name.endswith(".tar") or id_problem(pack_stem):
         raise PipelineError(f"{path} line {line}: {pack_name[:80]!r} is not a pack name ({PACKS}/<isic_id>.tar); "
