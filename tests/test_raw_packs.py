@@ -217,3 +217,135 @@ def test_two_images_of_one_id_are_refused_not_packed_over_each_other(make_raw):
     (raw / "images" / f"{first.stem}.png").write_bytes(first.read_bytes())
     with pytest.raises(PipelineError, match=f"two images share the id {first.stem}"):
         raw_packs.pack(raw, pack_bytes=1)  # one image a pack: X.jpg's pack and X.png's would have one name
+
+
+# ---------------------------------------------------------------------------------------------------
+# a raw folder is read, not followed: unpack refuses every link, names are ids, members are streamed
+
+SECRET = b"root:x:0:0:OUTSIDE-SECRET-51d2e0:/root:/bin/bash\n" * 40  # stands for /etc/passwd
+
+
+def _outside(tmp_path):
+    path = tmp_path / "elsewhere" / "secret"
+    path.parent.mkdir(exist_ok=True)
+    path.write_bytes(SECRET)
+    return path
+
+
+def _refused_in_one_line(result, *words):
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.splitlines() if "error" in line]  # besides tqdm's bar
+    assert len(lines) == 1 and all(w in lines[0] for w in words), result.stderr
+
+
+def test_unpack_refuses_a_pack_linked_outside(plain_and_packed, tmp_path):
+    """A pack linked to /etc/passwd with a manifest row that matches its first 512 bytes: the sha256 checks
+    pass, so only not following the link keeps those bytes out of DEST."""
+    _, packed, _ = plain_and_packed
+    outside = _outside(tmp_path)
+    pack = sorted((packed / "packs").iterdir())[0]
+    pack.unlink()
+    pack.symlink_to(outside)
+    manifest = pd.read_csv(packed / "manifest.csv")
+    manifest.loc[0, ["offset", "size", "sha256"]] = [0, 512, hashlib.sha256(SECRET[:512]).hexdigest()]
+    manifest.to_csv(packed / "manifest.csv", index=False)
+    result = _unpack(packed, tmp_path / "dest")
+    _refused_in_one_line(result, f"{pack} is a symbolic link (to {outside})", "follows no link")
+    assert not (tmp_path / "dest").exists() and not list(tmp_path.glob(".dest.*"))  # nothing half-written
+    # the packs folder itself a link out of the raw folder: the same
+    (packed / "packs").rename(tmp_path / "packs-elsewhere")
+    (packed / "packs").symlink_to(tmp_path / "packs-elsewhere")
+    _refused_in_one_line(_unpack(packed, tmp_path / "dest"), f"{packed / 'packs'} is a symbolic link")
+    assert not (tmp_path / "dest").exists()
+
+
+@pytest.mark.parametrize("where", ["licenses/CC-0.txt", "licenses", "metadata.csv", "notes.txt"])
+def test_unpack_copies_no_link_and_no_byte_behind_one(plain_and_packed, tmp_path, where):
+    _, packed, _ = plain_and_packed
+    outside = _outside(tmp_path)
+    link = packed / where
+    if link.is_dir():
+        subprocess.run(["rm", "-r", str(link)], check=True)
+        (tmp_path / "elsewhere" / "CC-0.txt").write_bytes(SECRET)
+        link.symlink_to(outside.parent)
+    else:
+        link.unlink(missing_ok=True)
+        link.symlink_to(outside)
+    result = _unpack(packed, tmp_path / "dest")
+    _refused_in_one_line(result, f"{link} is a symbolic link", "replace the link by the file itself")
+    assert not (tmp_path / "dest").exists()
+
+
+def test_unpack_of_a_plain_folder_refuses_a_linked_image(plain_and_packed, tmp_path):
+    plain, _, _ = plain_and_packed
+    image = sorted((plain / "images").iterdir())[0]
+    image.unlink()
+    image.symlink_to(_outside(tmp_path))
+    _refused_in_one_line(_unpack(plain, tmp_path / "dest"), f"{image} is a symbolic link")
+    assert not (tmp_path / "dest").exists()
+
+
+def test_the_fetch_stage_packs_no_link(make_raw, tmp_path):
+    raw = make_raw(records(2), name="raw")
+    image = sorted((raw / "images").iterdir())[0]
+    image.unlink()
+    image.symlink_to(_outside(tmp_path))
+    with pytest.raises(PipelineError, match=f"{image} is a symbolic link.*packs regular files only"):
+        raw_packs.pack(raw)
+
+
+@pytest.mark.parametrize("name", ["../x.jpg", "ISIC_1/../../y.jpg", "/etc/passwd", "ISIC_1.jpg/../../z.jpg",
+                                  "ISIC 1.jpg", "ISIC_1.exe", ".jpg", "ISIC_1..jpg"])
+def test_a_manifest_name_that_is_not_an_id_is_refused_in_one_line(plain_and_packed, tmp_path, name):
+    _, packed, _ = plain_and_packed
+    manifest = pd.read_csv(packed / "manifest.csv")
+    manifest.loc[3, "file"] = name
+    manifest.to_csv(packed / "manifest.csv", index=False)
+    with pytest.raises(PipelineError, match="manifest.csv line 5: .* is not an image name"):
+        raw_layout.image_files(packed)
+    _refused_in_one_line(_unpack(packed, tmp_path / "dest"), "line 5", "is not an image name", "fetch again")
+    assert not (tmp_path / "dest").exists()
+
+
+@pytest.mark.parametrize("pack", ["packs/../../x.tar", "packs/a/b.tar", "packs/ISIC 1.tar", "elsewhere/x.tar"])
+def test_a_manifest_pack_that_is_not_a_pack_name_is_refused(plain_and_packed, pack):
+    _, packed, _ = plain_and_packed
+    manifest = pd.read_csv(packed / "manifest.csv")
+    manifest.loc[0, "pack"] = pack
+    manifest.to_csv(packed / "manifest.csv", index=False)
+    with pytest.raises(PipelineError, match="line 2: .* is not a pack name"):
+        raw_layout.image_files(packed)
+
+
+def test_unpack_streams_a_huge_sparse_member_in_blocks(tmp_path):
+    """A manifest row of 256 MiB in a sparse pack (the probe's was 1 GiB): written to DEST in blocks of
+    io.COPY_BLOCK, never held in memory whole."""
+    import tracemalloc
+
+    from skinlesion import io as sio
+
+    size = 256 * 2**20
+    raw = tmp_path / "raw"
+    (raw / "packs").mkdir(parents=True)
+    with open(raw / "packs" / "ISIC_0000001.tar", "wb") as fh:
+        fh.truncate(512 + size)  # a hole: no disk, all zeros
+    digest = hashlib.sha256()
+    for _ in range(size // sio.COPY_BLOCK):
+        digest.update(bytes(sio.COPY_BLOCK))
+    pd.DataFrame([["ISIC_0000001.jpg", "packs/ISIC_0000001.tar", 512, size, digest.hexdigest()]],
+                 columns=raw_packs.MANIFEST_COLUMNS).to_csv(raw / "manifest.csv", index=False)
+    tracemalloc.start()
+    try:
+        assert raw_packs.unpack(raw, tmp_path / "dest", raw_layout.IMAGE_SUFFIXES) == 1
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert (tmp_path / "dest" / "images" / "ISIC_0000001.jpg").stat().st_size == size
+    assert peak < 8 * sio.COPY_BLOCK, peak  # a few blocks, not the member
+    # a sha256 that does not match: refused after streaming, DEST left as it was
+    manifest = pd.read_csv(raw / "manifest.csv")
+    manifest.loc[0, "sha256"] = "0" * 64
+    manifest.to_csv(raw / "manifest.csv", index=False)
+    with pytest.raises(raw_packs.DamagedPack, match="is not the image manifest.csv records"):
+        raw_packs.unpack(raw, tmp_path / "dest", raw_layout.IMAGE_SUFFIXES)
+    assert (tmp_path / "dest" / "images" / "ISIC_0000001.jpg").stat().st_size == size

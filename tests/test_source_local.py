@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -314,6 +315,121 @@ def test_through_the_source_entry_point(ham_dir, tmp_path):
     info = read_json(tmp_path / "raw" / "source.json")
     assert info["source"] == "local" and info["layout"] == "ham10000"
     assert info["images"] == 8 and info["rows_without_image"] == 1
+
+
+# ---------------------------------------------------------------------------------------------------
+# the folder is read, not followed: no symbolic link below data.local.path brings an outside byte in
+
+
+@pytest.fixture
+def outside(tmp_path):
+    """A file outside every dataset folder (think /etc/passwd, ~/.ssh/id_rsa), and its telltale bytes."""
+    path = tmp_path / "elsewhere" / "secret.txt"
+    path.parent.mkdir()
+    path.write_bytes(b"root:x:0:0:OUTSIDE-SECRET-7f3a9c:/root:/bin/bash\n" * 40)
+    return path
+
+
+def _local_params(root: Path, layout="auto") -> dict:
+    return {"seed": 0, "data": {"source": "local", "local": {"path": str(root), "layout": layout, "limit": None}}}
+
+
+def _holds_nothing_of(out: Path, outside: Path) -> None:
+    """No link anywhere in out, and no file of out holding the outside file's bytes (packs included)."""
+    marker = outside.read_bytes()[:48]
+    for folder, dirs, files in os.walk(out):
+        for name in dirs + files:
+            path = Path(folder) / name
+            assert not path.is_symlink(), path
+            assert path.is_dir() or marker not in path.read_bytes(), path
+
+
+@pytest.mark.parametrize("layout", ["isic-cli", "ham10000"])
+def test_an_image_linked_outside_never_reaches_data_raw(layout, cli_dir, ham_dir, outside, tmp_path, caplog):
+    root = cli_dir if layout == "isic-cli" else ham_dir
+    image = (root / "images" / "ISIC_1000001.jpg" if layout == "isic-cli"
+             else root / "HAM10000_images_part_1" / "ISIC_0000003.jpg")
+    image.unlink()
+    image.symlink_to(outside)
+    before = _snapshot(root)
+    out = tmp_path / "raw"
+    with caplog.at_level(logging.WARNING, logger="skinlesion.sources.local"):
+        fetch_source(_local_params(root), out)  # the fetch stage: the local source, then the packs
+    _holds_nothing_of(out, outside)
+    info = read_json(out / "source.json")
+    assert info["skipped"] == {"image is a symbolic link": 1} and info["links_not_followed"] == 1
+    assert image.stem not in set(pd.read_csv(out / "metadata.csv")["isic_id"])
+    assert info["rows_without_image"] == 1  # the row that had none before; the linked one is counted apart
+    assert "1 row(s) skipped: their image is a symbolic link" in caplog.text and str(image) in caplog.text
+    assert _snapshot(root) == before and image.is_symlink()  # the dataset folder is only read
+
+
+def test_linked_attribution_and_licenses_are_not_carried_over(cli_dir, outside, tmp_path, caplog):
+    license_file = cli_dir / "licenses" / "CC-BY.txt"
+    license_file.unlink()
+    license_file.symlink_to(outside)
+    (cli_dir / "attribution.txt").unlink()
+    (cli_dir / "attribution.txt").symlink_to(outside)
+    out = tmp_path / "raw"
+    with caplog.at_level(logging.WARNING, logger="skinlesion.sources.local"):
+        fetch_source(_local_params(cli_dir), out)
+    _holds_nothing_of(out, outside)
+    assert (out / "licenses" / "CC-BY.txt").read_text() == raw_layout.LICENSE_TEXTS["CC-BY"]  # the built-in text
+    assert (out / "attribution.txt").read_text() == "Hospital A\nHospital B\n"  # written from the rows
+    assert read_json(out / "source.json")["links_not_followed"] == 2
+    assert "2 symbolic link(s)" in caplog.text and "not followed" in caplog.text
+    # licenses/ itself a link to an outside folder: not read either
+    shutil.rmtree(cli_dir / "licenses")
+    (cli_dir / "licenses").symlink_to(outside.parent)
+    (outside.parent / "CC-BY.txt").write_bytes(outside.read_bytes())
+    fetch_source(_local_params(cli_dir), tmp_path / "raw2")
+    _holds_nothing_of(tmp_path / "raw2", outside)
+    assert read_json(tmp_path / "raw2" / "source.json")["links_not_followed"] == 2
+
+
+@pytest.mark.parametrize("linked", ["metadata.csv", "images", "HAM10000_metadata.csv", "HAM10000_images_part_2"])
+def test_a_linked_metadata_file_or_image_folder_is_refused_in_one_line(linked, cli_dir, ham_dir, outside, tmp_path):
+    root = cli_dir if linked in ("metadata.csv", "images") else ham_dir
+    target = tmp_path / "moved" / linked
+    target.parent.mkdir()
+    (root / linked).rename(target)
+    (root / linked).symlink_to(target)
+    for layout in ("auto", "isic-cli" if root is cli_dir else "ham10000"):
+        with pytest.raises(PipelineError) as caught:
+            fetch_source(_local_params(root, layout), tmp_path / "raw")
+        message = str(caught.value)
+        assert "\n" not in message and f"{root / linked} is a symbolic link (to {target})" in message, message
+        assert "follows no link" in message and "in place of the link" in message
+        assert not (tmp_path / "raw").exists() and not list(tmp_path.glob(".raw.*"))  # nothing half-written
+
+
+def test_a_link_among_the_images_is_never_read_even_inside_the_folder(cli_dir, tmp_path):
+    """Inside or outside, a link is not followed: only regular files are carried over."""
+    link = cli_dir / "images" / "ISIC_1000005.jpg"  # the image without a row, now a link to a real image
+    link.unlink()
+    link.symlink_to(cli_dir / "images" / "ISIC_1000001.jpg")
+    os.mkfifo(cli_dir / "images" / "ISIC_1000006.jpg")  # named like an image: skipped, never opened (it would block)
+    summary, meta = _fetch(cli_dir, tmp_path / "out")
+    assert summary["links_not_followed"] == 1 and summary["images_found"] == 3
+    assert not any(p.is_symlink() for p in (tmp_path / "out" / "images").iterdir())
+
+
+def test_a_file_swapped_for_a_link_while_the_fetch_runs_is_refused(cli_dir, outside, tmp_path, monkeypatch):
+    """The index saw a regular file; by the time it is hard-linked it is a link: refused, never carried in."""
+    from skinlesion.sources.local import writer
+
+    real = writer._place
+
+    def swap_then_place(root, src, dst):
+        if src.name == "ISIC_1000001.jpg":
+            src.unlink()
+            src.symlink_to(outside)
+        return real(root, src, dst)
+
+    monkeypatch.setattr(writer, "_place", swap_then_place)
+    with pytest.raises(PipelineError, match="ISIC_1000001.jpg is a symbolic link"):
+        fetch_source(_local_params(cli_dir), tmp_path / "raw")
+    assert not (tmp_path / "raw").exists()
 
 
 # ---------------------------------------------------------------------------------------------------

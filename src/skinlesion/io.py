@@ -1,4 +1,5 @@
-"""Atomic file output: a stage either leaves a complete file (or folder) or nothing at all."""
+"""Atomic file output: a stage either leaves a complete file (or folder) or nothing at all. And reading a
+folder someone handed us without following its links (open_regular, link_below), in bounded blocks (copy_stream)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -221,3 +223,99 @@ def _renumber_shared_objects(config: Any) -> Any:
         return node
 
     return walk(config)
+
+
+# Reading a folder someone handed us (a local dataset, a raw folder to unpack): its files are read, never its
+# links followed. A symbolic link below the folder can point anywhere on the machine (/etc/passwd, ~/.ssh), and
+# what is read from it would land in an output that `dvc push` sends to a remote.
+COPY_BLOCK = 1 << 20  # bytes per read and write when a file is streamed (copy_stream)
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # a FIFO named like an image must not block the open
+
+
+class NotFollowed(PipelineError):
+    """A path below a folder we read that is a symbolic link (or leaves the folder, or is not a regular file)."""
+
+
+def link_below(folder: str | os.PathLike, path: str | os.PathLike) -> Path | None:
+    """The first component of `path` below `folder` that is a symbolic link (`path` itself included), else None.
+    `folder` itself may be a link: it is the folder the user gave. A `path` not below `folder` is its own answer."""
+    folder, path = Path(folder), Path(path)
+    try:
+        parts = path.relative_to(folder).parts
+    except ValueError:
+        return path
+    current = folder
+    for part in parts:
+        if part in ("", ".", ".."):
+            return path
+        current = current / part
+        try:
+            if os.path.islink(current):
+                return current
+        except OSError:
+            return None
+    return None
+
+
+def describe_link(path: Path) -> str:
+    """'x is a symbolic link (to y)', for messages."""
+    try:
+        return f"{path} is a symbolic link (to {os.readlink(path)})"
+    except OSError:
+        return f"{path} is a symbolic link"
+
+
+def open_regular(path: str | os.PathLike, within: str | os.PathLike, fix: str) -> int:
+    """A read-only descriptor of the regular file `path`, reached from the folder `within` without following
+    any symbolic link: each folder below `within` is opened relative to the last (O_NOFOLLOW, O_DIRECTORY),
+    then the file itself (O_NOFOLLOW), and the descriptor is checked to be a regular file (fstat: the file
+    opened is the file checked, whatever changes on disk meanwhile). NotFollowed naming the path and `fix`
+    for a link, a path leaving `within` or anything but a regular file; other OSErrors (a missing file,
+    permission denied) are raised as they are. The caller closes the descriptor."""
+    path, within = Path(path), Path(within)
+    try:
+        parts = path.relative_to(within).parts
+    except ValueError:
+        parts = ()
+    if not parts or any(p in ("", ".", "..") for p in parts):
+        raise NotFollowed(f"{path} is not a file inside {within}: {fix}.")
+    fd = os.open(within, os.O_RDONLY | _DIRECTORY)
+    try:
+        for k, part in enumerate(parts):
+            last = k == len(parts) - 1
+            flags = os.O_RDONLY | _NOFOLLOW | (_NONBLOCK if last else _DIRECTORY)
+            try:
+                child = os.open(part, flags, dir_fd=fd)
+            except OSError as exc:
+                here = within.joinpath(*parts[:k + 1])
+                if os.path.islink(here):
+                    raise NotFollowed(f"{describe_link(here)}: {fix}.") from None
+                raise OSError(exc.errno, exc.strerror, str(here)) from None  # named in full, not by its last part
+            os.close(fd)
+            fd = child
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotFollowed(f"{path} is not a regular file: {fix}.")
+        os.set_blocking(fd, True)
+        result, fd = fd, -1
+        return result
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
+def copy_stream(src, dst, size: int, digest=None, block: int = COPY_BLOCK) -> int:
+    """Copy exactly `size` bytes (fewer only where `src` ends) from the file object `src` to `dst` in blocks of
+    at most `block` bytes, updating `digest` (a hashlib object) as it goes; never holds more than one block.
+    Returns the number of bytes copied."""
+    done = 0
+    while done < size:
+        chunk = src.read(min(block, size - done))
+        if not chunk:
+            break
+        if digest is not None:
+            digest.update(chunk)
+        dst.write(chunk)
+        done += len(chunk)
+    return done

@@ -136,13 +136,13 @@ def read_metadata(raw_dir: str | os.PathLike) -> pd.DataFrame:
     return frame
 
 
-def read_csv(path: Path, fix: str, **kwargs) -> pd.DataFrame:
+def read_csv(path: Path, fix: str, source=None, **kwargs) -> pd.DataFrame:
     """pd.read_csv, with a damaged file (bad UTF-8, nothing in it, an unclosed quote) as one PipelineError line
-    naming the file and `fix`."""
+    naming the file and `fix`. `source`: the file already open (read from it; `path` names it)."""
     import pandas as pd
 
     try:
-        return pd.read_csv(path, **kwargs)
+        return pd.read_csv(path if source is None else source, **kwargs)
     except ValueError as exc:  # UnicodeDecodeError, EmptyDataError and ParserError are all ValueErrors
         reason = " ".join(str(exc).split())[:200]
         raise PipelineError(f"cannot read {path} as CSV ({type(exc).__name__}: {reason}): {fix}.") from None

@@ -14,7 +14,9 @@ so the same images make the same pack bytes and the same DVC hash; where a pack 
 names around it, so adding or removing images rewrites only the packs they fall in, not every later one.
 
 Every read of a packed image checks its size and sha256 against the manifest: a pack changed behind the
-manifest's back is one error naming the pack, never a silently different image.
+manifest's back is one error naming the pack, never a silently different image. A manifest's names are
+checked against raw_layout.ISIC_ID (never a path); pack() and unpack() read only regular files, opened
+without following a link (io.open_regular), and stream each image in blocks.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import PipelineError
+from .io import COPY_BLOCK, NotFollowed, copy_stream, describe_link, open_regular
 
 PACKS = "packs"
 MANIFEST = "manifest.csv"
@@ -104,7 +107,15 @@ def pack(raw_dir: str | os.PathLike, pack_images: int = PACK_IMAGES, pack_bytes:
     behind. Returns the number of images packed."""
     raw_dir = Path(raw_dir)
     folder, packs = raw_dir / "images", raw_dir / PACKS
-    names = sorted(p.name for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    names = []
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.is_symlink():  # no source writes one: never pack what a link points at
+                raise NotFollowed(f"{describe_link(Path(entry.path))}: the fetch packs regular files only, and "
+                                  "follows no link; nothing was kept.")
+            if entry.is_file(follow_symlinks=False) and not entry.name.startswith("."):
+                names.append(entry.name)
+    names.sort()
     packs.mkdir()
     rows: list[list] = []
     start = 0
@@ -119,13 +130,10 @@ def pack(raw_dir: str | os.PathLike, pack_images: int = PACK_IMAGES, pack_bytes:
         with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
             while stop < len(names):  # at least one image a pack; it ends after a chosen name or at pack_bytes
                 source = folder / names[stop]
-                data = source.read_bytes()
-                info = tarfile.TarInfo(f"images/{names[stop]}")
-                info.size, info.mode, info.mtime = len(data), 0o644, 0
-                tar.addfile(info, io.BytesIO(data))
-                rows.append([names[stop], f"{PACKS}/{path.name}", -1, len(data), hashlib.sha256(data).hexdigest()])
+                size, sha = _add_member(tar, raw_dir, source)
+                rows.append([names[stop], f"{PACKS}/{path.name}", -1, size, sha])
                 source.unlink()  # the bytes are in the pack now: the folder never holds the images twice
-                stop, written = stop + 1, written + len(data)
+                stop, written = stop + 1, written + size
                 if _ends_pack(names[stop - 1], pack_images) or written >= pack_bytes:
                     break
         # The data offsets as tarfile reads them back (authoritative, whatever header the name needed).
@@ -142,6 +150,34 @@ def pack(raw_dir: str | os.PathLike, pack_images: int = PACK_IMAGES, pack_bytes:
         raise PipelineError(f"{leftover} is not an image file the fetch can pack; nothing was kept.")
     folder.rmdir()
     return len(rows)
+
+
+class _Hashing:
+    """A file object's reads, hashed on the way (tarfile copies a member from it in blocks)."""
+
+    def __init__(self, fh):
+        self.fh, self.digest = fh, hashlib.sha256()
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.fh.read(n)
+        self.digest.update(data)
+        return data
+
+
+def _add_member(tar: tarfile.TarFile, raw_dir: Path, source: Path) -> tuple[int, str]:
+    """source (a regular file of raw_dir, opened without following a link) as images/<name> in tar, streamed
+    in blocks: its size and sha256."""
+    fd = open_regular(source, raw_dir, "the fetch packs regular files only; nothing was kept")
+    with os.fdopen(fd, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        if size > MAX_IMAGE_BYTES:
+            raise PipelineError(f"{source} holds {size} bytes, more than an image of the archive "
+                                f"({MAX_IMAGE_BYTES}); nothing was kept.")
+        info = tarfile.TarInfo(f"images/{source.name}")
+        info.size, info.mode, info.mtime = size, 0o644, 0
+        reader = _Hashing(fh)
+        tar.addfile(info, reader)  # exactly `size` bytes, in blocks; a file that shrank meanwhile is an error
+    return size, reader.digest.hexdigest()
 
 
 def _read_manifest(raw_dir: Path) -> list[ImageRef]:
@@ -172,9 +208,17 @@ def _manifest_row(raw_dir: Path, path: Path, line: int, row: list[str], seen: se
     except ValueError:
         raise PipelineError(f"{path} line {line}: expected {len(MANIFEST_COLUMNS)} fields "
                             f"({', '.join(MANIFEST_COLUMNS)}); fetch again.") from None
-    if (Path(name).name != name or name.startswith(".") or name in seen or Path(pack_name).parent != Path(PACKS)
-            or not pack_name.endswith(".tar") or ref.offset < 0 or ref.offset % tarfile.BLOCKSIZE
-            or not 0 <= ref.size <= MAX_IMAGE_BYTES):
+    from .raw_layout import IMAGE_SUFFIXES, ISIC_ID, id_problem  # raw_layout imports this module
+
+    stem, suffix = os.path.splitext(name)
+    if id_problem(stem) or suffix.lower() not in IMAGE_SUFFIXES:  # never a path: no slash, no dot, no `..`
+        raise PipelineError(f"{path} line {line}: {name[:80]!r} is not an image name (<isic_id>.jpg, .jpeg or "
+                            f".png, the id matching {ISIC_ID.pattern}); fetch again.")
+    pack_stem = pack_name[len(PACKS) + 1:].removesuffix(".tar")
+    if not pack_name.startswith(f"{PACKS}/") or not pack_name.endswith(".tar") or id_problem(pack_stem):
+        raise PipelineError(f"{path} line {line}: {pack_name[:80]!r} is not a pack name ({PACKS}/<isic_id>.tar); "
+                            "fetch again.")
+    if name in seen or ref.offset < 0 or ref.offset % tarfile.BLOCKSIZE or not 0 <= ref.size <= MAX_IMAGE_BYTES:
         raise PipelineError(f"{path} line {line}: {name!r} in {pack_name!r} at {offset}, {size} bytes is not an "
                             "image of data/raw's packs (or is listed twice); fetch again.")
     seen.add(name)
@@ -204,7 +248,12 @@ def unpack(raw_dir: str | os.PathLike, dest: str | os.PathLike, suffixes: tuple[
     """Write raw_dir in isic-cli's layout to dest, atomically: images/<isic_id>.jpg, each checked against its
     sha256, raw_dir's other files (metadata.csv, attribution.txt, licenses/, source.json) and UNPACKED, the
     mark that lets a later unpack replace dest (no other folder is ever replaced). Returns the number of
-    images."""
+    images.
+
+    raw_dir is read, not followed: every file is opened below it without following a link (io.open_regular)
+    and a symbolic link anywhere in it is refused, one line naming it, before dest is touched (a pack linked
+    to /etc/passwd would put its bytes in dest). Images are streamed to disk in blocks (io.copy_stream), each
+    within MAX_IMAGE_BYTES, so a huge (or sparse) member never sits in memory."""
     from tqdm import tqdm
 
     from .io import atomic_path, write_json
@@ -214,16 +263,88 @@ def unpack(raw_dir: str | os.PathLike, dest: str | os.PathLike, suffixes: tuple[
     if a == b or a in b.parents or b in a.parents:
         raise PipelineError(f"{dest} is {raw_dir} or inside it (or holds it): unpack into a folder of its own.")
     refs = image_refs(raw_dir, suffixes)
+    others = _other_files(raw_dir, raw_dir)  # every link refused here, before anything is written
+    for ref in {r.path: r for r in refs if r.packed}.values():  # and every pack (each image checked as it goes)
+        _open_in(raw_dir, ref).close()
     with atomic_path(dest, mark=UNPACKED) as tmp:
         (tmp / "images").mkdir(parents=True)
-        for ref in tqdm(refs, desc="unpack", unit="img"):
-            (tmp / "images" / ref.name).write_bytes(ref.read_bytes())
-        for item in sorted(raw_dir.iterdir()):
-            if item.name in (PACKS, MANIFEST, "images") or item.name.startswith(".") or item.is_symlink():
-                continue
-            if item.is_dir():
-                shutil.copytree(item, tmp / item.name, symlinks=True)
-            elif item.name != UNPACKED:
-                shutil.copyfile(item, tmp / item.name)
+        source = None  # (path, file object) of the pack being read: refs come in name order, packs in runs
+        try:
+            for ref in tqdm(refs, desc="unpack", unit="img"):
+                if source is None or source[0] != ref.path:
+                    if source is not None:
+                        source[1].close()
+                    source = (ref.path, _open_in(raw_dir, ref))
+                _write_image(ref, source[1], tmp / "images" / ref.name)
+        finally:
+            if source is not None:
+                source[1].close()
+        for item in others:
+            target = tmp / item.relative_to(raw_dir)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with os.fdopen(open_regular(item, raw_dir, UNPACK_FIX), "rb") as fh, open(target, "xb") as out:
+                shutil.copyfileobj(fh, out, COPY_BLOCK)
         write_json(tmp / UNPACKED, {"unpacked_from": str(raw_dir), "images": len(refs)})
     return len(refs)
+
+
+# What to do about a link in a folder to unpack (or a file that is not a regular file).
+UNPACK_FIX = ("unpack reads only the regular files inside the folder it is given and follows no link; replace the "
+              "link by the file itself (where DVC checked data/raw out as links, cache.type symlink: "
+              "`dvc config cache.type copy` then `dvc checkout --relink`)")
+
+
+def _other_files(raw_dir: Path, folder: Path) -> list[Path]:
+    """raw_dir's files besides the images (metadata.csv, attribution.txt, licenses/*, source.json), sorted;
+    NotFollowed for a symbolic link or anything but a file or a folder."""
+    found = []
+    with os.scandir(folder) as entries:
+        for entry in sorted(entries, key=lambda e: e.name):
+            if entry.name.startswith(".") or (folder == raw_dir and entry.name in (PACKS, MANIFEST, "images",
+                                                                                     UNPACKED)):
+                continue
+            path = Path(entry.path)
+            if entry.is_symlink():
+                raise NotFollowed(f"{describe_link(path)}: {UNPACK_FIX}.")
+            if entry.is_dir(follow_symlinks=False):
+                found.extend(_other_files(raw_dir, path))
+            elif entry.is_file(follow_symlinks=False):
+                found.append(path)
+            else:
+                raise NotFollowed(f"{path} is not a regular file: {UNPACK_FIX}.")
+    return found
+
+
+def _open_in(raw_dir: Path, ref: ImageRef):
+    """ref's pack (or plain file) opened below raw_dir without following a link."""
+    try:
+        return os.fdopen(open_regular(ref.path, raw_dir, UNPACK_FIX), "rb")
+    except PipelineError:
+        raise
+    except OSError as exc:
+        raise DamagedPack(f"cannot read {ref} ({exc.strerror or exc}): fetch again (skinlesion fetch).") from None
+
+
+def _write_image(ref: ImageRef, fh, target: Path) -> None:
+    """ref's bytes from fh (its pack, or its plain file) to target, streamed in blocks and checked against the
+    manifest's size and sha256 (a plain file: within MAX_IMAGE_BYTES)."""
+    total = os.fstat(fh.fileno()).st_size
+    if ref.packed:
+        offset, size = ref.offset, ref.size
+        if offset + size > total:
+            raise DamagedPack(f"{ref} is not the image {MANIFEST} records (the pack was changed or cut short): "
+                              "fetch again (skinlesion fetch, or dvc checkout).")
+    elif total > MAX_IMAGE_BYTES:
+        raise PipelineError(f"{ref} holds {total} bytes, more than an image of the archive ({MAX_IMAGE_BYTES}): "
+                            "not an image of a raw folder.")
+    else:
+        offset, size = 0, total
+    fh.seek(offset)
+    digest = hashlib.sha256()
+    with open(target, "xb") as out:
+        done = copy_stream(fh, out, size, digest)
+    if ref.packed and (done != size or digest.hexdigest() != ref.sha256):
+        raise DamagedPack(f"{ref} is not the image {MANIFEST} records (the pack was changed or cut short): "
+                          "fetch again (skinlesion fetch, or dvc checkout).")
+    if done != size:
+        raise PipelineError(f"{ref} changed while it was read (expected {size} bytes): unpack again.")

@@ -8,6 +8,11 @@ sha256, copies metadata.csv, attribution.txt, licenses/ and source.json beside i
 unpacked.json (where it came from). DEST is written atomically, never inside RAW; an existing DEST is
 replaced only when an earlier unpack wrote it (it holds unpacked.json). `tar -xf` of each pack in DEST
 gives the same images/, unchecked (never extract inside data/raw: it is a DVC output).
+
+RAW is read, not followed: a symbolic link anywhere in it (a pack, packs/, licenses/, metadata.csv) is
+refused in one line before DEST is written, and images are streamed to DEST in blocks, never held whole.
+A data/raw that DVC checked out as links (cache.type symlink) is refused too: `dvc config cache.type copy`,
+then `dvc checkout --relink`.
 """
 
 from __future__ import annotations

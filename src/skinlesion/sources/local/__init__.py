@@ -15,6 +15,10 @@ anatom_site_general[_challenge]) are translated, then dropped. docs/labels.md ha
 
 Images are hard-linked (a copy where linking fails) to out/images/<isic_id>.<ext>; the source folder is
 only ever read. A metadata row without an image, or an image without a row, is counted and logged.
+The folder is read, not followed: no symbolic link below it is followed or copied (one could point at
+/etc/passwd, and data/raw is pushed to a DVC remote). A linked metadata file or image folder is refused in
+one line; a linked image skips its row ("image is a symbolic link" in `skipped`), a linked attribution.txt
+or license file is not carried over (written from the rows instead), each counted in `links_not_followed`.
 `limit` keeps at most N images, chosen from the seed by whole patient / lesion groups and stratified so
 the share of malignant (and indeterminate) groups is kept.
 
@@ -74,7 +78,12 @@ def fetch(cfg: dict, out: Path, seed: int) -> dict:
         "limit": None if limit is None else int(limit),
         "diagnosis_1": _count(r.get("diagnosis_1", "(missing)") for r in records),
         "unmapped": loaded.notes,
+        "links_not_followed": len(loaded.links),
     }
+    if loaded.links:
+        log.warning("local: %d symbolic link(s) in %s not followed, their files skipped (e.g. %s): the local source "
+                    "reads only the files inside its folder; copy the files themselves in place of the links",
+                    len(loaded.links), root, ", ".join(str(p) for p in loaded.links[:3]))
     log.info("local: %s layout at %s: %d of %d rows kept (%d without image, %d images without row)",
              layout, root, len(records), counts["rows"], counts["rows_without_image"], counts["images_without_row"])
     return summary

@@ -4,11 +4,13 @@ all returning normalised records (records.Loaded).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pandas as pd
 
 from ...errors import PipelineError
+from ...io import NotFollowed, describe_link, link_below, open_regular
 from ...raw_layout import IMAGE_SUFFIXES, read_csv
 from ...raw_packs import UNPACK_HINT, is_packed
 from .records import Loaded, normal_age, normal_sex, normalise
@@ -28,11 +30,18 @@ LAYOUT_HELP = (
 _MISSING = {"", "nan", "NaN", "NA", "N/A", "null", "None"}
 
 
+# What to do about a symbolic link in a dataset folder that the local source needs (a metadata file, an image
+# folder): it reads the folder it is given, follows no link out of it (nor any link at all).
+LINK_FIX = ("the local source reads only what is inside data.local.path and follows no link: put the file or "
+            "folder itself there in place of the link")
+
+
 def _header(path: Path) -> list[str]:
+    """A CSV's column names, for detection; [] for anything that is not a regular file (a link is not read)."""
     try:
-        with open(path, encoding="utf-8-sig", errors="replace") as fh:
+        with os.fdopen(open_regular(path, path.parent, LINK_FIX), encoding="utf-8-sig", errors="replace") as fh:
             line = fh.readline()
-    except OSError:
+    except (OSError, NotFollowed):
         return []
     sep = "\t" if "\t" in line else ","
     return [c.strip().strip('"').strip() for c in line.rstrip("\r\n").split(sep)]
@@ -80,17 +89,22 @@ def detect(root: Path) -> str:
         return "ham10000"
     if _isic2020_csv(root) is not None:
         return "isic2020"
+    linked = [p for p in sorted(root.iterdir()) if p.is_symlink() and p.suffix.lower() in (".csv", ".tab", "")]
+    if linked:  # a metadata file the detection would have read, had it been a file
+        raise PipelineError(f"data.local: {describe_link(linked[0])}: {LINK_FIX}.")
     seen = ", ".join(sorted(p.name for p in root.iterdir())[:12]) or "(empty)"
     raise PipelineError(
         f"data.local: cannot tell the layout of {root} (it holds: {seen}). The local source reads:\n"
         f"{LAYOUT_HELP}\nPoint data.local.path at such a folder, or set data.local.layout explicitly.")
 
 
-def _read_table(path: Path) -> pd.DataFrame:
-    with open(path, encoding="utf-8-sig", errors="replace") as fh:
-        sep = "\t" if "\t" in fh.readline() else ","
-    frame = read_csv(path, "repair or re-export it as UTF-8 CSV (data.local.path)", dtype=str,
-                     keep_default_na=False, sep=sep, encoding="utf-8-sig")
+def _read_table(root: Path, path: Path) -> pd.DataFrame:
+    """The metadata file below root, opened without following a link (refused, one line, if it is one)."""
+    with os.fdopen(open_regular(path, root, LINK_FIX), "rb") as fh:
+        sep = "\t" if b"\t" in fh.readline() else ","
+        fh.seek(0)
+        frame = read_csv(path, "repair or re-export it as UTF-8 CSV (data.local.path)", dtype=str,
+                         keep_default_na=False, sep=sep, encoding="utf-8-sig", source=fh)
     frame.columns = [str(c).strip() for c in frame.columns]
     return frame
 
@@ -107,14 +121,24 @@ def _rows(frame: pd.DataFrame):
         yield row
 
 
-def _image_index(dirs: list[Path]) -> dict[str, Path]:
-    index: dict[str, Path] = {}
+def _loaded(root: Path, dirs: list[Path]) -> Loaded:
+    """An empty Loaded with the image index of dirs: regular files only (lstat, no link followed); an image
+    that is a symbolic link is noted in linked_images and links, and skipped."""
+    loaded = Loaded([], {}, dirs, root=root)
     for folder in dirs:
-        for p in sorted(folder.iterdir()):
-            if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file():
-                if p.stem not in index:  # Kaggle's copy ships each HAM folder twice; first one wins
-                    index[p.stem] = p
-    return index
+        with os.scandir(folder) as entries:
+            for entry in sorted(entries, key=lambda e: e.name):
+                p = Path(entry.path)
+                if p.suffix.lower() not in IMAGE_SUFFIXES or p.name.startswith("."):
+                    continue
+                if entry.is_symlink():
+                    loaded.links.append(p)
+                    loaded.linked_images.setdefault(p.stem, p)
+                elif entry.is_file(follow_symlinks=False) and p.stem not in loaded.images:
+                    loaded.images[p.stem] = p  # Kaggle's copy ships each HAM folder twice; first one wins
+    for stem in set(loaded.linked_images) & set(loaded.images):  # the regular file is used; the link is not
+        del loaded.linked_images[stem]
+    return loaded
 
 
 def _image_dirs(root: Path, candidates: list[str]) -> list[Path]:
@@ -125,6 +149,9 @@ def _image_dirs(root: Path, candidates: list[str]) -> list[Path]:
         for part in name.split("/"):
             p = _child(p, part) if p is not None and p.is_dir() else None
         if p is not None and p.is_dir():
+            link = link_below(root, p)
+            if link is not None:
+                raise PipelineError(f"data.local: {describe_link(link)}: {LINK_FIX}.")
             found.append(p)
     return found or [root]
 
@@ -133,20 +160,23 @@ def read_isic_cli(root: Path) -> Loaded:
     path = root / "metadata.csv"
     if not path.is_file():
         raise PipelineError(f"data.local: {path} not found; the isic-cli layout needs metadata.csv.\n{LAYOUT_HELP}")
-    frame = _read_table(path)
+    frame = _read_table(root, path)
     if "isic_id" not in frame.columns:
         raise PipelineError(f"data.local: {path} has no isic_id column, so it is not in isic-cli's layout.\n"
                             f"{LAYOUT_HELP}")
     if is_packed(root) and not (root / "images").is_dir():
         raise PipelineError(f"data.local: {root} has no images/: {UNPACK_HINT}, and point data.local.path at DEST.")
     dirs = _image_dirs(root, ["images"])
-    loaded = Loaded([], _image_index(dirs), dirs)
+    loaded = _loaded(root, dirs)
     for row in _rows(frame):
         loaded.records.append(normalise(row, loaded))
     attribution = root / "attribution.txt"
     licenses = root / "licenses"
-    loaded.attribution_file = attribution if attribution.is_file() else None
-    loaded.licenses_dir = licenses if licenses.is_dir() else None
+    for p in (attribution, licenses):
+        if p.is_symlink():  # not followed: attribution.txt is then written from the rows, licenses/ from the names
+            loaded.links.append(p)
+    loaded.attribution_file = attribution if attribution.is_file() and not attribution.is_symlink() else None
+    loaded.licenses_dir = licenses if licenses.is_dir() and not licenses.is_symlink() else None
     return loaded
 
 
@@ -154,14 +184,14 @@ def read_ham10000(root: Path) -> Loaded:
     path = _ham_metadata(root)
     if path is None:
         raise PipelineError(f"data.local: no HAM10000_metadata.csv in {root}.\n{LAYOUT_HELP}")
-    frame = _read_table(path)
+    frame = _read_table(root, path)
     missing = {"image_id", "dx"} - set(frame.columns)
     if missing:
         raise PipelineError(f"data.local: {path} lacks column(s) {sorted(missing)}; HAM10000's metadata has "
                             "lesion_id, image_id, dx, dx_type, age, sex, localization.")
     dirs = _image_dirs(root, ["images", "HAM10000_images_part_1", "HAM10000_images_part_2",
                                           "HAM10000_images"])
-    loaded = Loaded([], _image_index(dirs), dirs)
+    loaded = _loaded(root, dirs)
     for row in _rows(frame):
         rec = {
             "isic_id": row.get("image_id"),
@@ -199,10 +229,10 @@ def read_isic2020(root: Path) -> Loaded:
     if path is None:
         raise PipelineError(f"data.local: no CSV with image_name and benign_malignant or target in {root}.\n"
                             f"{LAYOUT_HELP}")
-    frame = _read_table(path)
+    frame = _read_table(root, path)
     dirs = _image_dirs(root, ["train", "jpeg/train", "ISIC_2020_Training_JPEG/train",
                                           "ISIC_2020_Training_JPEG", "images"])
-    loaded = Loaded([], _image_index(dirs), dirs)
+    loaded = _loaded(root, dirs)
     for row in _rows(frame):
         row["isic_id"] = row.pop("image_name", None)
         row.setdefault("attribution", ISIC2020_ATTRIBUTION)

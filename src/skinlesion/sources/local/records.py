@@ -22,6 +22,9 @@ class Loaded:
     attribution_file: Path | None = None
     licenses_dir: Path | None = None
     notes: dict[str, dict] = field(default_factory=dict)  # e.g. unmapped values and their counts
+    root: Path | None = None  # the dataset folder: nothing is read outside it, no link below it followed
+    linked_images: dict[str, Path] = field(default_factory=dict)  # isic_id -> an image that is a link: skipped
+    links: list[Path] = field(default_factory=list)  # every symbolic link not followed (images included)
 
     def note(self, kind: str, value) -> None:
         bucket = self.notes.setdefault(kind, {})

@@ -20,7 +20,8 @@ LABEL_FIELDS = ("diagnosis_1", "diagnosis_2", "diagnosis_3")
 def match(loaded: Loaded) -> tuple[list[dict], dict]:
     """Rows that have an image (one row per isic_id); counts of everything that did not match.
 
-    A row whose isic_id or copyright_license could not safely be a file name is skipped with its reason.
+    A row whose isic_id or copyright_license could not safely be a file name is skipped with its reason, and
+    so is a row whose only image is a symbolic link ("image is a symbolic link": never followed).
     Repeated rows of one isic_id: the first is kept when they agree on the labels (diagnosis_1..3); when they
     disagree, which is right cannot be told, and the id is excluded as a conflict."""
     by_id: dict[str, list[dict]] = {}
@@ -33,7 +34,7 @@ def match(loaded: Loaded) -> tuple[list[dict], dict]:
             invalid.append(rec.get("isic_id"))
             continue
         by_id.setdefault(rec["isic_id"], []).append(rec)
-    kept, no_image, conflicts, duplicates = [], [], [], 0
+    kept, no_image, linked, conflicts, duplicates = [], [], [], [], 0
     for isic_id, rows in by_id.items():
         if len(rows) > 1:
             if len({tuple(r.get(k) for k in LABEL_FIELDS) for r in rows}) > 1:
@@ -42,8 +43,15 @@ def match(loaded: Loaded) -> tuple[list[dict], dict]:
             duplicates += len(rows) - 1
         if isic_id in loaded.images:
             kept.append(rows[0])
+        elif isic_id in loaded.linked_images:  # a link is never followed (it may point anywhere)
+            linked.append(isic_id)
         else:
             no_image.append(isic_id)
+    if linked:
+        skipped["image is a symbolic link"] = len(linked)
+        log.warning("local: %d row(s) skipped: their image is a symbolic link, not followed (e.g. %s); copy the "
+                    "images themselves into the folder", len(linked),
+                    ", ".join(str(loaded.linked_images[i]) for i in sorted(linked)[:3]))
     seen = set(by_id)
     orphans = sorted(set(loaded.images) - seen)
     if no_image:
@@ -59,7 +67,8 @@ def match(loaded: Loaded) -> tuple[list[dict], dict]:
                     ", ".join(sorted(conflicts)[:5]))
     if invalid:
         log.warning("local: %d row(s) skipped: %s (e.g. %s)", len(invalid),
-                    ", ".join(f"{n} {reason}" for reason, n in sorted(skipped.items())),
+                    ", ".join(f"{n} {reason}" for reason, n in sorted(skipped.items())
+                              if reason != "image is a symbolic link"),
                     ", ".join(repr(str(i)[:40]) for i in invalid[:5]))
     counts = {
         "rows": len(loaded.records),
