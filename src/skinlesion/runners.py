@@ -103,6 +103,31 @@ def record_lock_owner(state: Path = STATE) -> None:
     (state / "lock-owner").write_text(f"{os.getpid()} {_process_start(os.getpid())}", encoding="utf-8")
 
 
+DVC_LOCK = Path(".dvc/tmp/lock")
+_held_dvc_lock = None  # kept for the whole Snakemake run; the kernel releases it when the process ends
+
+
+def hold_dvc_lock(lock: Path = DVC_LOCK) -> str | None:
+    """Called by Snakemake's `onstart`: take DVC's own repository lock (the one `dvc repro` holds while it
+    runs) for this run, so that the two runners never write the same outputs at once. A `dvc repro` started
+    meanwhile stops at once with DVC's "Unable to acquire lock"; when DVC already holds it, the message that
+    stops this run (None when the lock was taken, or there is no DVC repository here)."""
+    global _held_dvc_lock
+    if not lock.parent.parent.is_dir():  # no .dvc: not a DVC repository, nothing to share
+        return None
+    try:
+        import zc.lockfile  # DVC's lock library (a dependency of dvc)
+    except ImportError:
+        return None
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        _held_dvc_lock = zc.lockfile.LockFile(str(lock))
+    except zc.lockfile.LockError:
+        return (f"skinlesion: a DVC command (dvc repro?) is running in this folder: it holds {lock}. Wait for "
+                "it to end, then run snakemake again (the two runners must not write the same outputs at once).")
+    return None
+
+
 def release_stale_lock(state: Path = STATE, locks: Path = LOCKS) -> bool:
     """Remove Snakemake's lock when the process that took it is dead; True when one was removed.
 

@@ -1,9 +1,12 @@
-"""A failed job loses nothing that git holds (issue 21): the committed baseline (results/variants/*/
+"""The two runners share one folder safely (issue 21).
+
+A failed job loses nothing that git holds: the committed baseline (results/variants/*/
 {metrics.json, evaluation.json, plots/}, results/all/metrics.csv) is an output of evaluate and compare, and
 both runners used to delete it when such a job failed. Snakemake now backs it up and restores it (update()
 in the rules), DVC leaves it in place (persist in dvc.yaml); the stages write atomically, so a failed
-job leaves the old files whole. Also: `.venv/bin/snakemake` without an activated environment finds the
-stage commands."""
+job leaves the old files whole. `.venv/bin/snakemake` without an activated environment finds the
+stage commands. And one runner at a time: a Snakemake run holds DVC's own repository lock, so each refuses
+while the other runs."""
 
 from __future__ import annotations
 
@@ -90,3 +93,36 @@ def test_snakemake_from_the_venv_without_activation_runs_the_stages(project):
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert _committed(folder) == committed  # the same run gives the same bytes
+
+
+def test_snakemake_refuses_while_dvc_holds_its_lock(project):
+    """DVC's lock taken as `dvc repro` takes it (zc.lockfile on .dvc/tmp/lock): Snakemake stops before any job."""
+    import zc.lockfile
+
+    folder, committed = project
+    held = zc.lockfile.LockFile(str(folder / ".dvc/tmp/lock"))
+    try:
+        proc = run([tool("snakemake"), "--cores", "1", "--forcerun", "compare", "results/all"], cwd=folder,
+                   check=False)
+    finally:
+        held.close()
+    assert proc.returncode != 0
+    assert "a DVC command (dvc repro?) is running in this folder" in proc.stderr
+    assert "rule compare" not in proc.stdout + proc.stderr.split("a DVC command")[1]
+    assert _committed(folder) == committed
+
+
+def test_dvc_refuses_while_a_snakemake_run_holds_the_lock(project, monkeypatch):
+    """What the Snakefile's onstart does (runners.hold_dvc_lock), then `dvc repro`: DVC's own refusal."""
+    from skinlesion import runners
+
+    folder, _ = project
+    monkeypatch.chdir(folder)
+    assert runners.hold_dvc_lock() is None
+    try:
+        proc = run([tool("dvc"), "repro", "-f", "-s", "compare"], cwd=folder, check=False)
+        assert proc.returncode != 0 and "Unable to acquire lock" in proc.stderr
+        assert runners.hold_dvc_lock() is not None  # a second run (another process would be refused too)
+    finally:
+        runners._held_dvc_lock.close()
+        runners._held_dvc_lock = None
