@@ -26,7 +26,7 @@ COMMANDS = {
     "compare": ("skinlesion.commands.compare", "compare every evaluated variant in results/all"),
     "predict": ("skinlesion.commands.predict", "score new images with a trained variant"),
     "recalibrate": ("skinlesion.commands.recalibrate", "refit a bundle's threshold on a local labelled set"),
-    "validate": ("skinlesion.commands.validate", "check params.yaml against its schema"),
+    "validate": ("skinlesion.commands.validate", "check params.yaml whole (schema, keys given twice, layer names)"),
     "summary": ("skinlesion.commands.summary", "what the last run produced, and where its report is"),
 }
 
