@@ -230,3 +230,31 @@ def test_exchange_swaps_two_folders(tmp_path):
     if not io.exchange(a, b):
         pytest.skip("no atomic swap on this system")
     assert (a / "x").read_text() == "b" and (b / "x").read_text() == "a"
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs Linux's /dev/full")
+def test_a_full_disk_inside_an_output_names_the_output(tmp_path):
+    """A write to an open file (here NumPy's, to /dev/full) fails with ENOSPC and no filename: atomic_path
+    names the output it was making; a path inside its temporary becomes the same path inside the output."""
+    import errno
+
+    import numpy as np
+
+    from skinlesion.errors import storage_error
+
+    target = tmp_path / "shards"
+    with pytest.raises(OSError) as err:
+        with io.atomic_path(target, mark="index.parquet") as tmp:
+            tmp.mkdir()
+            with open("/dev/full", "wb") as fh:
+                np.save(fh, np.zeros(100_000))
+    assert err.value.errno == errno.ENOSPC and err.value.filename == str(target)
+    assert str(storage_error(err.value)).startswith(f"no space left on device at {target}: ")
+    with pytest.raises(OSError) as err:
+        with io.atomic_path(target, mark="index.parquet") as tmp:
+            raise OSError(errno.ENOSPC, "No space left on device", str(tmp / "shard-00001.npy"))
+    assert err.value.filename == str(target / "shard-00001.npy")
+    with pytest.raises(ConnectionError) as err:  # not a storage error (requests' are OSErrors): left as it is
+        with io.atomic_path(target, mark="index.parquet"):
+            raise ConnectionError("reset by peer")
+    assert err.value.filename is None and not target.exists()

@@ -8,6 +8,7 @@ import pytest
 keras = pytest.importorskip("keras")
 
 from skinlesion import backbones, models  # noqa: E402
+from skinlesion.errors import PipelineError  # noqa: E402
 from skinlesion.variant import of as variant  # noqa: E402
 
 SIZE = 32
@@ -78,9 +79,9 @@ def test_unfreeze_index(mobilenet):
     assert models.unfreeze_index(mobilenet, "block_13_expand") == \
         [layer.name for layer in mobilenet.layers].index("block_13_expand")
     assert models.unfreeze_index(mobilenet, -10) == n - 10
-    with pytest.raises(ValueError, match="no layer named"):
+    with pytest.raises(PipelineError, match="no layer named 'block_99'"):
         models.unfreeze_index(mobilenet, "block_99")
-    with pytest.raises(ValueError, match="outside"):
+    with pytest.raises(PipelineError, match="outside"):
         models.unfreeze_index(mobilenet, n)
     assert mobilenet.layers[models.unfreeze_index(mobilenet, "top")].name == "block_13_expand"
 
@@ -133,9 +134,19 @@ def test_every_registered_backbone_builds_from_random_weights_and_cuts_at_its_to
 def test_pool_from_needs_feature_maps_of_the_backbone():
     """A layer without a (height, width, channels) output cannot be average-pooled: one clear error, before
     any training (efficientnet_b0's squeeze-and-excitation squeeze is a vector per image)."""
-    from skinlesion.errors import PipelineError
-
     with pytest.raises(PipelineError, match="'block2a_se_squeeze' gives no feature map"):
         models.backbone("efficientnet_b0", 32, None, ("block2a_se_squeeze",))
     base = models.backbone("mobilenet_v2", 32, None, ("block_6_expand_relu",))
     assert base.name == "backbone_mobilenet_v2" and models.feature_width(base) == 192 + 1280
+
+
+@pytest.mark.parametrize("name", sorted(backbones.BACKBONES))
+def test_the_architecture_validate_checks_names_the_layers_training_builds(name):
+    """`skinlesion validate` checks layer names against the architecture built without weights
+    (backbones.layers); training checks them on the network it builds: the same names, feature maps and
+    output, at any input size (fresh-session names: the automatically named input layer too)."""
+    keras.utils.clear_session()
+    built = backbones.layer_table(models.backbone(name, 64, None))
+    assert backbones.layers(name, 64) == built == backbones.layers(name, 96)
+    assert sum(layer.output for layer in built) == 1 and built[-1].output
+    assert backbones.get(name).top_blocks_from in [layer.name for layer in built]

@@ -162,3 +162,92 @@ def test_each_stage_is_given_only_the_params_it_declares():
     with pytest.raises(PipelineError, match="unknown variant 'nope'. Variants in params: .*logreg"):
         section(params, "train", variant="nope")
     assert variant.from_params(train, "logreg") == variant.from_params(params, "logreg")
+
+
+DUPLICATES = {  # the line a second key is written after, the key it repeats, its dotted name
+    "top level": ("seed: 42\n", "seed: 7\n", "seed"),
+    "nested": ("  epochs: 50\n", "  epochs: 5\n", "train.epochs"),
+    "in a variant": ("    kind: logreg\n", "    kind: cnn\n", "variants.logreg.kind"),
+}
+
+
+@pytest.mark.parametrize("where", sorted(DUPLICATES))
+def test_a_key_given_twice_is_refused_naming_it_both_lines_and_the_file(tmp_path, capsys, where):
+    """PyYAML keeps the last of two equal keys without a word; DVC refuses the file. So do params.load (every
+    stage) and `skinlesion validate`: one line with the dotted key, its two line numbers and the file."""
+    from skinlesion import cli
+
+    anchor, again, key = DUPLICATES[where]
+    text = (REPO / "params.yaml").read_text()
+    first = text[:text.index(anchor)].count("\n") + 1
+    path = tmp_path / "params.yaml"
+    path.write_text(text.replace(anchor, anchor + again, 1))
+    second = first + 1
+    with pytest.raises(PipelineError) as err:
+        P.load(path)
+    assert f"duplicate key '{key}' at lines {first} and {second}" in str(err.value) and str(path) in str(err.value)
+    assert cli.main(["validate", "--params", str(path)]) == 2
+    out = capsys.readouterr().err.strip().splitlines()
+    assert out == [f"skinlesion validate: error: {err.value}"]
+
+
+def test_yaml_merge_keys_are_not_duplicates():
+    text = "base: &b {epochs: 5, patience: 2}\nuse:\n  <<: *b\n  epochs: 9\nseq: [{a: 1}, {a: 2}]\n"
+    assert P.load_yaml(text) == {"base": {"epochs": 5, "patience": 2}, "use": {"epochs": 9, "patience": 2},
+                                 "seq": [{"a": 1}, {"a": 2}]}
+    with pytest.raises(P.DuplicateKeyError, match=r"'seq.1.a' at line 1;"):
+        P.load_yaml("seq: [{a: 1}, {a: 2, a: 3}]\n")
+
+
+BAD_LAYERS = {  # variant -> what the one error line must say
+    "unfreeze_name": ({"freeze": False, "fine_tune": {"unfreeze_from": "no_such_layer"}},
+                      ["variant v: fine_tune.unfreeze_from: mobilenet_v2 has no layer named 'no_such_layer'",
+                       "block_13_expand", "or top"]),
+    "unfreeze_typo": ({"freeze": False, "fine_tune": {"unfreeze_from": "block_13_expnd"}},
+                      ["no layer named 'block_13_expnd'", "e.g. block_13_expand"]),
+    "unfreeze_index": ({"freeze": False, "fine_tune": {"unfreeze_from": 154}},
+                       ["fine_tune.unfreeze_from: 154 is outside mobilenet_v2's 154 layers", "-154..153"]),
+    "pool_from_name": ({"pool_from": ["block_6_expand_relu", "block_99"]},
+                       ["variant v: pool_from: mobilenet_v2 has no layer named 'block_99'"]),
+    "pool_from_output": ({"pool_from": ["out_relu"]}, ["'out_relu' is mobilenet_v2's own output"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_LAYERS))
+def test_validate_checks_the_layer_names_a_variant_gives(tmp_path, capsys, monkeypatch, case):
+    """unfreeze_from / pool_from naming no layer of the backbone used to pass validate and fail 11 s into
+    training with a traceback: validate builds the architecture (random weights, nothing downloaded) and
+    names the variant, the key, the value and some valid choices, in one line, exit 2."""
+    from skinlesion import cli, weights
+
+    settings, needles = BAD_LAYERS[case]
+    params = copy.deepcopy(base_params())
+    params["variants"] = {"v": {"kind": "transfer", "task": "binary", "backbone": "mobilenet_v2", **settings}}
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    monkeypatch.setattr(weights, "_download", lambda *a, **k: pytest.fail("tried to download weights"))
+    assert cli.main(["validate", "--params", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"skinlesion validate: error: {path}: "), err
+    for needle in needles:
+        assert needle in err[0], err[0]
+
+
+def test_validate_accepts_real_layer_names_and_refuses_a_cnn_deeper_than_its_images(tmp_path, capsys):
+    from skinlesion import cli
+
+    params = copy.deepcopy(base_params())
+    path = tmp_path / "params.yaml"
+    params["variants"] = {"v": {"kind": "dual", "task": "binary", "backbone": "mobilenet_v2",
+                                "pool_from": ["block_6_expand_relu"]},
+                          "t": {"kind": "transfer", "task": "binary", "backbone": "mobilenet_v2", "freeze": False,
+                                "fine_tune": {"unfreeze_from": "top"}},
+                          "c": {"kind": "cnn", "task": "binary", "filters": [8] * 7}}  # 128 px: 7 halvings fit
+    path.write_text(yaml.safe_dump(params))
+    assert cli.main(["validate", "--params", str(path)]) == 0
+    assert "ok (3 variants" in capsys.readouterr().out
+    params["variants"]["c"]["filters"] = [8] * 8
+    path.write_text(yaml.safe_dump(params))
+    assert cli.main(["validate", "--params", str(path)]) == 2
+    assert ("variant c: filters: 8 conv blocks each halve the image, and images.size 128 allows at most 7"
+            in capsys.readouterr().err)

@@ -33,6 +33,18 @@ def test_snakemake_refuses_an_invalid_config(tmp_path):
     assert "images" in proc.stdout + proc.stderr and "'big'" in proc.stdout + proc.stderr
 
 
+def test_snakemake_refuses_a_key_given_twice(tmp_path):
+    """Snakemake's own YAML reading keeps the last of two equal keys (DVC refuses the file): the workflow
+    reads its config files with the stage commands' loader and stops, naming the key and both lines."""
+    wf = copy_workflow(tmp_path / "wf")
+    text = (REPO / "params.yaml").read_text()
+    (wf / "params.yaml").write_text(text + "seed: 7\n")
+    proc = run([tool("snakemake"), "-n", "results/all"], cwd=wf, check=False)
+    assert proc.returncode != 0
+    first, second = text.splitlines().index("seed: 42") + 1, len(text.splitlines()) + 1
+    assert f"duplicate key 'seed' at lines {first} and {second}" in proc.stdout + proc.stderr
+
+
 def test_new_variant_in_params_adds_stages_to_both_runners(tmp_path):
     wf = copy_workflow(tmp_path / "wf")
     params = base_params()

@@ -9,6 +9,7 @@ import argparse
 import importlib
 import logging
 import os
+import re
 import sys
 
 from .errors import PipelineError, storage_error
@@ -26,7 +27,7 @@ COMMANDS = {
     "compare": ("skinlesion.commands.compare", "compare every evaluated variant in results/all"),
     "predict": ("skinlesion.commands.predict", "score new images with a trained variant"),
     "recalibrate": ("skinlesion.commands.recalibrate", "refit a bundle's threshold on a local labelled set"),
-    "validate": ("skinlesion.commands.validate", "check params.yaml against its schema"),
+    "validate": ("skinlesion.commands.validate", "check params.yaml whole (schema, keys given twice, layer names)"),
     "summary": ("skinlesion.commands.summary", "what the last run produced, and where its report is"),
 }
 
@@ -57,19 +58,42 @@ def main(argv: list[str] | None = None) -> int:
     )
     from .quiet import cuda_probe_noise_filtered
 
+    log = logging.getLogger(__name__)
     try:
         with cuda_probe_noise_filtered():
             return args._run(args) or 0
     except PipelineError as exc:
+        log.debug("traceback", exc_info=True)
         print(f"skinlesion {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # permission denied, read-only file system, disk full: one line, not a traceback
-        logging.getLogger(__name__).debug("traceback", exc_info=True)
+        log.debug("traceback", exc_info=True)
         print(f"skinlesion {args.command}: error: {os_error_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"skinlesion {args.command}: interrupted; nothing half-written was left behind.", file=sys.stderr)
         return 130
+    except Exception as exc:  # Keras, joblib, json, NumPy, ...: one line naming what went wrong; -v shows where
+        log.debug("traceback", exc_info=True)
+        print(f"skinlesion {args.command}: error: {error_line(exc)}", file=sys.stderr)
+        return 2
+
+
+MAX_MESSAGE = 300  # characters of a library's message on the one error line
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def error_line(exc: BaseException) -> str:
+    """`<type>: <message>` on one line for an exception no command turned into a PipelineError: the message's
+    lines joined (Keras puts the useful part after an "Exception encountered when calling ..." line),
+    terminal colours dropped, cut at MAX_MESSAGE characters, and the hint that -v shows the traceback."""
+    message = " ".join(_ANSI.sub("", str(exc)).split())
+    if len(message) > MAX_MESSAGE:
+        message = message[:MAX_MESSAGE - 1].rstrip() + "…"
+    kind = type(exc).__qualname__
+    if type(exc).__module__ not in ("builtins", "__main__"):
+        kind = f"{type(exc).__module__.split('.')[0]}.{kind}"  # json.JSONDecodeError, zipfile.BadZipFile
+    return f"{kind}: {message} (-v shows the traceback)" if message else f"{kind} (-v shows the traceback)"
 
 
 def os_error_line(exc: OSError) -> str:

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import PipelineError
+from .errors import STORAGE_ERRNOS, PipelineError
 
 
 @contextlib.contextmanager
@@ -56,6 +56,9 @@ def atomic_path(target: str | os.PathLike, within: str | os.PathLike | None = No
             raise PipelineError(f"{target} is a file; refusing to replace it with a folder. Move it away.")
         if not swapped:
             os.replace(work, target)
+    except OSError as exc:
+        name_the_output(exc, work, target)
+        raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -79,6 +82,21 @@ def exchange(a: Path, b: Path) -> bool:
     if code in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
         return False
     raise OSError(code, os.strerror(code), os.fsdecode(b))
+
+
+def name_the_output(exc: OSError, work: Path, target: Path) -> None:
+    """Make a storage error (disk full, quota, read-only, permission) met while writing `target` name it: a
+    write to an open file (file.write, numpy, pandas, pyarrow, zipfile, Keras) raises one without a
+    filename, and a path inside the temporary `work` means nothing to a user: both become the output's path
+    (the file inside it, when known). Other errors (a network error is an OSError too) are left as they are."""
+    if exc.errno not in STORAGE_ERRNOS:
+        return
+    if exc.filename is None:
+        exc.filename = os.fspath(target)
+        return
+    name = os.fsdecode(exc.filename) if isinstance(exc.filename, (str, bytes, os.PathLike)) else None
+    if name is not None and Path(name).is_relative_to(work):
+        exc.filename = os.fspath(target / Path(name).relative_to(work))
 
 
 # What the runners leave beside the outputs they remove: DVC's .gitignore for the outputs it tracks in a

@@ -10,7 +10,6 @@ import keras
 from keras import layers
 
 from . import backbones
-from .errors import PipelineError
 from .tasks import Task
 from .variant import Augment, Variant
 
@@ -83,16 +82,7 @@ def backbone(name: str, size: int, weights: str | None, pool_from: tuple[str, ..
     whose outputs are those layers' activations and, last, the backbone's own output (Grad-CAM's map)."""
     base = backbones.get(name).build(size, weights)
     if pool_from:
-        names = {layer.name for layer in base.layers}
-        for tap in pool_from:
-            if tap not in names:
-                raise PipelineError(f"pool_from: {name} has no layer named {tap!r}")
-            output = base.get_layer(tap).output
-            if output is base.output:
-                raise PipelineError(f"pool_from: {tap!r} is {name}'s own output, which is always pooled")
-            if len(output.shape) != 4:
-                raise PipelineError(f"pool_from: {name}'s layer {tap!r} gives no feature map (its output has "
-                                    f"shape {tuple(output.shape)}); name a layer with a (height, width, channels) output")
+        backbones.check_pool_from(name, backbones.layer_table(base), pool_from)  # as `skinlesion validate` does
         base = keras.Model(base.input, [base.get_layer(t).output for t in pool_from] + [base.output])
     base.name = f"backbone_{name}"
     return base
@@ -173,20 +163,9 @@ def pooled_features(base: keras.Model, backbone_name: str, size: int) -> keras.M
 def unfreeze_index(base: keras.Model, unfreeze_from: int | str | None) -> int:
     """Index into base.layers of the first layer to unfreeze: an index (negative counts from the
     top), a layer name, or "top" (the backbone's top blocks, skinlesion.backbones); None or 0
-    unfreezes the whole backbone."""
-    if unfreeze_from is None:
-        return 0
-    if unfreeze_from == "top":
-        unfreeze_from = backbones.get(base.name.removeprefix("backbone_")).top_blocks_from
-    if isinstance(unfreeze_from, str):
-        names = [layer.name for layer in base.layers]
-        if unfreeze_from not in names:
-            raise ValueError(f"fine_tune.unfreeze_from: {base.name} has no layer named '{unfreeze_from}'")
-        return names.index(unfreeze_from)
-    n = len(base.layers)
-    if not -n <= unfreeze_from < n:
-        raise ValueError(f"fine_tune.unfreeze_from: {unfreeze_from} is outside {base.name}'s {n} layers")
-    return unfreeze_from % n
+    unfreezes the whole backbone. PipelineError (skinlesion.backbones.unfreeze_start) for any other value."""
+    name = base.name.removeprefix("backbone_")
+    return backbones.unfreeze_start(name, backbones.layer_table(base), unfreeze_from)  # as `validate` does
 
 
 def set_trainable_from(base: keras.Model, start: int) -> list[str]:

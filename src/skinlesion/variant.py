@@ -184,3 +184,27 @@ def from_params(params: dict, name: str) -> Variant:
     if name not in variants:
         raise PipelineError(f"unknown variant '{name}'. Variants in params: {', '.join(sorted(variants))}.")
     return of(variants[name], name, params.get("train"))
+
+
+def check_buildable(v: Variant, size: int) -> None:
+    """What the schema cannot say and the model builders would only find at train time, checked without
+    training: the backbone layers a variant names (fine_tune.unfreeze_from, pool_from), against the
+    backbone's architecture built at the images' size with random weights (no weights read or downloaded),
+    and a small CNN's depth (each block halves the image). PipelineError naming the variant, the key, the
+    value and some valid choices; `skinlesion validate` runs it on every variant."""
+    if v.kind.images and not v.kind.backbone and size >> len(v.filters) < 1:  # the small CNN (models.cnn)
+        deepest = size.bit_length() - 1  # blocks that keep at least one pixel
+        raise PipelineError(f"variant {v.name}: filters: {len(v.filters)} conv blocks each halve the image, and "
+                            f"images.size {size} allows at most {deepest}; give at most {deepest} filters")
+    if v.backbone is None:
+        return
+    unfreeze_from = v.fine_tune.unfreeze_from if v.fine_tune else None
+    if unfreeze_from is None and not v.pool_from:
+        return  # nothing named: no need to build anything
+    table = backbones.layers(v.backbone.name, size)
+    try:
+        if v.fine_tune:
+            backbones.unfreeze_start(v.backbone.name, table, unfreeze_from)
+        backbones.check_pool_from(v.backbone.name, table, v.pool_from)
+    except PipelineError as exc:
+        raise PipelineError(f"variant {v.name}: {exc}") from None

@@ -6,10 +6,14 @@ from pathlib import Path
 from snakemake.utils import validate
 
 from skinlesion import runners
-from skinlesion.params import schema_path
+from skinlesion.params import read_yaml, schema_path
 from skinlesion.stages import file_deps, values
 
 
+# Snakemake's own YAML reading keeps the last of a key given twice; DVC and the stage commands refuse such a
+# file (skinlesion.params.read_yaml names the key and both lines), and so does this, before anything runs.
+CONFIG_FILES = {str(f): read_yaml(f) for f in [*workflow.overwrite_configfiles, *workflow.configfiles]
+                if Path(f).exists()}
 # set_default=False: the config stays exactly the params file, so the stage commands read it as is.
 validate(config, schema=str(schema_path()), set_default=False)
 
@@ -23,9 +27,8 @@ def _params_file():
     """The params file the stage commands read: a config file whose content is exactly the config
     (params.yaml, or the file given with --configfile ... --replace-workflow-config), else the merged
     config written once under .snakemake/ (so --config overrides and merged --configfile work)."""
-    candidates = [str(f) for f in workflow.overwrite_configfiles] + [str(f) for f in workflow.configfiles]
-    for path in candidates:
-        if Path(path).exists() and yaml.safe_load(Path(path).read_text()) == config:
+    for path, content in CONFIG_FILES.items():
+        if content == config:
             # the same file however it was named (params.yaml, ./params.yaml, an absolute path)
             return "params.yaml" if Path(path).resolve() == Path("params.yaml").resolve() else path
     merged = Path(".snakemake/skinlesion/params.merged.yaml")

@@ -55,9 +55,9 @@ def tables(run: Path) -> str:
                 "results only.", ""]
     params = run / "params.yaml"
     if names and params.exists():
-        import yaml
+        from skinlesion.params import read_yaml  # the params files' one reader (refuses a key given twice)
 
-        entries = {e["name"]: e for e in (yaml.safe_load(params.read_text()) or {}).get("evaluate", {}).get("external") or []}
+        entries = {e["name"]: e for e in (read_yaml(params) or {}).get("evaluate", {}).get("external") or []}
         out += ["External sets (`evaluate.external` in the run's params.yaml):", ""]
         for n in names:
             e = entries.get(n, {})
