@@ -45,6 +45,20 @@ def test_snakemake_refuses_a_key_given_twice(tmp_path):
     assert f"duplicate key 'seed' at lines {first} and {second}" in proc.stdout + proc.stderr
 
 
+@pytest.mark.parametrize("targets", [["bundles/logreg", "bundles/cnn"], ["models/cnn"],
+                                     ["results/variants/logreg/metrics.json", "bundles/mobilenet_frozen"]])
+def test_any_targets_plan_on_a_fresh_copy_the_first_time(tmp_path, targets):
+    """Issue 21: the params markers were written by input functions while the DAG was built, and a marker
+    made after Snakemake had listed its folder was reported missing (MissingInputException) on the first
+    plan of two targets in a fresh clone."""
+    wf = copy_workflow(tmp_path / "wf")
+    write_params(wf / "params.yaml", base_params())
+    proc = run([tool("snakemake"), "-n", *targets], cwd=wf, check=False)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    for target in targets:
+        assert target.split("/")[1] in proc.stdout
+
+
 def test_new_variant_in_params_adds_stages_to_both_runners(tmp_path):
     wf = copy_workflow(tmp_path / "wf")
     params = base_params()

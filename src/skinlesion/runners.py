@@ -103,6 +103,17 @@ def record_lock_owner(state: Path = STATE) -> None:
     (state / "lock-owner").write_text(f"{os.getpid()} {_process_start(os.getpid())}", encoding="utf-8")
 
 
+def put_this_environment_on_path() -> None:
+    """Put the folder of the Python running Snakemake (a virtual environment's bin/) first on PATH, which
+    its jobs' shells inherit: run as `.venv/bin/snakemake` without activating the environment, every job
+    failed with `skinlesion: not found`."""
+    import sys
+
+    here = os.path.dirname(sys.executable)
+    if os.environ.get("PATH", "").split(os.pathsep)[0] != here:
+        os.environ["PATH"] = os.pathsep.join([here, os.environ.get("PATH", "")])
+
+
 DVC_LOCK = Path(".dvc/tmp/lock")
 _held_dvc_lock = None  # kept for the whole Snakemake run; the kernel releases it when the process ends
 

@@ -7,7 +7,7 @@ from snakemake.utils import validate
 
 from skinlesion import runners
 from skinlesion.params import read_yaml, schema_path
-from skinlesion.stages import file_deps, values
+from skinlesion.stages import STAGE_PARAMS, file_deps, values
 
 
 # Snakemake's own YAML reading keeps the last of a key given twice; DVC and the stage commands refuse such a
@@ -47,6 +47,21 @@ P = "" if PARAMS_FILE == "params.yaml" else f" --params {PARAMS_FILE}"
 DVC_PARAMS = runners.dvc_lock_params() if PARAMS_FILE == "params.yaml" else {}
 
 
+def _marker(stage, **wildcards):
+    name = runners.job_name(stage, wildcards)
+    return runners.params_marker(name, values(config, stage, **wildcards),
+                                 DVC_PARAMS.get(name) if PARAMS_FILE == "params.yaml" else None)
+
+
+# Every job's params marker, written before the DAG is built. Written from inside the input functions, a
+# marker made after Snakemake had listed its folder was reported missing (MissingInputException for
+# `snakemake -n bundles/logreg bundles/cnn` on a fresh clone; the same command passed the second time).
+PER_VARIANT = ("train", "evaluate")  # the rules with a {variant} wildcard
+MARKERS = {runners.job_name(stage, w): _marker(stage, **w)
+           for stage in STAGE_PARAMS
+           for w in ([{"variant": v} for v in VARIANTS] if stage in PER_VARIANT else [{}])}
+
+
 def stage_params(stage):
     """The params.yaml values `stage` reads (skinlesion.stages.STAGE_PARAMS, shared with dvc.yaml)."""
     return lambda wildcards: values(config, stage, **dict(wildcards.items()))
@@ -59,9 +74,7 @@ def stage_inputs(stage):
     not Snakemake, made its outputs)."""
 
     def inputs(wildcards):
-        name = runners.job_name(stage, dict(wildcards.items()))
-        marker = runners.params_marker(name, values(config, stage, **dict(wildcards.items())),
-                                       DVC_PARAMS.get(name) if PARAMS_FILE == "params.yaml" else None)
+        marker = MARKERS[runners.job_name(stage, dict(wildcards.items()))]
         # the code of the checkout this Snakefile belongs to (as dvc.yaml lists it), relative to where the
         # run is (experiments/*)
         files = file_deps(stage, root=Path.cwd(), checkout=CHECKOUT) + [marker]
