@@ -1,0 +1,235 @@
+#!/usr/bin/env python3
+"""Fill the measured figures in the prose of README.md, docs/*.md and benchmarks/*.md from committed files.
+
+A figure in the prose is a marked span, `<!-- fig:NAME -->0.902<!-- /fig -->` (on one line; the comments do
+not render). NAME is an entry of FIGURES below, which says which committed file the figure is read from and
+how it is written. This script rewrites the text of every span from its file; `--check` changes nothing and
+fails, naming page, figure and both texts, when a span's text differs from its file, when a span names no
+known figure, or when a marker is left open. `--list` prints every figure with its value and its file.
+tests/test_results_doc.py runs `--check` over every page. (The results tables are generated the same way, by
+results-doc.py and results-external.py.)
+
+A number that no committed file backs is not marked: it is removed from the prose, or the prose says where
+it can be measured.
+
+    python workflow/scripts/doc-figures.py [--check] [--list] [PAGE ...]   # default: every page
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from functools import lru_cache
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+SPAN = re.compile(r"<!-- fig:([A-Za-z0-9_.\-]+) -->(.*?)<!-- /fig -->")
+OPEN = re.compile(r"<!-- /?fig[: ]")
+
+HAM = "experiments/ham10000/results/variants"
+ENS = "benchmarks/ensembles.json"
+SCALE = "benchmarks/scale.json"
+
+
+@lru_cache(maxsize=None)
+def load(path: str):
+    """A committed JSON or YAML file, relative to the repository root."""
+    text = (REPO / path).read_text(encoding="utf-8")
+    if path.endswith((".yaml", ".yml")):
+        import yaml
+
+        return yaml.safe_load(text)
+    return json.loads(text)
+
+
+def ham(variant: str) -> dict:
+    return load(f"{HAM}/{variant}/evaluation.json")
+
+
+def ham_variants() -> list[str]:
+    return sorted(p.name for p in (REPO / HAM).iterdir() if (p / "evaluation.json").exists())
+
+
+# --- how figures are written ----------------------------------------------------------------------------------
+
+def f(x: float, digits: int = 3) -> str:
+    return f"{x:.{digits}f}"
+
+
+def signed(x: float, digits: int = 3) -> str:
+    return f"{x:+.{digits}f}"
+
+
+def span(values, digits: int = 2, fmt=None, sep: str = "-") -> str:
+    """The range of some values, "0.41-0.47" (one value when they agree at that precision)."""
+    if fmt is signed:
+        fmt, sep = (lambda v: signed(v, digits)), " to "
+    fmt = fmt or (lambda v: f(v, digits))
+    low, high = fmt(min(values)), fmt(max(values))
+    return low if low == high else f"{low}{sep}{high}"
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.0f}%"
+
+
+def count(n: int) -> str:
+    return f"{n:,}"
+
+
+# --- the figures ------------------------------------------------------------------------------------------------
+
+def best_binary() -> str:
+    """The binary variant of the HAM10000 experiment with the highest validation ROC AUC (the README's pick)."""
+    binary = [v for v in ham_variants() if ham(v)["task"] == "binary"]
+    return max(binary, key=lambda v: ham(v)["val"]["roc_auc"])
+
+
+def _ci(block: dict, key: str, digits: int = 3) -> str:
+    ci = block[f"{key}_ci95"]
+    return f"{f(ci['low'], digits)}-{f(ci['high'], digits)}"
+
+
+def _multiclass(weighted: bool) -> list[str]:
+    return [v for v in ham_variants() if ham(v)["task"] == "multiclass" and v.endswith("_class_weight") == weighted]
+
+
+def _ens(name: str) -> dict:
+    return load(ENS)["ensembles"][name]
+
+
+def _ens_gain(name: str, split: str) -> float:
+    """The paired difference in ROC AUC to the best single model, as the benchmark recorded it."""
+    return _ens(name)[split]["delta_vs_best_single"]
+
+
+def _ensembles() -> list[str]:
+    return [k for k in load(ENS)["ensembles"] if not k.startswith("best single")]
+
+
+def _pair_gains(split: str) -> list[float]:
+    return [p[split]["delta"] for p in load(ENS)["pairs"].values()]
+
+
+def _finetuned_binary() -> list[str]:
+    return [v for v in ham_variants() if ham(v)["task"] == "binary" and "finetune" in v]
+
+
+def _scale(size: str | None = None):
+    results = load(SCALE)["results"]
+    return results[size] if size else [results[k] for k in sorted(results, key=int)]
+
+
+def _seconds(x: float) -> str:
+    return f"{x:.2f} s" if x < 1 else f"{x:.1f} s"
+
+
+def _ints(values) -> str:
+    return span(values, fmt=lambda v: f"{v:,}")
+
+
+# NAME: (the committed file it comes from, how it is computed and written)
+FIGURES: dict[str, tuple[str, callable]] = {
+    # experiments/ham10000 (README, benchmarks/)
+    "ham10000.best.test_roc_auc": (HAM, lambda: f(ham(best_binary())["test_natural"]["roc_auc"])),
+    "ham10000.best.test_roc_auc_ci": (HAM, lambda: _ci(ham(best_binary())["test_natural"], "roc_auc")),
+    "ham10000.best.ext_n": (HAM, lambda: count(ham(best_binary())["external"]["isic2017-val"]["n"])),
+    "ham10000.best.ext_roc_auc": (HAM, lambda: f(ham(best_binary())["external"]["isic2017-val"]["roc_auc"])),
+    "ham10000.best.ext_roc_auc_ci": (HAM, lambda: _ci(ham(best_binary())["external"]["isic2017-val"], "roc_auc")),
+    "ham10000.best.ext_sensitivity": (HAM, lambda: pct(ham(best_binary())["external"]["isic2017-val"]["sensitivity"])),
+    "ham10000.multiclass.balanced_accuracy": (HAM, lambda: span(
+        [ham(v)["test_natural"]["balanced_accuracy"] for v in _multiclass(False)])),
+    "ham10000.multiclass_class_weight.balanced_accuracy": (HAM, lambda: span(
+        [ham(v)["test_natural"]["balanced_accuracy"] for v in _multiclass(True)])),
+    "ham10000.multiclass.melanoma_recall": (HAM, lambda: span(
+        [ham(v)["test_natural"]["recall"]["melanoma"] for v in _multiclass(False)])),
+    "ham10000.multiclass_class_weight.melanoma_recall": (HAM, lambda: span(
+        [ham(v)["test_natural"]["recall"]["melanoma"] for v in _multiclass(True)])),
+    "ham10000.variants": (HAM, lambda: str(len(ham_variants()))),
+    "ham10000.finetuned.test_roc_auc": (HAM, lambda: span(
+        [ham(v)["test_natural"]["roc_auc"] for v in _finetuned_binary()], 3)),
+    # params.yaml
+    "params.variants": ("params.yaml", lambda: str(len(load("params.yaml")["variants"]))),
+    # benchmarks/scale.json (the largest size; ranges over every size)
+    "scale.100k.dvc_status": (SCALE, lambda: _seconds(_scale("100000")["dvc_status"]["median_s"])),
+    "scale.100k.dvc_commit": (SCALE, lambda: _seconds(_scale("100000")["dvc_commit"]["seconds"])),
+    "scale.dvc_status": (SCALE, lambda: span([r["dvc_status"]["median_s"] for r in _scale()]) + " s"),
+    "scale.jobs_noop": (SCALE, lambda: _ints([r["snakemake_n"]["jobs"] for r in _scale()])),
+    "scale.jobs_after_commit": (SCALE, lambda: _ints([r["snakemake_n_after_commit"]["jobs"] for r in _scale()])),
+    "scale.jobs_after_step": (SCALE, lambda: _ints([r["snakemake_n_after_step"]["jobs"] for r in _scale()])),
+    # benchmarks/ensembles.json
+    # (ensembles: the paired ROC AUC difference to the best single model; depths: to the same variant without
+    # pool_from; as ranges over the ensembles / the two pairs)
+    "ensembles.gain.val": (ENS, lambda: span([_ens_gain(k, "val") for k in _ensembles()], 3, signed)),
+    "ensembles.gain.test": (ENS, lambda: span([_ens_gain(k, "test") for k in _ensembles()], 3, signed)),
+    "ensembles.gain.ext": (ENS, lambda: span([_ens_gain(k, "external:isic2017-val") for k in _ensembles()], 3,
+                                             signed)),
+    "ensembles.depths.val": (ENS, lambda: span(_pair_gains("val"), 3, signed)),
+    "ensembles.depths.test": (ENS, lambda: span(_pair_gains("test"), 3, signed)),
+    "ensembles.depths.ext": (ENS, lambda: span(_pair_gains("external:isic2017-val"), 3, signed)),
+}
+
+
+# --- pages ------------------------------------------------------------------------------------------------------
+
+def pages() -> list[Path]:
+    return [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), *sorted((REPO / "benchmarks").glob("*.md"))]
+
+
+def value(name: str) -> str:
+    return FIGURES[name][1]()
+
+
+def render(text: str, where: str) -> tuple[str, list[str]]:
+    """The page with every span filled from its file, and the problems found (unknown names, open markers)."""
+    problems: list[str] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if len(SPAN.findall(line)) * 2 != len(OPEN.findall(line)):
+            problems.append(f"{where}:{number}: a figure marker without its pair (one span, one line)")
+
+    def fill(match: re.Match) -> str:
+        name = match.group(1)
+        if name not in FIGURES:
+            problems.append(f"{where}: no figure named {name!r} in {Path(__file__).name}'s FIGURES")
+            return match.group(0)
+        return f"<!-- fig:{name} -->{value(name)}<!-- /fig -->"
+
+    return SPAN.sub(fill, text), problems
+
+
+def main(argv: list[str]) -> int:
+    check, listing = "--check" in argv, "--list" in argv
+    if listing:
+        for name, (source, _) in FIGURES.items():
+            print(f"{name}\t{value(name)}\t{source}")
+        return 0
+    targets = [Path(a) for a in argv if not a.startswith("--")] or pages()
+    failed = False
+    for page in targets:
+        text = page.read_text(encoding="utf-8")
+        where = str(page.relative_to(REPO) if page.is_absolute() and page.is_relative_to(REPO) else page)
+        new, problems = render(text, where)
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        failed |= bool(problems)
+        if new == text:
+            continue
+        if check:
+            old_spans, new_spans = SPAN.findall(text), SPAN.findall(new)
+            for (name, typed), (_, generated) in zip(old_spans, new_spans):
+                if typed != generated:
+                    print(f"{where}: figure {name} reads {typed!r}, its file {FIGURES[name][0]} gives "
+                          f"{generated!r}", file=sys.stderr)
+            failed = True
+        else:
+            page.write_text(new, encoding="utf-8")
+            print(f"{where}: figures regenerated")
+    if failed and check:
+        print(f"run: python {Path(sys.argv[0]).as_posix()} (then review the prose around each figure)",
+              file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
