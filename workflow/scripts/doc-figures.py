@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Fill the measured figures in the prose of README.md, docs/*.md and benchmarks/*.md from committed files.
 
-A figure in the prose is a marked span, `<!-- fig:NAME -->0.902<!-- /fig -->` (on one line; the comments do
-not render). NAME is an entry of FIGURES below, which says which committed file the figure is read from and
+A figure in the prose is a marked span, `<!-- fig:NAME -->0.902<!-- /fig -->` (the comments do not render;
+a span may also hold a whole table, on lines of its own). NAME is an entry of FIGURES below, which says which committed file the figure is read from and
 how it is written. This script rewrites the text of every span from its file; `--check` changes nothing and
 fails, naming page, figure and both texts, when a span's text differs from its file, when a span names no
 known figure, or when a marker is left open. `--list` prints every figure with its value and its file.
@@ -24,8 +24,8 @@ from functools import lru_cache
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-SPAN = re.compile(r"<!-- fig:([A-Za-z0-9_.\-]+) -->(.*?)<!-- /fig -->")
-OPEN = re.compile(r"<!-- /?fig[: ]")
+SPAN = re.compile(r"<!-- fig:([A-Za-z0-9_.\-]+) -->(.*?)<!-- /fig -->", re.DOTALL)
+OPEN, CLOSE = "<!-- fig:", "<!-- /fig -->"
 
 HAM = "experiments/ham10000/results/variants"
 ENS = "benchmarks/ensembles.json"
@@ -116,6 +116,35 @@ def _finetuned_binary() -> list[str]:
     return [v for v in ham_variants() if ham(v)["task"] == "binary" and "finetune" in v]
 
 
+def _singles(split: str, metadata: bool) -> list[float]:
+    """Each candidate's ROC AUC alone: the metadata-only models (logreg, mlp) or the image models."""
+    return [v[split] for k, v in load(ENS)["singles"].items() if (k in ("logreg", "mlp")) == metadata]
+
+
+def _ensembles_tables() -> str:
+    """benchmarks/ensembles.py's own tables (what it prints), from the JSON it wrote."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ensembles_benchmark", REPO / "benchmarks" / "ensembles.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    results = load(ENS)
+    return f"\n{module.markdown(results)}\n\n{module.pairs_markdown(results['pairs'])}\n"
+
+
+def _ens_counts() -> str:
+    best = next(iter(load(ENS)["ensembles"].values()))
+    t, e = best["test"], best["external:isic2017-val"]
+    return (f"test n = {count(t['n'])} with {count(t['malignant'])} malignant; isic2017-val n = {count(e['n'])} "
+            f"with {count(e['malignant'])} melanoma")
+
+
+def _history_rows(variant: str) -> int:
+    """Epochs a variant ran, from its committed training history (one row per epoch)."""
+    text = (REPO / HAM / variant / "plots" / "history.csv").read_text(encoding="utf-8")
+    return len([line for line in text.splitlines()[1:] if line.strip()])
+
+
 def _scale(size: str | None = None):
     results = load(SCALE)["results"]
     return results[size] if size else [results[k] for k in sorted(results, key=int)]
@@ -149,6 +178,8 @@ FIGURES: dict[str, tuple[str, callable]] = {
     "ham10000.variants": (HAM, lambda: str(len(ham_variants()))),
     "ham10000.finetuned.test_roc_auc": (HAM, lambda: span(
         [ham(v)["test_natural"]["roc_auc"] for v in _finetuned_binary()], 3)),
+    "ham10000.frozen.epochs": (HAM, lambda: _ints([_history_rows(v) for v in ham_variants()
+                                                  if "frozen" in v and "_aug" not in v])),
     # params.yaml
     "params.variants": ("params.yaml", lambda: str(len(load("params.yaml")["variants"]))),
     # benchmarks/scale.json (the largest size; ranges over every size)
@@ -168,6 +199,27 @@ FIGURES: dict[str, tuple[str, callable]] = {
     "ensembles.depths.val": (ENS, lambda: span(_pair_gains("val"), 3, signed)),
     "ensembles.depths.test": (ENS, lambda: span(_pair_gains("test"), 3, signed)),
     "ensembles.depths.ext": (ENS, lambda: span(_pair_gains("external:isic2017-val"), 3, signed)),
+    "ensembles.depths.ext_ci": (ENS, lambda: " to ".join(signed(x, 2) for x in (
+        min(p["external:isic2017-val"]["delta_ci95"][0] for p in load(ENS)["pairs"].values()),
+        max(p["external:isic2017-val"]["delta_ci95"][1] for p in load(ENS)["pairs"].values())))),
+    "ensembles.best_single": (ENS, lambda: next(k for k in load(ENS)["ensembles"] if k.startswith("best single"))
+                              .split("(")[1].rstrip(")")),
+    "ensembles.metadata.ext": (ENS, lambda: " / ".join(f(load(ENS)["singles"][k]["external:isic2017-val"])
+                                                       for k in ("logreg", "mlp"))),
+    "ensembles.metadata.test": (ENS, lambda: " / ".join(f(load(ENS)["singles"][k]["test"]) for k in ("logreg", "mlp"))),
+    "ensembles.images.test": (ENS, lambda: span(_singles("test", False))),
+    "ensembles.images.ext": (ENS, lambda: span(_singles("external:isic2017-val", False))),
+    "ensembles.stacking.metadata_weights": (ENS, lambda: ", ".join(
+        f"{k} {signed(_ens('stacking')['weights'][k], 2)}" for k in ("mlp", "logreg"))),
+    "ensembles.ext_sensitivity": (ENS, lambda: span(
+        [r["external:isic2017-val"]["sensitivity"] for r in load(ENS)["ensembles"].values()])),
+    "ensembles.counts": (ENS, _ens_counts),
+    "ensembles.val_n": (ENS, lambda: count(next(iter(load(ENS)["ensembles"].values()))["val"]["n"])),
+    "ensembles.test_n": (ENS, lambda: count(next(iter(load(ENS)["ensembles"].values()))["test"]["n"])),
+    "ensembles.ext_n": (ENS, lambda: count(next(iter(load(ENS)["ensembles"].values()))["external:isic2017-val"]["n"])),
+    "ensembles.ext_malignant": (ENS, lambda: count(
+        next(iter(load(ENS)["ensembles"].values()))["external:isic2017-val"]["malignant"])),
+    "ensembles.tables": (ENS, _ensembles_tables),
 }
 
 
@@ -184,9 +236,10 @@ def value(name: str) -> str:
 def render(text: str, where: str) -> tuple[str, list[str]]:
     """The page with every span filled from its file, and the problems found (unknown names, open markers)."""
     problems: list[str] = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if len(SPAN.findall(line)) * 2 != len(OPEN.findall(line)):
-            problems.append(f"{where}:{number}: a figure marker without its pair (one span, one line)")
+    spans = SPAN.findall(text)
+    if not (len(spans) == text.count(OPEN) == text.count(CLOSE)) or any(OPEN in t for _, t in spans):
+        problems.append(f"{where}: a figure marker without its pair ({text.count(OPEN)} opened, "
+                        f"{text.count(CLOSE)} closed)")
 
     def fill(match: re.Match) -> str:
         name = match.group(1)
@@ -202,7 +255,9 @@ def main(argv: list[str]) -> int:
     check, listing = "--check" in argv, "--list" in argv
     if listing:
         for name, (source, _) in FIGURES.items():
-            print(f"{name}\t{value(name)}\t{source}")
+            text = value(name)
+            text = f"(a table of {text.strip().count(chr(10)) + 1} lines)" if "\n" in text else text
+            print(f"{name}\t{text}\t{source}")
         return 0
     targets = [Path(a) for a in argv if not a.startswith("--")] or pages()
     failed = False
