@@ -30,12 +30,25 @@ OPEN, CLOSE = "<!-- fig:", "<!-- /fig -->"
 HAM = "experiments/ham10000/results/variants"
 ENS = "benchmarks/ensembles.json"
 SCALE = "benchmarks/scale.json"
+SCALE_UNPACKED = "git:6da80ab:benchmarks/scale.json"  # 2026-12-05 22:46 UTC, images as files under data/raw
+SCALE_FIXED_PACKS = "git:6a78a3b:benchmarks/scale.json"  # 2026-12-06 00:13 UTC, fixed 1,000-image packs
 
 
 @lru_cache(maxsize=None)
 def load(path: str):
-    """A committed JSON or YAML file, relative to the repository root."""
-    text = (REPO / path).read_text(encoding="utf-8")
+    """A committed JSON or YAML file, relative to the repository root; `git:COMMIT:PATH` is the file as that
+    commit has it (an earlier measurement kept in history; needs the clone's history, as CI fetches it)."""
+    if path.startswith("git:"):
+        import subprocess
+
+        _, commit, name = path.split(":", 2)
+        proc = subprocess.run(["git", "show", f"{commit}:{name}"], cwd=REPO, capture_output=True, text=True)
+        if proc.returncode:
+            raise SystemExit(f"{path}: not in this clone's history ({proc.stderr.strip()}); "
+                             "a shallow clone lacks it: git fetch --unshallow")
+        text = proc.stdout
+    else:
+        text = (REPO / path).read_text(encoding="utf-8")
     if path.endswith((".yaml", ".yml")):
         import yaml
 
@@ -145,13 +158,52 @@ def _history_rows(variant: str) -> int:
     return len([line for line in text.splitlines()[1:] if line.strip()])
 
 
-def _scale(size: str | None = None):
-    results = load(SCALE)["results"]
+def _scale(size: str | None = None, source: str = SCALE):
+    results = load(source)["results"]
     return results[size] if size else [results[k] for k in sorted(results, key=int)]
 
 
 def _seconds(x: float) -> str:
     return f"{x:.2f} s" if x < 1 else f"{x:.1f} s"
+
+
+def _total(r: dict) -> float:
+    return sum(s["seconds"] for s in r["stages"].values())
+
+
+def _per_size(source: str, get, fmt) -> str:
+    """One figure per size, "0.67 / 2.28 / 10.28", smallest size first."""
+    return " / ".join(fmt(get(r)) for r in _scale(source=source))
+
+
+def _growth_kb(stage: str) -> float:
+    small, large = _scale()[0], _scale()[-1]
+    return ((large["stages"][stage]["peak_mb"] - small["stages"][stage]["peak_mb"]) * 1000
+            / (large["images"] - small["images"]))
+
+
+def _peaks(stage: str) -> str:
+    small, large = _scale()[0], _scale()[-1]
+    return f"{small['stages'][stage]['peak_mb']:.0f} -> {large['stages'][stage]['peak_mb']:.0f} MB"
+
+
+def _gaps() -> tuple[float, float, float]:
+    """How far this run and the fixed-packs run differ: fetch at 100k, any other stage, dvc status."""
+    now, then = _scale(), _scale(source=SCALE_FIXED_PACKS)
+    other = max(abs(a["stages"][s]["seconds"] - b["stages"][s]["seconds"])
+                for a, b in zip(now, then) for s in a["stages"] if s != "fetch")
+    status = max(abs(a["dvc_status"]["median_s"] - b["dvc_status"]["median_s"]) for a, b in zip(now, then))
+    return abs(now[-1]["stages"]["fetch"]["seconds"] - then[-1]["stages"]["fetch"]["seconds"]), other, status
+
+
+def _scale_report() -> str:
+    """benchmarks/scale.py's own tables (its --report), from the JSON it wrote."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("scale_benchmark", REPO / "benchmarks" / "scale.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.report(load(SCALE)["results"])
 
 
 def _ints(values) -> str:
@@ -189,6 +241,47 @@ FIGURES: dict[str, tuple[str, callable]] = {
     "scale.jobs_noop": (SCALE, lambda: _ints([r["snakemake_n"]["jobs"] for r in _scale()])),
     "scale.jobs_after_commit": (SCALE, lambda: _ints([r["snakemake_n_after_commit"]["jobs"] for r in _scale()])),
     "scale.jobs_after_step": (SCALE, lambda: _ints([r["snakemake_n_after_step"]["jobs"] for r in _scale()])),
+    "scale.100k.raw_files": (SCALE, lambda: count(_scale("100000")["raw_files"])),
+    "scale.100k.dvc_commit_mb": (SCALE, lambda: f"{_scale('100000')['dvc_commit']['peak_mb']:.0f} MB"),
+    "scale.100k.dvc_share": (SCALE, lambda: f"{sum(s['dvc_seconds'] for s in _scale('100000')['stages'].values()):.0f} s"),
+    "scale.per_1k": (SCALE, lambda: span([_total(r) / r["images"] * 1000 for r in _scale()[1:]], 1) + " s"),
+    "scale.100k.fetch_share": (SCALE, lambda: pct(_scale("100000")["stages"]["fetch"]["seconds"] / _total(_scale("100000")))),
+    "scale.fetch_per_1k": (SCALE, lambda: span([r["stages"]["fetch"]["seconds"] / r["images"] * 1000
+                                                for r in _scale()[1:]], 1) + " s/1k"),
+    "scale.images_per_1k": (SCALE, lambda: span([r["stages"]["images"]["command_seconds"] / r["images"] * 1000
+                                                 for r in _scale()[1:]]) + " s/1k"),
+    "scale.100k.metadata_command": (SCALE, lambda: _seconds(_scale("100000")["stages"]["metadata"]["command_seconds"])),
+    "scale.100k.pixels": (SCALE, lambda: f"{_scale('100000')['images'] * 64 * 64 * 3 / 1e9:.1f} GB"),
+    "scale.100k.images_peak": (SCALE, lambda: f"{_scale('100000')['stages']['images']['peak_mb']:.0f} MB"),
+    "scale.growth_kb": (SCALE, lambda: span([_growth_kb(s) for s in ("metadata", "evaluate@logreg", "train@logreg",
+                                                                     "fetch")], 0) + " KB"),
+    "scale.peaks.metadata": (SCALE, lambda: _peaks("metadata")),
+    "scale.peaks.evaluate": (SCALE, lambda: _peaks("evaluate@logreg")),
+    "scale.peaks.train": (SCALE, lambda: _peaks("train@logreg")),
+    "scale.peaks.fetch": (SCALE, lambda: _peaks("fetch")),
+    "scale.dvc_peaks": (SCALE, lambda: span([r[k]["peak_mb"] for r in _scale() for k in ("dvc_status", "dvc_commit")],
+                                            0) + " MB"),
+    "scale.tables": (SCALE, lambda: "\n" + _scale_report() + "\n"),
+    # the same benchmark before the images were packed, and with fixed packs (earlier commits of scale.json)
+    "scale.unpacked.dvc_status": (SCALE_UNPACKED, lambda: _per_size(SCALE_UNPACKED, lambda r: r["dvc_status"]["median_s"],
+                                                                    lambda x: f"{x:.2f}") + " s"),
+    "scale.unpacked.dvc_commit": (SCALE_UNPACKED, lambda: _per_size(SCALE_UNPACKED, lambda r: r["dvc_commit"]["seconds"],
+                                                                    lambda x: f"{x:.1f}") + " s"),
+    "scale.unpacked.total": (SCALE_UNPACKED, lambda: _per_size(SCALE_UNPACKED, _total, lambda x: f"{x:.1f}") + " s"),
+    "scale.unpacked.100k.dvc_status": (SCALE_UNPACKED, lambda: _seconds(
+        _scale("100000", SCALE_UNPACKED)["dvc_status"]["median_s"])),
+    "scale.unpacked.100k.dvc_commit": (SCALE_UNPACKED, lambda: _seconds(
+        _scale("100000", SCALE_UNPACKED)["dvc_commit"]["seconds"])),
+    "scale.unpacked.100k.dvc_commit_mb": (SCALE_UNPACKED, lambda: f"{_scale('100000', SCALE_UNPACKED)['dvc_commit']['peak_mb']:.0f} MB"),
+    "scale.unpacked.100k.dvc_share": (SCALE_UNPACKED, lambda: f"{sum(s['dvc_seconds'] for s in _scale('100000', SCALE_UNPACKED)['stages'].values()):.0f} s"),
+    "scale.fixed_packs.dvc_status": (SCALE_FIXED_PACKS, lambda: _per_size(
+        SCALE_FIXED_PACKS, lambda r: r["dvc_status"]["median_s"], lambda x: f"{x:.2f}") + " s"),
+    "scale.fixed_packs.dvc_commit": (SCALE_FIXED_PACKS, lambda: _per_size(
+        SCALE_FIXED_PACKS, lambda r: r["dvc_commit"]["seconds"], lambda x: f"{x:.1f}") + " s"),
+    "scale.fixed_packs.total": (SCALE_FIXED_PACKS, lambda: _per_size(SCALE_FIXED_PACKS, _total, lambda x: f"{x:.1f}") + " s"),
+    "scale.fixed_packs.fetch_gap": (SCALE_FIXED_PACKS, lambda: _seconds(_gaps()[0])),
+    "scale.fixed_packs.other_gap": (SCALE_FIXED_PACKS, lambda: _seconds(_gaps()[1])),
+    "scale.fixed_packs.status_gap": (SCALE_FIXED_PACKS, lambda: _seconds(_gaps()[2])),
     # benchmarks/ensembles.json
     # (ensembles: the paired ROC AUC difference to the best single model; depths: to the same variant without
     # pool_from; as ranges over the ensembles / the two pairs)
