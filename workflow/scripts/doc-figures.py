@@ -24,12 +24,13 @@ from functools import lru_cache
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-SPAN = re.compile(r"<!-- fig:([A-Za-z0-9_.\-]+) -->(.*?)<!-- /fig -->", re.DOTALL)
+SPAN = re.compile(r"<!-- fig:([A-Za-z0-9_.+\-]+) -->(.*?)<!-- /fig -->", re.DOTALL)
 OPEN, CLOSE = "<!-- fig:", "<!-- /fig -->"
 
 HAM = "experiments/ham10000/results/variants"
 ENS = "benchmarks/ensembles.json"
 SCALE = "benchmarks/scale.json"
+ROB = "benchmarks/robustness.json"
 SCALE_UNPACKED = "git:6da80ab:benchmarks/scale.json"  # 2026-12-05 22:46 UTC, images as files under data/raw
 SCALE_FIXED_PACKS = "git:6a78a3b:benchmarks/scale.json"  # 2026-12-06 00:13 UTC, fixed 1,000-image packs
 
@@ -206,6 +207,49 @@ def _scale_report() -> str:
     return module.report(load(SCALE)["results"])
 
 
+def _arm(arm: str) -> dict:
+    return next(a for a in load(ROB)["arms"] if a["arm"] == arm)
+
+
+def _rob(arm: str, variant: str) -> dict:
+    return _arm(arm)["variants"][variant]
+
+
+def _rob_delta(arm: str, variant: str, split: str, part: str = "delta") -> str:
+    d = _rob(arm, variant)["paired_vs"][split]
+    if part == "ci":
+        return f"{signed(d['low'])} to {signed(d['high'])}"
+    return signed(d["delta"])
+
+
+def _rob_reproduces() -> str:
+    """The baseline arm's val / test / isic2017-val ROC AUC per variant, to 6 digits; and a failure, not a
+    figure, when they are not the committed experiments/ham10000 results the page says they reproduce."""
+    out = []
+    for v in ("mobilenet_frozen", "dual_mobilenet_frozen", "mobilenet_frozen_aug"):
+        r, e = _rob("baseline", v), ham(v)
+        ours = [r["val_roc_auc"]["value"], r["test_roc_auc"]["value"], r["ext_roc_auc"]["value"]]
+        committed = [e["val"]["roc_auc"], e["test_natural"]["roc_auc"], e["external"]["isic2017-val"]["roc_auc"]]
+        if ours != committed:
+            raise SystemExit(f"{ROB}: baseline {v} {ours} is not experiments/ham10000's {committed}")
+        out.append(" / ".join(f"{x:g}" for x in ours))
+    return ", ".join(out[:-1]) + ", and " + out[-1]
+
+
+def _rob_seconds(pick) -> list[float]:
+    return [t for a in load(ROB)["arms"] for k, t in a["seconds"].items() if pick(a, k)]
+
+
+def _rob_tables(which: str) -> str:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("robustness_benchmark", REPO / "benchmarks" / "robustness.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rows = load(ROB)["arms"]
+    return "\n" + (module.markdown(rows) if which == "arms" else module.paired_markdown(rows)) + "\n"
+
+
 def _ints(values) -> str:
     return span(values, fmt=lambda v: f"{v:,}")
 
@@ -282,6 +326,27 @@ FIGURES: dict[str, tuple[str, callable]] = {
     "scale.fixed_packs.fetch_gap": (SCALE_FIXED_PACKS, lambda: _seconds(_gaps()[0])),
     "scale.fixed_packs.other_gap": (SCALE_FIXED_PACKS, lambda: _seconds(_gaps()[1])),
     "scale.fixed_packs.status_gap": (SCALE_FIXED_PACKS, lambda: _seconds(_gaps()[2])),
+    # benchmarks/robustness.json
+    "robustness.tables.arms": (ROB, lambda: _rob_tables("arms")),
+    "robustness.tables.paired": (ROB, lambda: _rob_tables("paired")),
+    "robustness.reproduces": (ROB, _rob_reproduces),
+    "robustness.n_test": (ROB, lambda: count(_rob("baseline", "mobilenet_frozen")["n_test"])),
+    "robustness.n_ext": (ROB, lambda: count(_rob("baseline", "mobilenet_frozen")["n_ext"])),
+    "robustness.baseline.test": (ROB, lambda: span([_rob("baseline", v)["test_roc_auc"]["value"]
+                                                    for v in ("mobilenet_frozen", "dual_mobilenet_frozen")])),
+    "robustness.baseline.ext": (ROB, lambda: span([_rob("baseline", v)["ext_roc_auc"]["value"]
+                                                   for v in ("mobilenet_frozen", "dual_mobilenet_frozen")])),
+    "robustness.seconds.images": (ROB, lambda: span(_rob_seconds(lambda a, k: k == "images"), 0) + " s"),
+    "robustness.seconds.train_frozen": (ROB, lambda: span(_rob_seconds(
+        lambda a, k: k.startswith("train") and "_aug" not in k), 0) + " s"),
+    "robustness.seconds.train_aug": (ROB, lambda: span(_rob_seconds(
+        lambda a, k: k.startswith("train") and "_aug" in k), 0) + " s"),
+    "robustness.seconds.evaluate": (ROB, lambda: span(_rob_seconds(
+        lambda a, k: k.startswith("evaluate") and not a.get("tta")), 0) + " s"),
+    "robustness.seconds.evaluate_tta": (ROB, lambda: span(_rob_seconds(
+        lambda a, k: k.startswith("evaluate") and a.get("tta")), 0) + " s"),
+    "robustness.seconds.evaluate_mobilenet": (ROB, lambda: f"{_arm('baseline')['seconds']['evaluate mobilenet_frozen']:.0f} s"),
+    "robustness.seconds.evaluate_mobilenet_tta": (ROB, lambda: f"{_arm('baseline+tta')['seconds']['evaluate mobilenet_frozen']:.0f} s"),
     # benchmarks/ensembles.json
     # (ensembles: the paired ROC AUC difference to the best single model; depths: to the same variant without
     # pool_from; as ranges over the ensembles / the two pairs)
@@ -316,14 +381,42 @@ FIGURES: dict[str, tuple[str, callable]] = {
 }
 
 
+# Families of figures, by the shape of their name (NAME's parts are picked from the regular expression)
+PATTERNS: list[tuple[re.Pattern, str, callable]] = [
+    # robustness.d.ARM.VARIANT.SPLIT: the paired ROC AUC difference to the reference; .ci. its interval
+    (re.compile(r"robustness\.d\.([a-z_+]+)\.([a-z_]+)\.(val|test|ext)"), ROB,
+     lambda m: _rob_delta(m[1], m[2], m[3])),
+    (re.compile(r"robustness\.ci\.([a-z_+]+)\.([a-z_]+)\.(val|test|ext)"), ROB,
+     lambda m: _rob_delta(m[1], m[2], m[3], "ci")),
+    # robustness.ARM.VARIANT.METRIC: a metric of one arm (threshold 3 digits, test sensitivity / specificity 2)
+    (re.compile(r"robustness\.([a-z_+]+)\.([a-z_]+)\.(threshold)"), ROB, lambda m: f(_rob(m[1], m[2])["threshold"])),
+    (re.compile(r"robustness\.([a-z_+]+)\.([a-z_]+)\.(test_sens_spec)"), ROB,
+     lambda m: f"{f(_rob(m[1], m[2])['test_sensitivity']['value'], 2)} / "
+               f"{f(_rob(m[1], m[2])['test_specificity']['value'], 2)}"),
+]
+
+
+def _pattern(name: str):
+    for pattern, source, fn in PATTERNS:
+        match = pattern.fullmatch(name)
+        if match:
+            return source, (lambda m=match, fn=fn: fn(m))
+    return None
+
+
 # --- pages ------------------------------------------------------------------------------------------------------
 
 def pages() -> list[Path]:
     return [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), *sorted((REPO / "benchmarks").glob("*.md"))]
 
 
+def figure(name: str):
+    """(source, compute) of a named figure or of a family's member; None when it names none."""
+    return FIGURES.get(name) or _pattern(name)
+
+
 def value(name: str) -> str:
-    return FIGURES[name][1]()
+    return figure(name)[1]()
 
 
 def render(text: str, where: str) -> tuple[str, list[str]]:
@@ -336,7 +429,7 @@ def render(text: str, where: str) -> tuple[str, list[str]]:
 
     def fill(match: re.Match) -> str:
         name = match.group(1)
-        if name not in FIGURES:
+        if figure(name) is None:
             problems.append(f"{where}: no figure named {name!r} in {Path(__file__).name}'s FIGURES")
             return match.group(0)
         return f"<!-- fig:{name} -->{value(name)}<!-- /fig -->"
@@ -367,7 +460,7 @@ def main(argv: list[str]) -> int:
             old_spans, new_spans = SPAN.findall(text), SPAN.findall(new)
             for (name, typed), (_, generated) in zip(old_spans, new_spans):
                 if typed != generated:
-                    print(f"{where}: figure {name} reads {typed!r}, its file {FIGURES[name][0]} gives "
+                    print(f"{where}: figure {name} reads {typed!r}, its file {figure(name)[0]} gives "
                           f"{generated!r}", file=sys.stderr)
             failed = True
         else:
