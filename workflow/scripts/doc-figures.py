@@ -105,6 +105,15 @@ def _ci(block: dict, key: str, digits: int = 3) -> str:
     return f"{f(ci['low'], digits)}-{f(ci['high'], digits)}"
 
 
+def _ext_binary_blocks() -> list[dict]:
+    """Every variant's isic2017-val block, binary view (a multiclass variant's malignant-vs-benign block)."""
+    out = []
+    for v in ham_variants():
+        block = ham(v)["external"]["isic2017-val"]
+        out.append(block if ham(v)["task"] == "binary" else block["malignant_vs_benign"])
+    return out
+
+
 def _multiclass(weighted: bool) -> list[str]:
     return [v for v in ham_variants() if ham(v)["task"] == "multiclass" and v.endswith("_class_weight") == weighted]
 
@@ -271,6 +280,9 @@ FIGURES: dict[str, tuple[str, callable]] = {
         [ham(v)["test_natural"]["recall"]["melanoma"] for v in _multiclass(False)])),
     "ham10000.multiclass_class_weight.melanoma_recall": (HAM, lambda: span(
         [ham(v)["test_natural"]["recall"]["melanoma"] for v in _multiclass(True)])),
+    "ham10000.best.ext_malignant": (HAM, lambda: count(ham(best_binary())["external"]["isic2017-val"]["n_malignant"])),
+    "ham10000.ext_sensitivity_halfwidth": (HAM, lambda: span([
+        (b["sensitivity_ci95"]["high"] - b["sensitivity_ci95"]["low"]) / 2 for b in _ext_binary_blocks()])),
     "ham10000.variants": (HAM, lambda: str(len(ham_variants()))),
     "ham10000.finetuned.test_roc_auc": (HAM, lambda: span(
         [ham(v)["test_natural"]["roc_auc"] for v in _finetuned_binary()], 3)),
@@ -388,6 +400,11 @@ PATTERNS: list[tuple[re.Pattern, str, callable]] = [
      lambda m: _rob_delta(m[1], m[2], m[3])),
     (re.compile(r"robustness\.ci\.([a-z_+]+)\.([a-z_]+)\.(val|test|ext)"), ROB,
      lambda m: _rob_delta(m[1], m[2], m[3], "ci")),
+    (re.compile(r"robustness\.([a-z_+]+)\.([a-z_]+)\.ext_roc_auc"), ROB,
+     lambda m: f"{f(_rob(m[1], m[2])['ext_roc_auc']['value'])} ({f(_rob(m[1], m[2])['ext_roc_auc']['low'])}-"
+               f"{f(_rob(m[1], m[2])['ext_roc_auc']['high'])})"),
+    (re.compile(r"robustness\.([a-z_+]+)\.([a-z_]+)\.ext_roc_auc_value"), ROB,
+     lambda m: f(_rob(m[1], m[2])["ext_roc_auc"]["value"])),
     # robustness.ARM.VARIANT.METRIC: a metric of one arm (threshold 3 digits, test sensitivity / specificity 2)
     (re.compile(r"robustness\.([a-z_+]+)\.([a-z_]+)\.(threshold)"), ROB, lambda m: f(_rob(m[1], m[2])["threshold"])),
     (re.compile(r"robustness\.([a-z_+]+)\.([a-z_]+)\.(test_sens_spec)"), ROB,
