@@ -2,8 +2,8 @@
 """Fill the measured figures in the prose of README.md, docs/*.md and benchmarks/*.md from committed files.
 
 A figure in the prose is a marked span, `<!-- fig:NAME -->0.902<!-- /fig -->` (the comments do not render;
-a span may also hold a whole table, on lines of its own). NAME is an entry of FIGURES below, which says which committed file the figure is read from and
-how it is written. This script rewrites the text of every span from its file; `--check` changes nothing and
+a span may also hold a whole table, on lines of its own). NAME is an entry of FIGURES below (or matches one of the PATTERNS families), which says which
+committed file the figure is read from and how it is written. This script rewrites the text of every span from its file; `--check` changes nothing and
 fails, naming page, figure and both texts, when a span's text differs from its file, when a span names no
 known figure, or when a marker is left open. `--list` prints every figure with its value and its file.
 tests/test_results_doc.py runs `--check` over every page. (The results tables are generated the same way, by
@@ -112,6 +112,14 @@ def _ext_binary_blocks() -> list[dict]:
         block = ham(v)["external"]["isic2017-val"]
         out.append(block if ham(v)["task"] == "binary" else block["malignant_vs_benign"])
     return out
+
+
+def _constant(path: str, name: str) -> str:
+    """A module-level number in a committed source file, as written there (`NAME = 0.02  # ...`)."""
+    match = re.search(rf"^{name} = ([0-9.]+)", (REPO / path).read_text(encoding="utf-8"), re.MULTILINE)
+    if not match:
+        raise SystemExit(f"{path}: no {name} = <number>")
+    return match.group(1)
 
 
 def _multiclass(weighted: bool) -> list[str]:
@@ -288,6 +296,9 @@ FIGURES: dict[str, tuple[str, callable]] = {
         [ham(v)["test_natural"]["roc_auc"] for v in _finetuned_binary()], 3)),
     "ham10000.frozen.epochs": (HAM, lambda: _ints([_history_rows(v) for v in ham_variants()
                                                   if "frozen" in v and "_aug" not in v])),
+    # tests/test_baseline.py: the bounds it holds the off-platform reproduction to (constants, read from the test)
+    "baseline.tolerance": ("tests/test_baseline.py", lambda: _constant("tests/test_baseline.py", "TOLERANCE")),
+    "baseline.rank_tolerance": ("tests/test_baseline.py", lambda: _constant("tests/test_baseline.py", "RANK_TOLERANCE")),
     # params.yaml
     "params.variants": ("params.yaml", lambda: str(len(load("params.yaml")["variants"]))),
     # benchmarks/scale.json (the largest size; ranges over every size)
@@ -457,6 +468,8 @@ def render(text: str, where: str) -> tuple[str, list[str]]:
 def main(argv: list[str]) -> int:
     check, listing = "--check" in argv, "--list" in argv
     if listing:
+        for pattern, source, _ in PATTERNS:
+            print(f"{pattern.pattern}\t(a family: any name matching it)\t{source}")
         for name, (source, _) in FIGURES.items():
             text = value(name)
             text = f"(a table of {text.strip().count(chr(10)) + 1} lines)" if "\n" in text else text
