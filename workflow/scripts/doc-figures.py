@@ -2,12 +2,13 @@
 """Fill the measured figures in the prose of README.md, docs/*.md and benchmarks/*.md from committed files.
 
 A figure in the prose is a marked span, `<!-- fig:NAME -->0.902<!-- /fig -->` (the comments do not render;
-a span may also hold a whole table, on lines of its own). NAME is an entry of FIGURES below (or matches one of the PATTERNS families), which says which
-committed file the figure is read from and how it is written. This script rewrites the text of every span from its file; `--check` changes nothing and
-fails, naming page, figure and both texts, when a span's text differs from its file, when a span names no
-known figure, or when a marker is left open. `--list` prints every figure with its value and its file.
-tests/test_results_doc.py runs `--check` over every page. (The results tables are generated the same way, by
-results-doc.py and results-external.py.)
+a span may also hold a whole table, on lines of its own). NAME is an entry of FIGURES below, or matches
+one of the PATTERNS families; either says which committed file the figure is read from and how it is
+written. This script rewrites the text of every span from its file. `--check` changes nothing and fails,
+naming page, figure and both texts, when a span's text differs from its file, when a span names no known
+figure, or when a marker is left open. `--list` prints every figure with its value and its file.
+tests/test_results_doc.py runs `--check` over every page. (The results tables of docs/results-*.md are
+generated the same way, by results-doc.py and results-external.py.)
 
 A number that no committed file backs is not marked: it is removed from the prose, or the prose says where
 it can be measured.
@@ -189,6 +190,11 @@ def _total(r: dict) -> float:
     return sum(s["seconds"] for s in r["stages"].values())
 
 
+def _dvc_share(r: dict) -> float:
+    """DVC's own seconds in a run (hashing, caching, writing dvc.lock), over every stage."""
+    return sum(s["dvc_seconds"] for s in r["stages"].values())
+
+
 def _per_size(source: str, get, fmt) -> str:
     """One figure per size, "0.67 / 2.28 / 10.28", smallest size first."""
     return " / ".join(fmt(get(r)) for r in _scale(source=source))
@@ -298,7 +304,8 @@ FIGURES: dict[str, tuple[str, callable]] = {
                                                   if "frozen" in v and "_aug" not in v])),
     # tests/test_baseline.py: the bounds it holds the off-platform reproduction to (constants, read from the test)
     "baseline.tolerance": ("tests/test_baseline.py", lambda: _constant("tests/test_baseline.py", "TOLERANCE")),
-    "baseline.rank_tolerance": ("tests/test_baseline.py", lambda: _constant("tests/test_baseline.py", "RANK_TOLERANCE")),
+    "baseline.rank_tolerance": ("tests/test_baseline.py",
+                                lambda: _constant("tests/test_baseline.py", "RANK_TOLERANCE")),
     # params.yaml
     "params.variants": ("params.yaml", lambda: str(len(load("params.yaml")["variants"]))),
     # benchmarks/scale.json (the largest size; ranges over every size)
@@ -310,9 +317,10 @@ FIGURES: dict[str, tuple[str, callable]] = {
     "scale.jobs_after_step": (SCALE, lambda: _ints([r["snakemake_n_after_step"]["jobs"] for r in _scale()])),
     "scale.100k.raw_files": (SCALE, lambda: count(_scale("100000")["raw_files"])),
     "scale.100k.dvc_commit_mb": (SCALE, lambda: f"{_scale('100000')['dvc_commit']['peak_mb']:.0f} MB"),
-    "scale.100k.dvc_share": (SCALE, lambda: f"{sum(s['dvc_seconds'] for s in _scale('100000')['stages'].values()):.0f} s"),
+    "scale.100k.dvc_share": (SCALE, lambda: f"{_dvc_share(_scale('100000')):.0f} s"),
     "scale.per_1k": (SCALE, lambda: span([_total(r) / r["images"] * 1000 for r in _scale()[1:]], 1) + " s"),
-    "scale.100k.fetch_share": (SCALE, lambda: pct(_scale("100000")["stages"]["fetch"]["seconds"] / _total(_scale("100000")))),
+    "scale.100k.fetch_share": (SCALE, lambda: pct(_scale("100000")["stages"]["fetch"]["seconds"]
+                                                  / _total(_scale("100000")))),
     "scale.fetch_per_1k": (SCALE, lambda: span([r["stages"]["fetch"]["seconds"] / r["images"] * 1000
                                                 for r in _scale()[1:]], 1) + " s/1k"),
     "scale.images_per_1k": (SCALE, lambda: span([r["stages"]["images"]["command_seconds"] / r["images"] * 1000
@@ -330,22 +338,27 @@ FIGURES: dict[str, tuple[str, callable]] = {
                                             0) + " MB"),
     "scale.tables": (SCALE, lambda: "\n" + _scale_report() + "\n"),
     # the same benchmark before the images were packed, and with fixed packs (earlier commits of scale.json)
-    "scale.unpacked.dvc_status": (SCALE_UNPACKED, lambda: _per_size(SCALE_UNPACKED, lambda r: r["dvc_status"]["median_s"],
+    "scale.unpacked.dvc_status": (SCALE_UNPACKED, lambda: _per_size(SCALE_UNPACKED,
+                                                                    lambda r: r["dvc_status"]["median_s"],
                                                                     lambda x: f"{x:.2f}") + " s"),
-    "scale.unpacked.dvc_commit": (SCALE_UNPACKED, lambda: _per_size(SCALE_UNPACKED, lambda r: r["dvc_commit"]["seconds"],
+    "scale.unpacked.dvc_commit": (SCALE_UNPACKED, lambda: _per_size(SCALE_UNPACKED,
+                                                                    lambda r: r["dvc_commit"]["seconds"],
                                                                     lambda x: f"{x:.1f}") + " s"),
     "scale.unpacked.total": (SCALE_UNPACKED, lambda: _per_size(SCALE_UNPACKED, _total, lambda x: f"{x:.1f}") + " s"),
     "scale.unpacked.100k.dvc_status": (SCALE_UNPACKED, lambda: _seconds(
         _scale("100000", SCALE_UNPACKED)["dvc_status"]["median_s"])),
     "scale.unpacked.100k.dvc_commit": (SCALE_UNPACKED, lambda: _seconds(
         _scale("100000", SCALE_UNPACKED)["dvc_commit"]["seconds"])),
-    "scale.unpacked.100k.dvc_commit_mb": (SCALE_UNPACKED, lambda: f"{_scale('100000', SCALE_UNPACKED)['dvc_commit']['peak_mb']:.0f} MB"),
-    "scale.unpacked.100k.dvc_share": (SCALE_UNPACKED, lambda: f"{sum(s['dvc_seconds'] for s in _scale('100000', SCALE_UNPACKED)['stages'].values()):.0f} s"),
+    "scale.unpacked.100k.dvc_commit_mb": (
+        SCALE_UNPACKED, lambda: f"{_scale('100000', SCALE_UNPACKED)['dvc_commit']['peak_mb']:.0f} MB"),
+    "scale.unpacked.100k.dvc_share": (SCALE_UNPACKED,
+                                      lambda: f"{_dvc_share(_scale('100000', SCALE_UNPACKED)):.0f} s"),
     "scale.fixed_packs.dvc_status": (SCALE_FIXED_PACKS, lambda: _per_size(
         SCALE_FIXED_PACKS, lambda r: r["dvc_status"]["median_s"], lambda x: f"{x:.2f}") + " s"),
     "scale.fixed_packs.dvc_commit": (SCALE_FIXED_PACKS, lambda: _per_size(
         SCALE_FIXED_PACKS, lambda r: r["dvc_commit"]["seconds"], lambda x: f"{x:.1f}") + " s"),
-    "scale.fixed_packs.total": (SCALE_FIXED_PACKS, lambda: _per_size(SCALE_FIXED_PACKS, _total, lambda x: f"{x:.1f}") + " s"),
+    "scale.fixed_packs.total": (SCALE_FIXED_PACKS,
+                                lambda: _per_size(SCALE_FIXED_PACKS, _total, lambda x: f"{x:.1f}") + " s"),
     "scale.fixed_packs.fetch_gap": (SCALE_FIXED_PACKS, lambda: _seconds(_gaps()[0])),
     "scale.fixed_packs.other_gap": (SCALE_FIXED_PACKS, lambda: _seconds(_gaps()[1])),
     "scale.fixed_packs.status_gap": (SCALE_FIXED_PACKS, lambda: _seconds(_gaps()[2])),
@@ -368,8 +381,10 @@ FIGURES: dict[str, tuple[str, callable]] = {
         lambda a, k: k.startswith("evaluate") and not a.get("tta")), 0) + " s"),
     "robustness.seconds.evaluate_tta": (ROB, lambda: span(_rob_seconds(
         lambda a, k: k.startswith("evaluate") and a.get("tta")), 0) + " s"),
-    "robustness.seconds.evaluate_mobilenet": (ROB, lambda: f"{_arm('baseline')['seconds']['evaluate mobilenet_frozen']:.0f} s"),
-    "robustness.seconds.evaluate_mobilenet_tta": (ROB, lambda: f"{_arm('baseline+tta')['seconds']['evaluate mobilenet_frozen']:.0f} s"),
+    "robustness.seconds.evaluate_mobilenet": (
+        ROB, lambda: f"{_arm('baseline')['seconds']['evaluate mobilenet_frozen']:.0f} s"),
+    "robustness.seconds.evaluate_mobilenet_tta": (
+        ROB, lambda: f"{_arm('baseline+tta')['seconds']['evaluate mobilenet_frozen']:.0f} s"),
     # benchmarks/ensembles.json
     # (ensembles: the paired ROC AUC difference to the best single model; depths: to the same variant without
     # pool_from; as ranges over the ensembles / the two pairs)
