@@ -33,3 +33,51 @@ def test_generator_writes_and_then_accepts_a_page_and_fails_on_a_typed_table(tmp
     logreg = json.loads((REPO / "results/variants/logreg/evaluation.json").read_text())["test_natural"]
     assert f"| logreg | {logreg['roc_auc']:.3f} (" in text  # the number comes from the file
     assert run(check, cwd=REPO, check=False).returncode == 0
+
+
+FIGURES = [sys.executable, "workflow/scripts/doc-figures.py"]
+
+
+def test_every_figure_in_the_prose_is_its_committed_file():
+    """README.md, docs/*.md and benchmarks/*.md: every marked figure reads what its committed file gives."""
+    proc = run([*FIGURES, "--check"], cwd=REPO, check=False)
+    assert proc.returncode == 0, proc.stderr
+    listed = run([*FIGURES, "--list"], cwd=REPO).stdout.splitlines()
+    pages = "".join(p.read_text() for p in [REPO / "README.md", *(REPO / "docs").glob("*.md"),
+                                            *(REPO / "benchmarks").glob("*.md")])
+    used = {line.split("\t")[0] for line in listed if f"<!-- fig:{line.split(chr(9))[0]} -->" in pages}
+    assert "ham10000.best.test_roc_auc" in used and len(used) >= 10, used
+    for line in listed:  # each figure names a committed file it comes from (or one in a named commit)
+        source = line.split("\t")[2]
+        if source.startswith("git:"):
+            _, commit, path = source.split(":", 2)
+            assert run(["git", "cat-file", "-e", f"{commit}:{path}"], cwd=REPO, check=False).returncode == 0, line
+        else:
+            assert run(["git", "ls-files", "--error-unmatch", source], cwd=REPO, check=False).returncode == 0, line
+
+
+def test_figure_check_catches_a_typed_figure_an_unknown_name_and_an_open_marker(tmp_path):
+    """A figure typed inside a marked span fails --check (naming figure, text and file); the rewrite fills it
+    from the file, keeps the prose, and --check then passes. An unknown name or a lone marker also fails."""
+    evaluation = json.loads((EXPERIMENT / "results/variants/dual_mobilenet_finetune_top_flip/evaluation.json")
+                            .read_text())
+    page = tmp_path / "page.md"
+    page.write_text("Prose kept: a test ROC AUC of <!-- fig:ham10000.best.test_roc_auc -->0.999<!-- /fig --> "
+                    "on the test split.\n")
+    proc = run([*FIGURES, "--check", str(page)], cwd=REPO, check=False)
+    assert proc.returncode == 1
+    assert "ham10000.best.test_roc_auc" in proc.stderr and "'0.999'" in proc.stderr
+    assert "experiments/ham10000" in proc.stderr
+    assert "0.999" in page.read_text()  # --check writes nothing
+    run([*FIGURES, str(page)], cwd=REPO)
+    expected = f"{evaluation['test_natural']['roc_auc']:.3f}"
+    assert page.read_text() == ("Prose kept: a test ROC AUC of <!-- fig:ham10000.best.test_roc_auc -->"
+                                f"{expected}<!-- /fig --> on the test split.\n")
+    assert run([*FIGURES, "--check", str(page)], cwd=REPO, check=False).returncode == 0
+
+    page.write_text("<!-- fig:no.such.figure -->1<!-- /fig -->\n")
+    proc = run([*FIGURES, "--check", str(page)], cwd=REPO, check=False)
+    assert proc.returncode == 1 and "no.such.figure" in proc.stderr
+    page.write_text("a figure left open <!-- fig:ham10000.best.test_roc_auc -->0.902\n")
+    proc = run([*FIGURES, "--check", str(page)], cwd=REPO, check=False)
+    assert proc.returncode == 1 and "without its pair" in proc.stderr
