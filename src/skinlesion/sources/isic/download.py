@@ -37,6 +37,15 @@ LOCK_NAME = ".isic-download.lock"
 STATE_NAME = ".isic-download.json"  # what an unfinished download in this folder is fetching
 
 
+class IncompleteDownload(PipelineError):
+    """Every file that could be fetched is complete, but records the selection matched were refused as
+    unusable (bad id, license, URL): the download is not what was asked for. `outcome` has its counts."""
+
+    def __init__(self, message: str, outcome: "Outcome"):
+        super().__init__(message)
+        self.outcome = outcome
+
+
 @dataclass
 class Outcome:
     summary: dict  # deterministic (goes into source.json): options, counts, bytes
@@ -212,6 +221,8 @@ def download(
             max_attempts=options.max_attempts,
             file_deadline=options.file_deadline,
             redirect_problem=lambda url: url_problem(url, options.api_url, options.allowed_hosts),
+            refresh=lambda job: fresh_url(options, job, stop),
+            max_refreshes=options.max_refreshes,
         )
         feed = _Feed(folder, options, downloader, LicenseFetcher(options, stop))
         downloader.start(progress)
@@ -224,7 +235,7 @@ def download(
                         reasons = ", ".join(f"{n} {reason}" for reason, n in selection.skipped.items())
                         raise PipelineError(
                             f"the selection has no usable images ({describe(options)}): every record the archive "
-                            f"sent was refused ({reasons}). Check the API URL and data.isic.allowed_hosts."
+                            f"sent was refused ({reasons}). Check the API URL."
                         )
                     raise PipelineError(
                         f"the selection matched no images ({describe(options)}). Check the query and the "
@@ -246,8 +257,41 @@ def download(
                     "metadata.csv lists only the selection", len(extra), images)
     if report.failed:
         raise failure_message(report.failed, len(jobs) - len(report.failed), images, rerun)
+    outcome = Outcome(summary_of(options, selection, total, licenses), report, closing_line(report, folder))
+    if selection.skipped and not options.allow_skipped:
+        raise IncompleteDownload(incomplete_message(selection, folder), outcome)
     (folder / STATE_NAME).unlink(missing_ok=True)
-    return Outcome(summary_of(options, selection, total, licenses), report, closing_line(report, folder))
+    return outcome
+
+
+def incomplete_message(selection: Selection, folder: Path) -> str:
+    skipped = sum(selection.skipped.values())
+    reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(selection.skipped.items()))
+    return (
+        f"the download is incomplete: {skipped} of the {skipped + len(selection)} record(s) the archive sent for "
+        f"this selection were refused as unusable ({reasons}); the other {len(selection)} image(s) are complete "
+        f"in {folder}, with metadata.csv listing only those. Running again will not fetch what cannot be used: "
+        "check the API URL, or accept the download without them with data.isic.allow_skipped: true "
+        "(skinlesion download: --allow-skipped)."
+    )
+
+
+def fresh_url(options: Options, job: Job, stop: threading.Event | None = None) -> str:
+    """The file URL of a fresh copy of the job's record (images/<isic_id>/), for a signed URL that expired.
+    The record must still be usable, the same image (same id) and the same size."""
+    from .selection import record_problem
+
+    with IsicClient(options, stop) as client:
+        record = client.image(job.isic_id)
+    if not isinstance(record, dict) or record.get("isic_id") != job.isic_id:
+        raise PipelineError(f"images/{job.isic_id}/ answered with another record")
+    problem = record_problem(record, options)  # a host not allowed raises HostRefused: the download stops
+    if problem:
+        raise PipelineError(f"the fresh record is unusable ({problem})")
+    url, size = file_info(record, options.thumbnails)
+    if size != job.size:
+        raise PipelineError(f"the fresh record states {size} bytes, the search page {job.size}")
+    return url
 
 
 class _Feed:
