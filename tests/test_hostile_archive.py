@@ -160,7 +160,7 @@ def test_bad_ids_are_skipped_with_their_reason_not_a_crash(server, tmp_path, cap
     server.record_hook = lambda r: {**r, "isic_id": bad[r["isic_id"]]} if r["isic_id"] in bad else r
     out = tmp_path / "out"
     before = snapshot(tmp_path, out)
-    code, err = run_cli(["download", "--out", str(out), "--api-url", server.api_url, "--retries", "1",
+    code, err = run_cli(["download", "--out", str(out), "--api-url", server.api_url, "--allowed-hosts", server.files_host, "--retries", "1",
                          "--backoff", "0.01"], capsys)
     assert code == 0, err
     assert snapshot(tmp_path, out) == before
@@ -217,7 +217,7 @@ def test_only_unusable_records_is_one_line_and_exit_2(server, tmp_path, capsys):
         return record
 
     server.record_hook = hook
-    code, err = run_cli(["download", "--out", str(tmp_path / "out"), "--api-url", server.api_url], capsys)
+    code, err = run_cli(["download", "--out", str(tmp_path / "out"), "--api-url", server.api_url, "--allowed-hosts", server.files_host], capsys)
     assert code == 2
     line = one_line_error(err, "download")
     assert "unsupported URL scheme 'file'" in line and "refused" in line
@@ -227,7 +227,7 @@ def test_only_unusable_records_is_one_line_and_exit_2(server, tmp_path, capsys):
 def test_server_text_in_a_message_stays_one_printable_line(server, tmp_path, capsys):
     server.faults.append(Fault("/images/search/", status=400, times=None,
                                message="Bad query.\n\x1b[2J\x1b[31mskinlesion download: done, all fine\r" + "x" * 5000))
-    code, err = run_cli(["download", "--out", str(tmp_path / "out"), "--api-url", server.api_url], capsys)
+    code, err = run_cli(["download", "--out", str(tmp_path / "out"), "--api-url", server.api_url, "--allowed-hosts", server.files_host], capsys)
     assert code == 2
     line = one_line_error(err, "download")
     assert "\x1b" not in err and "\r" not in err and "Bad query." in line and len(line) < 1000
@@ -524,7 +524,7 @@ def refuse_mkdir(monkeypatch, under: Path, code: int) -> None:
 def test_an_unwritable_output_folder_is_one_line_for_download(server, tmp_path, monkeypatch, capsys, code, words):
     out = tmp_path / "ro" / "out"
     refuse_mkdir(monkeypatch, tmp_path / "ro", code)
-    rc, err = run_cli(["download", "--out", str(out), "--api-url", server.api_url], capsys)
+    rc, err = run_cli(["download", "--out", str(out), "--api-url", server.api_url, "--allowed-hosts", server.files_host], capsys)
     assert rc == 2
     line = one_line_error(err, "download")
     assert words in line and str(tmp_path / "ro") in line and "folder" in line
@@ -532,7 +532,7 @@ def test_an_unwritable_output_folder_is_one_line_for_download(server, tmp_path, 
 
 def test_any_other_failure_on_a_path_is_one_line_too(server, tmp_path, monkeypatch, capsys):
     refuse_mkdir(monkeypatch, tmp_path / "odd", errno.ENOENT)  # /proc answers mkdir like this
-    rc, err = run_cli(["download", "--out", str(tmp_path / "odd" / "out"), "--api-url", server.api_url], capsys)
+    rc, err = run_cli(["download", "--out", str(tmp_path / "odd" / "out"), "--api-url", server.api_url, "--allowed-hosts", server.files_host], capsys)
     assert rc == 2
     assert str(tmp_path / "odd") in one_line_error(err, "download")
 
@@ -555,7 +555,7 @@ def test_a_full_disk_during_the_download_is_one_line_without_run_again(server, t
 
     monkeypatch.setattr(transfer_module, "open", lambda path, mode="r", *a, **k: Full(path) if "b" in mode
                         else real_open(path, mode, *a, **k), raising=False)
-    rc, err = run_cli(["download", "--out", str(tmp_path / "out"), "--api-url", server.api_url, "--workers", "2"],
+    rc, err = run_cli(["download", "--out", str(tmp_path / "out"), "--api-url", server.api_url, "--allowed-hosts", server.files_host, "--workers", "2"],
                       capsys)
     assert rc == 2
     line = one_line_error(err, "download")
@@ -598,7 +598,7 @@ def test_a_lock_held_by_a_live_download_says_who_holds_it(server, tmp_path, caps
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(out / LOCK_NAME)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
-        rc, err = run_cli(["download", "--out", str(out), "--api-url", server.api_url], capsys)
+        rc, err = run_cli(["download", "--out", str(out), "--api-url", server.api_url, "--allowed-hosts", server.files_host], capsys)
     finally:
         holder.kill()
         holder.wait()
@@ -624,7 +624,7 @@ def test_a_network_error_escaping_a_command_is_one_line(server, tmp_path, monkey
         raise requests.exceptions.ConnectionError("the proxy hung up")  # an OSError without a file name
 
     monkeypatch.setattr(download_module, "download", broken)
-    rc, err = run_cli(["download", "--out", str(tmp_path / "out"), "--api-url", server.api_url], capsys)
+    rc, err = run_cli(["download", "--out", str(tmp_path / "out"), "--api-url", server.api_url, "--allowed-hosts", server.files_host], capsys)
     assert rc == 2
     line = one_line_error(err, "download")
     assert "network" in line and "the proxy hung up" in line
@@ -637,7 +637,7 @@ def test_an_os_error_without_a_path_is_one_line(server, tmp_path, monkeypatch, c
         raise OSError(errno.EIO, "Input/output error")
 
     monkeypatch.setattr(download_module, "download", broken)
-    rc, err = run_cli(["download", "--out", str(tmp_path / "out"), "--api-url", server.api_url], capsys)
+    rc, err = run_cli(["download", "--out", str(tmp_path / "out"), "--api-url", server.api_url, "--allowed-hosts", server.files_host], capsys)
     assert rc == 2
     assert "Input/output error" in one_line_error(err, "download")
 

@@ -6,6 +6,8 @@ import csv
 import sys
 from pathlib import Path
 
+from urllib.parse import urlparse
+
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -31,7 +33,7 @@ options = client_options
 
 
 def ext_of(record, kind="full"):
-    return Path(record["files"][kind]["url"]).suffix
+    return Path(urlparse(record["files"][kind]["url"]).path).suffix
 
 
 def expected_csv(records):
