@@ -67,7 +67,6 @@ def url_problem(url, api_url: str, extra_hosts: Iterable[str] = ()) -> str | Non
         return "no file URL"
     try:
         parts = urlparse(url)
-        parts.port  # noqa: B018 - raises on a bad port
         host = (parts.hostname or "").lower().rstrip(".")
     except ValueError:
         return "unreadable file URL"
