@@ -71,8 +71,8 @@ def test_dry_run_with_caps_limit_or_thumbnails_sums_the_records(server, tmp_path
     out = run_download(["--out", str(tmp_path / "x"), "--api-url", server.api_url, "--allowed-hosts", server.files_host,
                         "--max-per-class", "benign=4,malignant=3", "--dry-run"], capsys)
     records = server.records
-    chosen = [r for r in records if r["metadata"]["clinical"].get("diagnosis_1") == "Benign"][:4]
-    chosen += [r for r in records if r["metadata"]["clinical"].get("diagnosis_1") == "Malignant"][:3]
+    chosen = [r for r in records if r["metadata"].get("clinical", {}).get("diagnosis_1") == "Benign"][:4]
+    chosen += [r for r in records if r["metadata"].get("clinical", {}).get("diagnosis_1") == "Malignant"][:3]
     assert dry_numbers(out) == (7, sum(r["files"]["full"]["size"] for r in chosen))
     assert "per class: benign 4, malignant 3" in out
 
