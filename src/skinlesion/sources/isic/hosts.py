@@ -27,8 +27,6 @@ _REGION = r"[a-z]{2}(?:-gov|-iso[a-z]?)?-[a-z]+-\d{1,2}"
 _VIRTUAL = re.compile(rf"{BUCKET}\.s3(?:[.-]{_REGION}|\.dualstack\.{_REGION})?\.amazonaws\.com")
 # S3's own endpoints, on which a path-style URL names the bucket as its first path segment
 _PATH_STYLE = re.compile(rf"s3(?:[.-]{_REGION}|\.dualstack\.{_REGION})?\.amazonaws\.com")
-DEFAULT_FILE_HOSTS = (CLOUDFRONT_HOST, f"{BUCKET}.s3.amazonaws.com", f"{BUCKET}.s3.<region>.amazonaws.com",
-                      f"s3.amazonaws.com/{BUCKET}", f"s3.<region>.amazonaws.com/{BUCKET}")  # for messages and docs
 
 # query parameters that sign a URL: CloudFront (Expires, Signature, Key-Pair-Id, Policy), S3 SigV4 (X-Amz-*),
 # S3 SigV2 (AWSAccessKeyId, Signature, Expires)
@@ -53,14 +51,7 @@ def is_default_host(host: str, path: str) -> bool:
     return False
 
 
-def host_of(url: str) -> str:
-    try:
-        return (urlparse(url).hostname or "").lower().rstrip(".")
-    except ValueError:
-        return ""
-
-
-def url_problem(url, api_url: str, extra_hosts: Iterable[str] = ()) -> str | None:
+def url_problem(url, api_url: str) -> str | None:
     """Why a file URL is refused as such (None when it is fine): not absolute, not http(s), http while the
     API is https. The host is checked by `host_problem`."""
     if not isinstance(url, str) or not url:
