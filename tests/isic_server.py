@@ -2,8 +2,15 @@
 
 It behaves like the archive as described in ../shared/isic-api.md (docs/isic.md): paged images/search/ with
 opaque cursors and `count` on the first page only, images/search/size/, images/{id}/, the license files,
-and the image bytes (real JPEGs and some PNGs made with Pillow) under S3-like URLs on the same server, with
-Range support that can be switched off. Faults are injected per test:
+and the image bytes (real JPEGs and some PNGs made with Pillow), with Range support that can be switched
+off. The files are served from a second loopback host (`files_host`, 127.0.1.1 beside 127.0.0.1), which a
+client must allow as a user would (data.isic.allowed_hosts; `client_config` does), in the archive's three
+URL shapes in turn: CloudFront (`/<uuid>/<uuid>.jpg?Expires=..&Signature=..&Key-Pair-Id=..`, signed, checked,
+403 once expired: `sign_ttl`, `search_ttl`, `clock`), S3 virtual-hosted (`/images/<id>.jpg`) and path-style
+(`/isic-archive/images/<id>.jpg`). Whatever the shape, a file request is logged (`path`) and matched by
+faults under the file's key, `/s3/images/<id>.<ext>` or `/s3/thumbnails/<id>_thumbnail.jpg` (the path as
+sent is `raw_path`, its query `raw_query`); `server.key_of(record)` gives it. The last record lacks every
+optional field (no clinical metadata at all). Faults are injected per test:
 
     server.faults.append(Fault("/s3/images/", status=503, retry_after="1", times=2))   # per file: 2x 503
     server.faults.append(Fault("/s3/", drop_after=1000))       # headers with full length, 1000 bytes, close
