@@ -203,3 +203,28 @@ def test_a_resume_days_later_uses_fresh_urls(server, tmp_path):
     for record in server.records[:6]:
         name = record["isic_id"] + Path(urlparse(record["files"]["full"]["url"]).path).suffix
         assert (out / "images" / name).read_bytes() == server.file_bytes(record)
+
+
+def test_a_fresh_record_on_a_host_not_allowed_stops_the_download_naming_it(server, tmp_path):
+    server.search_ttl = -60  # the search pages' signed URLs have expired: each is fetched again
+
+    def hook(record):  # ... and the fresh record (a URL still valid) points somewhere else
+        url = record["files"]["full"]["url"]
+        query = dict(part.split("=", 1) for part in urlparse(url).query.split("&") if "=" in part)
+        if int(query.get("Expires", 0)) > server.now():
+            record = json.loads(json.dumps(record))
+            record["files"]["full"]["url"] = "https://elsewhere.example/x.jpg"
+        return record
+
+    server.record_hook = hook
+    with pytest.raises(HostRefused, match="'elsewhere.example' is not allowed"):
+        download(client_options(server, limit=4), tmp_path / "isic", progress=False)
+
+
+def test_a_dry_run_names_a_file_host_not_allowed_too(server, tmp_path, capsys):
+    code = cli.main(["download", "--out", str(tmp_path / "out"), "--api-url", server.api_url, "--dry-run"])
+    assert code == 2
+    assert f"'{server.files_host}' is not allowed" in capsys.readouterr().err
+    code = cli.main(["download", "--out", str(tmp_path / "out"), "--api-url", server.api_url, "--dry-run",
+                     "--allowed-hosts", server.files_host])
+    assert code == 0 and "dry run: 30 images" in capsys.readouterr().out

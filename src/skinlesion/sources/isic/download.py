@@ -26,7 +26,7 @@ from .client import IsicClient
 from .layout import LicenseFetcher, write_small_files
 from .options import Options
 from .retry import RetryPolicy
-from .selection import Selection, describe, file_info, file_name, select, url_problem
+from .selection import Selection, describe, file_info, file_name, record_problem, select, url_problem
 from .transfer import Downloader, Job, Report, bytes_present, failure_message
 
 log = logging.getLogger(__name__)
@@ -186,7 +186,12 @@ def dry_run(options: Options, folder: Path | None = None, progress: bool | None 
     """
     with IsicClient(options) as client:
         if not options.caps and not options.thumbnails:
-            count = client.search_count(options.query, options.collections)
+            count = 0
+            for first_count, results in client.search_pages(options.query, options.collections, page_size=1):
+                count = int(first_count or 0)
+                for record in results:  # a file host not allowed is said now, not when the files start
+                    record_problem(record, options)
+                break
             if options.limit is None or options.limit >= count:
                 size = client.search_size(options.query, options.collections)
                 return {**options.selection(), "files": "full", "images": count, "bytes": size,
@@ -279,8 +284,6 @@ def incomplete_message(selection: Selection, folder: Path) -> str:
 def fresh_url(options: Options, job: Job, stop: threading.Event | None = None) -> str:
     """The file URL of a fresh copy of the job's record (images/<isic_id>/), for a signed URL that expired.
     The record must still be usable, the same image (same id) and the same size."""
-    from .selection import record_problem
-
     with IsicClient(options, stop) as client:
         record = client.image(job.isic_id)
     if not isinstance(record, dict) or record.get("isic_id") != job.isic_id:
