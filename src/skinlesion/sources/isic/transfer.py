@@ -10,7 +10,8 @@ The server is not trusted: a body is never written past the size the record stat
 .part is dropped, the file retried, then reported failed), a file without a stated size is capped at
 max_body_bytes, an error answer is read only up to ERROR_BODY_BYTES, a redirect is followed only to a URL the
 records could name (`redirect_problem`), and each file has max_attempts requests and file_deadline seconds
-in all (waits included), however much each attempt brought. A write that fails for lack of permission or space stops the whole download at once
+in all (waits included), however much each attempt brought. A 403 on a signed URL (it has expired) asks
+`refresh` for a fresh one, from the image's record, at most max_refreshes times per file. A write that fails for lack of permission or space stops the whole download at once
 (errors.StorageError): no retry and no rerun can fix it.
 """
 
