@@ -63,7 +63,9 @@ def isic_cli(venv: Path) -> Path:
 
 
 def arm_commands(api_url: str, isic: Path, out: Path, workers: int | None) -> dict[str, list[str]]:
-    ours = [sys.executable, "-m", "skinlesion.cli", "download", "--out", str(out / "ours"), "--api-url", api_url]
+    # the stand-in serves its files from a second loopback host (127.0.1.1 beside 127.0.0.1), allowed by hand
+    ours = [sys.executable, "-m", "skinlesion.cli", "download", "--out", str(out / "ours"), "--api-url", api_url,
+            "--allowed-hosts", "127.0.1.1"]
     if workers:
         ours += ["--workers", str(workers)]
     return {

@@ -2,8 +2,15 @@
 
 It behaves like the archive as described in ../shared/isic-api.md (docs/isic.md): paged images/search/ with
 opaque cursors and `count` on the first page only, images/search/size/, images/{id}/, the license files,
-and the image bytes (real JPEGs and some PNGs made with Pillow) under S3-like URLs on the same server, with
-Range support that can be switched off. Faults are injected per test:
+and the image bytes (real JPEGs and some PNGs made with Pillow), with Range support that can be switched
+off. The files are served from a second loopback host (`files_host`, 127.0.1.1 beside 127.0.0.1), which a
+client must allow as a user would (data.isic.allowed_hosts; `client_config` does), in the archive's three
+URL shapes in turn: CloudFront (`/<uuid>/<uuid>.jpg?Expires=..&Signature=..&Key-Pair-Id=..`, signed, checked,
+403 once expired: `sign_ttl`, `search_ttl`, `clock`), S3 virtual-hosted (`/images/<id>.jpg`) and path-style
+(`/isic-archive/images/<id>.jpg`). Whatever the shape, a file request is logged (`path`) and matched by
+faults under the file's key, `/s3/images/<id>.<ext>` or `/s3/thumbnails/<id>_thumbnail.jpg` (the path as
+sent is `raw_path`, its query `raw_query`); `server.key_of(record)` gives it. The last record lacks every
+optional field (no clinical metadata at all). Faults are injected per test:
 
     server.faults.append(Fault("/s3/images/", status=503, retry_after="1", times=2))   # per file: 2x 503
     server.faults.append(Fault("/s3/", drop_after=1000))       # headers with full length, 1000 bytes, close
@@ -36,6 +43,8 @@ from __future__ import annotations
 import argparse
 import base64
 import functools
+import hashlib
+import hmac
 import io
 import json
 import random
@@ -146,6 +155,9 @@ def make_dataset(n: int = 30, seed: int = 7, scale: float = 1.0) -> Dataset:
                 "clinical": {k: v for k, v in clinical.items() if v is not None},
             },
         }
+        if i == n - 1 and n > 1:  # the last record lacks every optional field: no clinical metadata at all
+            del record["metadata"]["clinical"]
+            record["metadata"]["acquisition"] = {k: v for k, v in acquisition.items() if k in ("pixels_x", "pixels_y")}
         records.append(record)
         collections[70 if i % 3 else 65].append(isic_id)
         if i % 4 == 0:
@@ -290,6 +302,37 @@ def _term(field: str, value: str) -> Callable[[dict], bool]:
 
 
 # ---------------------------------------------------------------------------------------------------
+# the three shapes of file URL the archive has served (../shared/isic-api.md), on the stand-in's file host
+
+SHAPES = ("cloudfront", "s3-virtual-hosted", "s3-path-style")
+SIGNING_KEY = b"stand-in CloudFront key"
+KEY_PAIR_ID = "K2JCJMDEHXQW5F"
+WEEK = 7 * 24 * 3600.0
+
+
+def shape_of(isic_id: str) -> str:
+    """Records take the three shapes in turn, by their place in the archive's order."""
+    return SHAPES[(int(isic_id[5:]) - 9000000) // 7 % 3]
+
+
+def served_path(key: str, shape: str) -> str:
+    """The URL path a file (by its key, /s3/images/<id>.<ext>) is served under in `shape`: CloudFront names
+    it by a uuid (/<uuid>/<uuid>.jpg), the bucket by its key, path-style behind /isic-archive."""
+    if shape == "cloudfront":
+        digest = hashlib.sha256(key.encode()).hexdigest()
+        uuid = f"{digest[:8]}-{digest[8:12]}-{digest[12:16]}-{digest[16:20]}-{digest[20:32]}"
+        return f"/{uuid}/{uuid}{key[key.rindex('.'):]}"
+    rest = key[len("/s3"):]
+    return rest if shape == "s3-virtual-hosted" else "/isic-archive" + rest
+
+
+def signature(path: str, expires: int) -> str:
+    """CloudFront's signatures are base64 with -, _ and ~ for +, = and /; so are these."""
+    raw = hmac.new(SIGNING_KEY, f"{path}:{expires}".encode(), hashlib.sha256).digest()
+    return base64.b64encode(raw).decode().translate(str.maketrans("+=/", "-_~"))
+
+
+# ---------------------------------------------------------------------------------------------------
 # the server
 
 
@@ -317,11 +360,26 @@ TRICKLE_BYTES = 100  # a trickle ends here (30 s at 0.3 s a byte), then the conn
 
 
 class FakeIsic:
-    def __init__(self, n: int = 30, seed: int = 7, scale: float = 1.0, host: str = "127.0.0.1", port: int = 0):
+    """The API on `host`, the files on `files_host` (another loopback address: a host the client must be told
+    to allow, as the archive's hosts are allowed by default), in the three URL shapes in turn; CloudFront-
+    shaped URLs are signed and expire (`sign_ttl`; `search_ttl` for those in search pages), and an expired
+    or forged one is answered 403 as CloudFront does. `clock` shifts the server's time (days passing)."""
+
+    def __init__(self, n: int = 30, seed: int = 7, scale: float = 1.0, host: str = "127.0.0.1", port: int = 0,
+                 files_host: str | None = None):
         assert host.startswith("127."), "loopback only"
         self.host = host
         self.port = port  # 0: any free port (isic-cli's --dev wants 8000)
+        octets = host.split(".")
+        self.files_host = files_host or ".".join([octets[0], octets[1], str((int(octets[2]) + 1) % 256), octets[3]])
+        assert self.files_host.startswith("127.") and self.files_host != host
+        self.sign_ttl = WEEK  # CloudFront URLs in images/<id>/ answers are valid this long
+        self.search_ttl: float | None = None  # ... and in search pages (None: sign_ttl)
+        self.clock = 0.0  # seconds added to the server's time
+        self.epoch = int(time.time())  # URLs are signed relative to this, so one record is the same twice
         self.data = make_dataset(n, seed, scale)
+        self.routes = {served_path(key, shape_of(key.rsplit("/", 1)[1][:12])): key for key in self.data.blobs}
+        self.signed_paths = {path for path, key in self.routes.items() if shape_of(key.rsplit("/", 1)[1][:12]) == "cloudfront"}
         self.faults: list[Fault] = []
         self.range_support = True
         self.latency = 0.0  # seconds before every answer
@@ -335,6 +393,7 @@ class FakeIsic:
         self._lock = threading.Lock()
         self._fault_hits: dict[tuple[int, str], int] = {}
         self.httpd: ThreadingHTTPServer | None = None
+        self.files_httpd: ThreadingHTTPServer | None = None
         self.thread: threading.Thread | None = None
 
     # -- lifecycle
@@ -345,12 +404,16 @@ class FakeIsic:
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
+        self.files_httpd = _Server((self.files_host, 0), handler)
+        self.files_httpd.daemon_threads = True
+        threading.Thread(target=self.files_httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         return self
 
     def stop(self) -> None:
-        if self.httpd is not None:
-            self.httpd.shutdown()
-            self.httpd.server_close()
+        for httpd in (self.httpd, self.files_httpd):
+            if httpd is not None:
+                httpd.shutdown()
+                httpd.server_close()
 
     def __enter__(self) -> "FakeIsic":
         return self.start()
@@ -366,16 +429,46 @@ class FakeIsic:
     def api_url(self) -> str:
         return self.origin + API
 
+    @property
+    def files_origin(self) -> str:
+        return f"http://{self.files_host}:{self.files_httpd.server_address[1]}"
+
+    def now(self) -> float:
+        return time.time() + self.clock
+
+    def file_url(self, key: str, ttl: float | None = None) -> str:
+        """The URL a record carries for the file `key`, in its record's shape, signed when CloudFront."""
+        shape = shape_of(key.rsplit("/", 1)[1][:12])
+        path = served_path(key, shape)
+        url = self.files_origin + path
+        if shape == "cloudfront":
+            expires = int(self.epoch + self.clock + (self.sign_ttl if ttl is None else ttl))
+            url += "?" + urlencode({"Expires": expires, "Signature": signature(path, expires), "Key-Pair-Id": KEY_PAIR_ID})
+        return url
+
+    def key_of(self, record: dict, kind: str = "full") -> str:
+        """The file's key (/s3/images/<id>.<ext>): what the log and faults name, whatever its URL's shape."""
+        return self.routes[urlparse(record["files"][kind]["url"]).path]
+
+    def signed_ok(self, path: str, query: dict) -> bool:
+        try:
+            expires = int(query["Expires"][0])
+            given = query["Signature"][0]
+            pair = query["Key-Pair-Id"][0]
+        except (KeyError, ValueError, IndexError):
+            return False
+        return pair == KEY_PAIR_ID and hmac.compare_digest(given, signature(path, expires)) and expires > self.now()
+
     # -- what tests compare against
 
     @property
     def records(self) -> list[dict]:
         return [self.absolute(r) for r in self.data.records]
 
-    def absolute(self, record: dict) -> dict:
+    def absolute(self, record: dict, ttl: float | None = None) -> dict:
         record = json.loads(json.dumps(record))
         for info in record["files"].values():
-            info["url"] = self.origin + info["url"]
+            info["url"] = self.file_url(info["url"], ttl)
         return record
 
     def matching(self, query: str = "", collections: tuple[int, ...] = ()) -> list[dict]:
@@ -390,18 +483,19 @@ class FakeIsic:
         ]
 
     def file_bytes(self, record: dict, kind: str = "full") -> bytes:
-        return self.data.blobs[urlparse(record["files"][kind]["url"]).path]
+        return self.data.blobs[self.key_of(record, kind)]
 
     def requests_to(self, fragment: str) -> list[dict]:
+        """Requests whose path (a file's key for files) or path as sent contains `fragment`."""
         with self._lock:
-            return [entry for entry in self.log if fragment in entry["path"]]
+            return [entry for entry in self.log if fragment in entry["path"] or fragment in entry["raw_path"]]
 
     # -- faults
 
-    def fault_for(self, path: str) -> Fault | None:
+    def fault_for(self, path: str, raw_path: str = "") -> Fault | None:
         with self._lock:
             for index, fault in enumerate(self.faults):
-                if fault.path not in path:
+                if fault.path not in path and fault.path not in raw_path:
                     continue
                 key = (index, path)
                 hits = self._fault_hits.get(key, 0)
@@ -465,7 +559,9 @@ class _Handler(BaseHTTPRequestHandler):
         if url.path == RESET_PATH:  # the benchmark, between two clients (no latency, not logged)
             self.state.reset()
             return self._send({}, 200, b"reset\n", "text/plain")
-        entry = {"path": url.path, "query": parse_qs(url.query), "range": self.headers.get("Range"),
+        key = self.state.routes.get(url.path)  # a file, by its key, whichever shape asked for it
+        entry = {"path": key or url.path, "raw_path": url.path, "raw_query": url.query,
+                 "host": self.headers.get("Host"), "query": parse_qs(url.query), "range": self.headers.get("Range"),
                  "status": None, "sent": 0, "time": time.monotonic(),
                  "client": self.client_address,  # one per connection: keep-alive shows as repeats
                  "nodelay": bool(self.connection.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))}
@@ -473,7 +569,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if self.state.latency:
                 time.sleep(self.state.latency)
-            fault = self.state.fault_for(url.path)
+            fault = self.state.fault_for(key or url.path, url.path)
             if fault is not None and fault.delay:
                 time.sleep(fault.delay)
             if fault is not None and fault.redirect:
@@ -485,6 +581,11 @@ class _Handler(BaseHTTPRequestHandler):
             elif fault is not None and fault.status:
                 headers = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
                 self._json(entry, fault.status, {"message": fault.message}, headers)
+            elif url.path in self.state.signed_paths and not self.state.signed_ok(url.path, parse_qs(url.query)):
+                self._send(entry, 403, b"<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>AccessDenied</Code>"
+                           b"<Message>Access denied</Message></Error>", "text/xml")
+            elif key is not None:
+                self._file(entry, key, fault)
             elif url.path.startswith("/s3/"):
                 self._file(entry, url.path, fault)
             else:
@@ -510,7 +611,7 @@ class _Handler(BaseHTTPRequestHandler):
         if match:
             for record in self.state.data.records:
                 if record["isic_id"] == match.group(1):
-                    return self._json(entry, 200, self._hooked(self.state.absolute(record)))
+                    return self._json(entry, 200, self._hooked(self.state.absolute(record, self.state.sign_ttl)))
             return self._json(entry, 404, {"message": "Not found."})
         match = re.fullmatch(r"/zip-download/license-file/([A-Za-z0-9-]+)/", route)
         if match and match.group(1) in LICENSE_BODIES:
@@ -558,7 +659,7 @@ class _Handler(BaseHTTPRequestHandler):
             "count": count,
             "next": following,
             "previous": None,
-            "results": [self._hooked(self.state.absolute(r)) for r in chunk],
+            "results": [self._hooked(self.state.absolute(r, self.state.search_ttl)) for r in chunk],
         }
         self._json(entry, 200, body)
 
@@ -680,7 +781,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 def client_config(server: FakeIsic, **overrides) -> dict:
     """A data.isic-shaped config pointing at `server`, with fast retries for tests."""
-    cfg = {"api_url": server.api_url, "workers": 4, "retries": 3, "backoff": 0.01, "max_backoff": 0.05,
+    cfg = {"api_url": server.api_url, "allowed_hosts": [server.files_host], "workers": 4, "retries": 3, "backoff": 0.01, "max_backoff": 0.05,
            "connect_timeout": 2.0, "read_timeout": 5.0}
     cfg.update(overrides)
     return cfg

@@ -32,7 +32,8 @@ from skinlesion import cli, sources  # noqa: E402
 from skinlesion.errors import PipelineError  # noqa: E402
 from skinlesion.sources.isic import client as client_module  # noqa: E402
 from skinlesion.sources.isic import transfer as transfer_module  # noqa: E402
-from skinlesion.sources.isic.download import LOCK_NAME, download  # noqa: E402
+from skinlesion.sources.isic.download import LOCK_NAME, IncompleteDownload, download  # noqa: E402
+from skinlesion.sources.isic.selection import HostRefused  # noqa: E402
 
 from conftest import base_params  # noqa: E402
 
@@ -109,7 +110,9 @@ def test_licence_names_from_the_server_never_become_paths(server, tmp_path):
     server.record_hook = hook
     out = tmp_path / "out"
     before = snapshot(tmp_path, out)
-    outcome = download(client_options(server), out, progress=False)
+    with pytest.raises(IncompleteDownload, match="7 bad copyright_license") as info:  # records refused: exit 2
+        download(client_options(server), out, progress=False)
+    outcome = info.value.outcome
     assert snapshot(tmp_path, out) == before  # nothing written, overwritten or deleted outside `out`
     assert victim.read_text() == "mine\n"
     # "dir" is a valid slug (licenses/dir.txt, inside the folder); the others are skipped with their reason
@@ -160,8 +163,14 @@ def test_bad_ids_are_skipped_with_their_reason_not_a_crash(server, tmp_path, cap
     server.record_hook = lambda r: {**r, "isic_id": bad[r["isic_id"]]} if r["isic_id"] in bad else r
     out = tmp_path / "out"
     before = snapshot(tmp_path, out)
-    code, err = run_cli(["download", "--out", str(out), "--api-url", server.api_url, "--retries", "1",
-                         "--backoff", "0.01"], capsys)
+    argv = ["download", "--out", str(out), "--api-url", server.api_url, "--allowed-hosts", server.files_host,
+            "--retries", "1", "--backoff", "0.01"]
+    code, err = run_cli(argv, capsys)
+    assert code == 2  # records it was asked for were refused: not a success, however many came
+    line = one_line_error(err, "download")
+    assert "incomplete" in line and "10 bad isic_id, 1 missing isic_id" in line and "--allow-skipped" in line
+    assert not (out / "source.json").exists()
+    code, err = run_cli(argv + ["--allow-skipped"], capsys)  # accepted as it is, by choice
     assert code == 0, err
     assert snapshot(tmp_path, out) == before
     source = json.loads((out / "source.json").read_text())
@@ -179,6 +188,10 @@ def test_the_fetch_stage_counts_skipped_records_in_source_json(server, tmp_path)
     params["data"] = {"source": "isic", "isic": client_config(server)}
     out = tmp_path / "data" / "raw"
     before = snapshot(tmp_path, tmp_path / "data")
+    with pytest.raises(IncompleteDownload, match="4 bad copyright_license"):
+        sources.fetch(params, out)
+    assert not out.exists()  # the stage fails: no raw folder short of what was asked for
+    params["data"]["isic"]["allow_skipped"] = True
     sources.fetch(params, out)
     assert snapshot(tmp_path, tmp_path / "data") == before
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["raw"]  # staging gone, nothing beside
@@ -189,8 +202,7 @@ def test_the_fetch_stage_counts_skipped_records_in_source_json(server, tmp_path)
 
 
 def test_file_urls_must_be_http_on_the_api_or_allowed_hosts(server, tmp_path):
-    urls = ["file:///etc/passwd", "ftp://127.0.0.1/x.jpg", "http://evil.example/x.jpg", "//127.0.0.1/x.jpg",
-            "/s3/images/relative.jpg", "https://isic-archive.s3.amazonaws.com.evil.example/x.jpg"]
+    urls = ["file:///etc/passwd", "ftp://127.0.0.1/x.jpg", "//127.0.0.1/x.jpg", "/s3/images/relative.jpg"]
     bad = dict(zip((r["isic_id"] for r in server.records), urls))
 
     def hook(record):
@@ -200,14 +212,35 @@ def test_file_urls_must_be_http_on_the_api_or_allowed_hosts(server, tmp_path):
         return record
 
     server.record_hook = hook
-    outcome = download(client_options(server), tmp_path / "out", progress=False)
+    with pytest.raises(IncompleteDownload) as info:
+        download(client_options(server), tmp_path / "out", progress=False)
+    outcome = info.value.outcome
     assert outcome.summary["skipped"] == {
         "file URL not absolute": 2,
-        "file host not allowed (data.isic.allowed_hosts)": 2,
         "unsupported URL scheme 'file' (http/https only)": 1,
         "unsupported URL scheme 'ftp' (http/https only)": 1,
     }
-    assert outcome.summary["selected"] == 6
+    assert outcome.summary["selected"] == 8
+
+
+@pytest.mark.parametrize("url", ["http://evil.example/x.jpg", "https://isic-archive.s3.amazonaws.com.evil.example/x.jpg",
+                                 "https://s3.amazonaws.com/other-bucket/x.jpg",
+                                 "https://s3.amazonaws.com/isic-archive/../other-bucket/x.jpg"])
+def test_a_file_host_not_allowed_stops_at_once_naming_it(server, tmp_path, url):
+    victim = server.records[5]
+
+    def hook(record):
+        if record["isic_id"] == victim["isic_id"]:
+            record = json.loads(json.dumps(record))
+            record["files"]["full"]["url"] = url
+        return record
+
+    server.record_hook = hook
+    with pytest.raises(HostRefused) as info:
+        download(client_options(server), tmp_path / "out", progress=False)
+    message = str(info.value)
+    assert "\n" not in message and urlparse(url).hostname in message and "data.isic.allowed_hosts" in message
+    assert victim["isic_id"] in message
 
 
 def test_only_unusable_records_is_one_line_and_exit_2(server, tmp_path, capsys):
@@ -217,7 +250,7 @@ def test_only_unusable_records_is_one_line_and_exit_2(server, tmp_path, capsys):
         return record
 
     server.record_hook = hook
-    code, err = run_cli(["download", "--out", str(tmp_path / "out"), "--api-url", server.api_url], capsys)
+    code, err = run_cli(["download", "--out", str(tmp_path / "out"), "--api-url", server.api_url, "--allowed-hosts", server.files_host], capsys)
     assert code == 2
     line = one_line_error(err, "download")
     assert "unsupported URL scheme 'file'" in line and "refused" in line
@@ -227,7 +260,7 @@ def test_only_unusable_records_is_one_line_and_exit_2(server, tmp_path, capsys):
 def test_server_text_in_a_message_stays_one_printable_line(server, tmp_path, capsys):
     server.faults.append(Fault("/images/search/", status=400, times=None,
                                message="Bad query.\n\x1b[2J\x1b[31mskinlesion download: done, all fine\r" + "x" * 5000))
-    code, err = run_cli(["download", "--out", str(tmp_path / "out"), "--api-url", server.api_url], capsys)
+    code, err = run_cli(["download", "--out", str(tmp_path / "out"), "--api-url", server.api_url, "--allowed-hosts", server.files_host], capsys)
     assert code == 2
     line = one_line_error(err, "download")
     assert "\x1b" not in err and "\r" not in err and "Bad query." in line and len(line) < 1000
@@ -290,7 +323,7 @@ def test_a_record_stating_a_huge_size_is_skipped(server, tmp_path):
         return record
 
     server.record_hook = hook
-    outcome = download(client_options(server), tmp_path / "out", progress=False)
+    outcome = download(client_options(server, allow_skipped=True), tmp_path / "out", progress=False)
     assert outcome.summary["skipped"] == {"bad files.full.size": 1, "files.full.size over data.isic.max_body_bytes": 1}
 
 
@@ -524,7 +557,7 @@ def refuse_mkdir(monkeypatch, under: Path, code: int) -> None:
 def test_an_unwritable_output_folder_is_one_line_for_download(server, tmp_path, monkeypatch, capsys, code, words):
     out = tmp_path / "ro" / "out"
     refuse_mkdir(monkeypatch, tmp_path / "ro", code)
-    rc, err = run_cli(["download", "--out", str(out), "--api-url", server.api_url], capsys)
+    rc, err = run_cli(["download", "--out", str(out), "--api-url", server.api_url, "--allowed-hosts", server.files_host], capsys)
     assert rc == 2
     line = one_line_error(err, "download")
     assert words in line and str(tmp_path / "ro") in line and "folder" in line
@@ -532,7 +565,7 @@ def test_an_unwritable_output_folder_is_one_line_for_download(server, tmp_path, 
 
 def test_any_other_failure_on_a_path_is_one_line_too(server, tmp_path, monkeypatch, capsys):
     refuse_mkdir(monkeypatch, tmp_path / "odd", errno.ENOENT)  # /proc answers mkdir like this
-    rc, err = run_cli(["download", "--out", str(tmp_path / "odd" / "out"), "--api-url", server.api_url], capsys)
+    rc, err = run_cli(["download", "--out", str(tmp_path / "odd" / "out"), "--api-url", server.api_url, "--allowed-hosts", server.files_host], capsys)
     assert rc == 2
     assert str(tmp_path / "odd") in one_line_error(err, "download")
 
@@ -555,7 +588,7 @@ def test_a_full_disk_during_the_download_is_one_line_without_run_again(server, t
 
     monkeypatch.setattr(transfer_module, "open", lambda path, mode="r", *a, **k: Full(path) if "b" in mode
                         else real_open(path, mode, *a, **k), raising=False)
-    rc, err = run_cli(["download", "--out", str(tmp_path / "out"), "--api-url", server.api_url, "--workers", "2"],
+    rc, err = run_cli(["download", "--out", str(tmp_path / "out"), "--api-url", server.api_url, "--allowed-hosts", server.files_host, "--workers", "2"],
                       capsys)
     assert rc == 2
     line = one_line_error(err, "download")
@@ -598,7 +631,7 @@ def test_a_lock_held_by_a_live_download_says_who_holds_it(server, tmp_path, caps
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(out / LOCK_NAME)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
-        rc, err = run_cli(["download", "--out", str(out), "--api-url", server.api_url], capsys)
+        rc, err = run_cli(["download", "--out", str(out), "--api-url", server.api_url, "--allowed-hosts", server.files_host], capsys)
     finally:
         holder.kill()
         holder.wait()
@@ -624,7 +657,7 @@ def test_a_network_error_escaping_a_command_is_one_line(server, tmp_path, monkey
         raise requests.exceptions.ConnectionError("the proxy hung up")  # an OSError without a file name
 
     monkeypatch.setattr(download_module, "download", broken)
-    rc, err = run_cli(["download", "--out", str(tmp_path / "out"), "--api-url", server.api_url], capsys)
+    rc, err = run_cli(["download", "--out", str(tmp_path / "out"), "--api-url", server.api_url, "--allowed-hosts", server.files_host], capsys)
     assert rc == 2
     line = one_line_error(err, "download")
     assert "network" in line and "the proxy hung up" in line
@@ -637,7 +670,7 @@ def test_an_os_error_without_a_path_is_one_line(server, tmp_path, monkeypatch, c
         raise OSError(errno.EIO, "Input/output error")
 
     monkeypatch.setattr(download_module, "download", broken)
-    rc, err = run_cli(["download", "--out", str(tmp_path / "out"), "--api-url", server.api_url], capsys)
+    rc, err = run_cli(["download", "--out", str(tmp_path / "out"), "--api-url", server.api_url, "--allowed-hosts", server.files_host], capsys)
     assert rc == 2
     assert "Input/output error" in one_line_error(err, "download")
 

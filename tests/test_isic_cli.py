@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from urllib.parse import urlparse
+
 import pytest
 import yaml
 
@@ -54,7 +56,7 @@ def dry_numbers(text):
 
 
 def test_dry_run_full_files_uses_the_size_endpoint(server, tmp_path, capsys):
-    out = run_download(["--out", str(tmp_path / "x"), "--api-url", server.api_url, "--query", "sex:female",
+    out = run_download(["--out", str(tmp_path / "x"), "--api-url", server.api_url, "--allowed-hosts", server.files_host, "--query", "sex:female",
                         "--collections", "70", "--dry-run"], capsys)
     want = server.matching("sex:female", (70,))
     assert dry_numbers(out) == (len(want), sum(r["files"]["full"]["size"] for r in want))
@@ -66,15 +68,15 @@ def test_dry_run_full_files_uses_the_size_endpoint(server, tmp_path, capsys):
 
 
 def test_dry_run_with_caps_limit_or_thumbnails_sums_the_records(server, tmp_path, capsys):
-    out = run_download(["--out", str(tmp_path / "x"), "--api-url", server.api_url,
+    out = run_download(["--out", str(tmp_path / "x"), "--api-url", server.api_url, "--allowed-hosts", server.files_host,
                         "--max-per-class", "benign=4,malignant=3", "--dry-run"], capsys)
     records = server.records
-    chosen = [r for r in records if r["metadata"]["clinical"].get("diagnosis_1") == "Benign"][:4]
-    chosen += [r for r in records if r["metadata"]["clinical"].get("diagnosis_1") == "Malignant"][:3]
+    chosen = [r for r in records if r["metadata"].get("clinical", {}).get("diagnosis_1") == "Benign"][:4]
+    chosen += [r for r in records if r["metadata"].get("clinical", {}).get("diagnosis_1") == "Malignant"][:3]
     assert dry_numbers(out) == (7, sum(r["files"]["full"]["size"] for r in chosen))
     assert "per class: benign 4, malignant 3" in out
 
-    out = run_download(["--out", str(tmp_path / "x"), "--api-url", server.api_url, "--limit", "5",
+    out = run_download(["--out", str(tmp_path / "x"), "--api-url", server.api_url, "--allowed-hosts", server.files_host, "--limit", "5",
                         "--thumbnails", "--dry-run"], capsys)
     assert dry_numbers(out) == (5, sum(r["files"]["thumbnail_256"]["size"] for r in records[:5]))
     assert "of thumbnails" in out
@@ -83,8 +85,8 @@ def test_dry_run_with_caps_limit_or_thumbnails_sums_the_records(server, tmp_path
 
 def test_dry_run_reports_what_is_still_missing(server, tmp_path, capsys):
     out_dir = tmp_path / "x"
-    run_download(["--out", str(out_dir), "--api-url", server.api_url, "--limit", "3"], capsys)
-    out = run_download(["--out", str(out_dir), "--api-url", server.api_url, "--limit", "5", "--dry-run"], capsys)
+    run_download(["--out", str(out_dir), "--api-url", server.api_url, "--allowed-hosts", server.files_host, "--limit", "3"], capsys)
+    out = run_download(["--out", str(out_dir), "--api-url", server.api_url, "--allowed-hosts", server.files_host, "--limit", "5", "--dry-run"], capsys)
     records = server.records
     missing = sum(r["files"]["full"]["size"] for r in records[3:5])
     assert f"still to fetch into {out_dir}: {missing} bytes" in out
@@ -92,7 +94,7 @@ def test_dry_run_reports_what_is_still_missing(server, tmp_path, capsys):
 
 def test_download_writes_source_json_with_the_options(server, tmp_path, capsys):
     out_dir = tmp_path / "x"
-    text = run_download(["--out", str(out_dir), "--api-url", server.api_url, "--limit", "4", "--thumbnails",
+    text = run_download(["--out", str(out_dir), "--api-url", server.api_url, "--allowed-hosts", server.files_host, "--limit", "4", "--thumbnails",
                          "--collections", "70,65", "--query", "sex:female OR sex:male"], capsys)
     assert re.search(r"4 images complete .* 4 downloaded", text)
     source = json.loads((out_dir / "source.json").read_text())
@@ -157,10 +159,10 @@ def test_an_interrupted_fetch_resumes_from_its_staging_folder(server, tmp_path):
     mark = len(server.log)
     sources.fetch(params, out)
     again = [e["path"] for e in server.log[mark:] if e["path"].startswith("/s3/")]
-    assert again == ["/s3/images/" + Path(victim["files"]["full"]["url"]).name]
+    assert again == [server.key_of(victim)]
     packed = {ref.name: ref for ref in raw_layout.image_files(out).values()}
     for record in server.records[:8]:
-        assert packed[Path(record["files"]["full"]["url"]).name].read_bytes() == server.file_bytes(record)
+        assert packed[Path(server.key_of(record)).name].read_bytes() == server.file_bytes(record)
     assert not (tmp_path / "data" / ".isic-download").exists()
 
 

@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+from urllib.parse import urlparse
+
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -24,7 +26,7 @@ options = client_options
 
 
 def name_of(record):
-    return record["isic_id"] + Path(record["files"]["full"]["url"]).suffix
+    return record["isic_id"] + Path(urlparse(record["files"]["full"]["url"]).path).suffix
 
 
 def final_files(out):
@@ -43,7 +45,7 @@ def test_kill_9_mid_download_then_rerun_resumes_with_range(tmp_path):
         records = server.records
         sizes = {name_of(r): r["files"]["full"]["size"] for r in records}
         out = tmp_path / "isic"
-        cmd = [sys.executable, "-m", "skinlesion.cli", "download", "--out", str(out),
+        cmd = [sys.executable, "-m", "skinlesion.cli", "download", "--out", str(out), "--allowed-hosts", server.files_host,
                "--workers", "3", "--backoff", "0.01", "--retries", "3"]
         env = {**os.environ, "ISIC_API_URL": server.api_url}
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -185,7 +187,7 @@ def test_ctrl_c_stops_cleanly_and_the_rerun_completes(tmp_path):
         server.rate = 150_000
         sizes = {name_of(r): r["files"]["full"]["size"] for r in server.records}
         out = tmp_path / "isic"
-        cmd = [sys.executable, "-m", "skinlesion.cli", "download", "--out", str(out), "--workers", "3"]
+        cmd = [sys.executable, "-m", "skinlesion.cli", "download", "--out", str(out), "--allowed-hosts", server.files_host, "--workers", "3"]
         env = {**os.environ, "ISIC_API_URL": server.api_url}
         # A job started in the background by a non-interactive shell (nohup ... &, some CI runners) inherits
         # SIGINT ignored, and Python then installs no KeyboardInterrupt handler: give the child the default.

@@ -26,7 +26,7 @@ def test_shipped_params_files_are_valid():
         (lambda p: p["variants"].__setitem__("dual_x", {"kind": "dual", "task": "binary", "backbone": "mobilenet_v2",
                                                          "features": ["age_approx", "shoe_size"]}),
          "variants.dual_x.features.1", "Allowed: age_approx, sex, clin_size_long_diam_mm"),
-        (lambda p: p["data"]["isic"].__setitem__("max_body_byte", 1), "data.isic", "Known keys here: allowed_hosts"),
+        (lambda p: p["data"]["isic"].__setitem__("max_body_byte", 1), "data.isic", "Known keys here: allow_skipped, allowed_hosts"),
         (lambda p: p["images"].__setitem__("max_pixel", 1), "images",
          "Known keys here: aspect, colour_constancy, colour_constancy_p, max_pixels"),
     ],

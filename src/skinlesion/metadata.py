@@ -23,11 +23,35 @@ TEXT = (
     "patient_id", "lesion_id", "sex", "anatom_site_1", "diagnosis_1", "diagnosis_2", "diagnosis_3",
     "attribution", "copyright_license", "image_type",
 )
+# The site, whichever field a record carries it in: the archive's hierarchical anatom_site_1 (its finer
+# anatom_site_2.._5 stay as they are), else its older anatom_site_general (many records carry both, older ones
+# only that), else the retired challenge spelling anatom_site_general_challenge of local copies. The older
+# values map onto anatom_site_1's top level; 'palms/soles' (which limb?) and 'oral/genital' (oral is not
+# anogenital) stay missing. The same table as sources/local/vocabulary.SITE_GENERAL (a test keeps them equal).
+SITE_FIELDS = ("anatom_site_general", "anatom_site_general_challenge")
+SITE_FROM_GENERAL = {
+    "head/neck": "Head and neck",
+    "torso": "Trunk", "anterior torso": "Trunk", "posterior torso": "Trunk", "lateral torso": "Trunk",
+    "upper extremity": "Upper extremity",
+    "lower extremity": "Lower extremity",
+}
+
+
+def site(frame: pd.DataFrame) -> pd.Series:
+    """anatom_site_1 where a record has it, else the older general site mapped onto it."""
+    out = (frame["anatom_site_1"] if "anatom_site_1" in frame else pd.Series(pd.NA, index=frame.index))
+    out = out.astype("string").str.strip().replace("", pd.NA)
+    for column in SITE_FIELDS:
+        if column in frame:
+            general = frame[column].astype("string").str.strip().str.lower().map(SITE_FROM_GENERAL)
+            out = out.fillna(general.astype("string"))
+    return out
 
 
 def typed(raw: pd.DataFrame) -> pd.DataFrame:
     """Archive strings -> typed columns; absent optional columns appear as all-missing."""
     frame = raw.copy()
+    frame["anatom_site_1"] = site(frame)
     for column in NUMERIC:
         values = frame[column] if column in frame else pd.Series(np.nan, index=frame.index)
         frame[column] = pd.to_numeric(values, errors="coerce").astype("float64")

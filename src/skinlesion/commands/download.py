@@ -8,6 +8,8 @@
 The selection is made on metadata alone; each search page's files start as it arrives. Files are written
 under hidden .part names and renamed when complete, so an interrupted run (Ctrl-C, kill, network loss) is
 simply run again: only what is missing is fetched, partial files are continued with HTTP Range requests.
+A file host other than the archive's stops the run at once, naming it (--allowed-hosts allows it); records
+refused as unusable make the run exit 2 with their counts once the rest is complete (--allow-skipped).
 ISIC_API_URL in the environment overrides the API URL. See docs/isic.md.
 """
 
@@ -33,6 +35,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--connect-timeout", type=float, metavar="S", help="connect timeout (default 3.05 s)")
     parser.add_argument("--read-timeout", type=float, metavar="S", help="read timeout (default 15 s)")
     parser.add_argument("--api-url", metavar="URL", help="API base URL (default https://api.isic-archive.com/api/v2; ISIC_API_URL wins)")
+    parser.add_argument("--allowed-hosts", metavar="HOST[,HOST]",
+                        help="file hosts to allow besides the archive's own (CloudFront, its S3 bucket) and the API's")
+    parser.add_argument("--allow-skipped", action="store_true", default=None,
+                        help="succeed even when records were refused as unusable (default: exit 2 with the counts)")
     parser.add_argument("--params", metavar="FILE", help="take defaults from data.isic of this params file (flags win)")
     parser.add_argument("--dry-run", action="store_true", help="print how many images and bytes would be fetched, then stop")
 
@@ -41,6 +47,7 @@ FLAGS = {
     "query": "query", "collections": "collections", "limit": "limit", "max_per_class": "max_per_class",
     "thumbnails": "thumbnails", "workers": "workers", "retries": "retries", "backoff": "backoff",
     "connect_timeout": "connect_timeout", "read_timeout": "read_timeout", "api_url": "api_url",
+    "allowed_hosts": "allowed_hosts", "allow_skipped": "allow_skipped",
 }
 
 

@@ -26,7 +26,7 @@ from .client import IsicClient
 from .layout import LicenseFetcher, write_small_files
 from .options import Options
 from .retry import RetryPolicy
-from .selection import Selection, describe, file_info, file_name, select, url_problem
+from .selection import Selection, describe, file_info, file_name, record_problem, select, url_problem
 from .transfer import Downloader, Job, Report, bytes_present, failure_message
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,15 @@ DISK_MARGIN_BYTES = 100 * 1024**2  # keep at least this much free beyond the dow
 DISK_MARGIN_FRACTION = 0.05  # ...or 5 % of it, whichever is more
 LOCK_NAME = ".isic-download.lock"
 STATE_NAME = ".isic-download.json"  # what an unfinished download in this folder is fetching
+
+
+class IncompleteDownload(PipelineError):
+    """Every file that could be fetched is complete, but records the selection matched were refused as
+    unusable (bad id, license, URL): the download is not what was asked for. `outcome` has its counts."""
+
+    def __init__(self, message: str, outcome: "Outcome"):
+        super().__init__(message)
+        self.outcome = outcome
 
 
 @dataclass
@@ -177,7 +186,12 @@ def dry_run(options: Options, folder: Path | None = None, progress: bool | None 
     """
     with IsicClient(options) as client:
         if not options.caps and not options.thumbnails:
-            count = client.search_count(options.query, options.collections)
+            count = 0
+            for first_count, results in client.search_pages(options.query, options.collections, page_size=1):
+                count = int(first_count or 0)
+                for record in results:  # a file host not allowed is said now, not when the files start
+                    record_problem(record, options)
+                break
             if options.limit is None or options.limit >= count:
                 size = client.search_size(options.query, options.collections)
                 return {**options.selection(), "files": "full", "images": count, "bytes": size,
@@ -212,6 +226,8 @@ def download(
             max_attempts=options.max_attempts,
             file_deadline=options.file_deadline,
             redirect_problem=lambda url: url_problem(url, options.api_url, options.allowed_hosts),
+            refresh=lambda job: fresh_url(options, job, stop),
+            max_refreshes=options.max_refreshes,
         )
         feed = _Feed(folder, options, downloader, LicenseFetcher(options, stop))
         downloader.start(progress)
@@ -224,7 +240,7 @@ def download(
                         reasons = ", ".join(f"{n} {reason}" for reason, n in selection.skipped.items())
                         raise PipelineError(
                             f"the selection has no usable images ({describe(options)}): every record the archive "
-                            f"sent was refused ({reasons}). Check the API URL and data.isic.allowed_hosts."
+                            f"sent was refused ({reasons}). Check the API URL."
                         )
                     raise PipelineError(
                         f"the selection matched no images ({describe(options)}). Check the query and the "
@@ -246,8 +262,39 @@ def download(
                     "metadata.csv lists only the selection", len(extra), images)
     if report.failed:
         raise failure_message(report.failed, len(jobs) - len(report.failed), images, rerun)
+    outcome = Outcome(summary_of(options, selection, total, licenses), report, closing_line(report, folder))
+    if selection.skipped and not options.allow_skipped:
+        raise IncompleteDownload(incomplete_message(selection, folder), outcome)
     (folder / STATE_NAME).unlink(missing_ok=True)
-    return Outcome(summary_of(options, selection, total, licenses), report, closing_line(report, folder))
+    return outcome
+
+
+def incomplete_message(selection: Selection, folder: Path) -> str:
+    skipped = sum(selection.skipped.values())
+    reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(selection.skipped.items()))
+    return (
+        f"the download is incomplete: {skipped} of the {skipped + len(selection)} record(s) the archive sent for "
+        f"this selection were refused as unusable ({reasons}); the other {len(selection)} image(s) are complete "
+        f"in {folder}, with metadata.csv listing only those. Running again will not fetch what cannot be used: "
+        "check the API URL, or accept the download without them with data.isic.allow_skipped: true "
+        "(skinlesion download: --allow-skipped)."
+    )
+
+
+def fresh_url(options: Options, job: Job, stop: threading.Event | None = None) -> str:
+    """The file URL of a fresh copy of the job's record (images/<isic_id>/), for a signed URL that expired.
+    The record must still be usable, the same image (same id) and the same size."""
+    with IsicClient(options, stop) as client:
+        record = client.image(job.isic_id)
+    if not isinstance(record, dict) or record.get("isic_id") != job.isic_id:
+        raise PipelineError(f"images/{job.isic_id}/ answered with another record")
+    problem = record_problem(record, options)  # a host not allowed raises HostRefused: the download stops
+    if problem:
+        raise PipelineError(f"the fresh record is unusable ({problem})")
+    url, size = file_info(record, options.thumbnails)
+    if size != job.size:
+        raise PipelineError(f"the fresh record states {size} bytes, the search page {job.size}")
+    return url
 
 
 class _Feed:

@@ -11,8 +11,9 @@ from typing import Any, Mapping
 from ...errors import PipelineError
 
 DEFAULT_API_URL = "https://api.isic-archive.com/api/v2"
-# The archive serves its files from its own S3 bucket (../shared/isic-api.md); file URLs elsewhere are refused.
-DEFAULT_ALLOWED_HOSTS = ("isic-archive.s3.amazonaws.com",)
+# File hosts allowed besides the archive's own (hosts.py: its CloudFront domain and its S3 bucket on every
+# endpoint form, and the API's host, are always allowed); data.isic.allowed_hosts adds to these.
+DEFAULT_ALLOWED_HOSTS: tuple[str, ...] = ()
 ENV_API_URL = "ISIC_API_URL"
 CLASSES = ("benign", "malignant", "indeterminate")  # diagnosis_1, lower-cased
 
@@ -32,11 +33,13 @@ class Options:
     backoff: float = 1.0  # first retry waits about this long, doubling each time (with jitter)
     max_backoff: float = 60.0
     # what an untrusted server can make us do (docs/security.md)
-    allowed_hosts: tuple[str, ...] = DEFAULT_ALLOWED_HOSTS  # file hosts besides the API's own
+    allowed_hosts: tuple[str, ...] = DEFAULT_ALLOWED_HOSTS  # file hosts besides the archive's and the API's own
     max_body_bytes: int = 100 * 1024**2  # a file without a stated size; a stated size above this is refused
     max_json_bytes: int = 16 * 1024**2  # one JSON answer
     max_attempts: int = 50  # requests per file in all, whatever each one brought
     file_deadline: float = 900.0  # seconds per file, all attempts together (and per JSON answer)
+    max_refreshes: int = 3  # per file: fresh records (images/<id>/) after a 403 on a signed, expired URL
+    allow_skipped: bool = False  # True: records refused as unusable are only counted, the download still succeeds
 
     @property
     def caps(self) -> dict[str, int]:
@@ -177,4 +180,6 @@ def from_config(cfg: Mapping[str, Any] | None, env: Mapping[str, str] | None = N
         max_json_bytes=_positive("max_json_bytes", cfg.get("max_json_bytes", defaults.max_json_bytes)),
         max_attempts=_positive("max_attempts", cfg.get("max_attempts", defaults.max_attempts)),
         file_deadline=_positive("file_deadline", cfg.get("file_deadline", defaults.file_deadline), float, 0.001),
+        max_refreshes=_positive("max_refreshes", cfg.get("max_refreshes", defaults.max_refreshes), minimum=0),
+        allow_skipped=bool(cfg.get("allow_skipped", defaults.allow_skipped)),
     )

@@ -14,6 +14,8 @@ import http.client
 import requests
 import urllib3
 
+from .hosts import scrub
+
 # Answers worth another try. 429 and 503 say how long to wait (Retry-After); the rest get backoff.
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 RETRY_AFTER_STATUSES = frozenset({429, 503})
@@ -82,8 +84,10 @@ def sleep(seconds: float, stop: threading.Event | None = None) -> None:
 
 def printable(text: object, limit: int = 300) -> str:
     """Server-chosen text made safe for a one-line message: control characters (newlines, terminal escapes)
-    become spaces, and at most `limit` characters are kept."""
-    text = "".join(c if c.isprintable() else " " for c in str(text)[: limit + 1])
+    become spaces, signing values (Signature=, X-Amz-Credential=, ...) are redacted (hosts.scrub), and at
+    most `limit` characters are kept."""
+    text = scrub(str(text)[: 4 * limit + 1000])
+    text = "".join(c if c.isprintable() else " " for c in text[: limit + 1])
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

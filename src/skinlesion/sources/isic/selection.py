@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from ...errors import PipelineError
 from ...raw_layout import id_problem, license_problem
+from . import hosts
 from .client import IsicClient
 from .options import Options
 
@@ -66,26 +67,24 @@ def file_name(record: Mapping, thumbnails: bool) -> str:
     return isic_id + ext
 
 
+class HostRefused(PipelineError):
+    """A file URL on a host that is not allowed: the download stops at the first one, naming it."""
+
+
 def url_problem(url, api_url: str, allowed_hosts) -> str | None:
-    """Why a file URL from a record is refused: not http(s), or not on the API's host or an allowed host."""
-    if not isinstance(url, str) or not url:
-        return "no file URL"
-    try:
-        parts = urlparse(url)
-        host = (parts.hostname or "").lower().rstrip(".")
-    except ValueError:
-        return "unreadable file URL"
-    if parts.scheme not in ("http", "https"):
-        return f"unsupported URL scheme {parts.scheme[:20]!r} (http/https only)" if parts.scheme else "file URL not absolute"
-    api_host = (urlparse(api_url).hostname or "").lower()
-    if host != api_host and host not in allowed_hosts:
-        return "file host not allowed (data.isic.allowed_hosts)"
-    return None
+    """Why a file URL is refused (None when it may be fetched): not https (http only with an http API),
+    or not on the archive's hosts, the API's host or data.isic.allowed_hosts. For redirects' Locations."""
+    problem = hosts.url_problem(url, api_url)
+    if problem:
+        return problem
+    host = hosts.host_problem(url, api_url, allowed_hosts)
+    return f"file host {host[:100]!r} not allowed ({hosts.SETTING})" if host is not None else None
 
 
 def record_problem(record, options: Options) -> str | None:
     """Why a search result is skipped (None when it is usable): anything that would become a path, a URL
-    or a byte count is checked here, before it is used."""
+    or a byte count is checked here, before it is used. A file URL on a host not allowed is no reason to
+    skip but to stop: HostRefused, at the first such record, names the host and the setting."""
     if not isinstance(record, dict):
         return "record not a JSON object"
     problem = id_problem(record.get("isic_id")) or license_problem(record.get("copyright_license"))
@@ -104,9 +103,12 @@ def record_problem(record, options: Options) -> str | None:
     info = files.get(kind) if isinstance(files, dict) else None
     if not isinstance(info, dict) or not info.get("url"):
         return f"no files.{kind}.url"
-    problem = url_problem(info["url"], options.api_url, options.allowed_hosts)
+    problem = hosts.url_problem(info["url"], options.api_url)
     if problem:
         return problem
+    host = hosts.host_problem(info["url"], options.api_url, options.allowed_hosts)
+    if host is not None:
+        raise HostRefused(hosts.refused_host_message(host, f"files.{kind}.url of {record['isic_id']}"))
     size = info.get("size")
     if size is not None:
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:

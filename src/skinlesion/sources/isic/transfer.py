@@ -10,7 +10,8 @@ The server is not trusted: a body is never written past the size the record stat
 .part is dropped, the file retried, then reported failed), a file without a stated size is capped at
 max_body_bytes, an error answer is read only up to ERROR_BODY_BYTES, a redirect is followed only to a URL the
 records could name (`redirect_problem`), and each file has max_attempts requests and file_deadline seconds
-in all (waits included), however much each attempt brought. A write that fails for lack of permission or space stops the whole download at once
+in all (waits included), however much each attempt brought. A 403 on a signed URL (it has expired) asks
+`refresh` for a fresh one, from the image's record, at most max_refreshes times per file. A write that fails for lack of permission or space stops the whole download at once
 (errors.StorageError): no retry and no rerun can fix it.
 """
 
@@ -31,9 +32,12 @@ from tqdm.auto import tqdm
 
 from ...errors import PipelineError, storage_error
 from .client import ERROR_BODY_BYTES, RedirectRefused, get_following, new_session, read_capped
+from .hosts import is_signed
+from .selection import HostRefused
 from .retry import NETWORK_ERRORS, RETRY_STATUSES, RetryPolicy, body_pieces, printable, server_message, sleep
 
 log = logging.getLogger(__name__)
+_STOPPING = (HostRefused,)  # raised by `refresh`: the whole download stops, not just this file
 
 CHUNK = 256 * 1024
 CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
@@ -157,7 +161,11 @@ class Downloader:
         max_attempts: int = 50,
         file_deadline: float = 900.0,
         redirect_problem: Callable[[str], str | None] = lambda url: "redirects are not followed",
+        refresh: Callable[[Job], str] | None = None,
+        max_refreshes: int = 3,
     ):
+        self.refresh = refresh  # a fresh file URL for a job whose signed URL was refused (403): expired
+        self.max_refreshes = max_refreshes
         self.redirect_problem = redirect_problem  # why a redirect's Location is refused, or None
         self.max_body_bytes = max_body_bytes
         self.max_attempts = max_attempts
@@ -191,6 +199,8 @@ class Downloader:
             result.status = "present"
             return result
         failures = 0
+        refreshes = 0
+        url = job.url  # replaced by a fresh one when a signed URL has expired
         problem = ""
         best = _part_size(job)  # progress = the partial file grew past anything it had before
         deadline = time.monotonic() + self.file_deadline
@@ -200,11 +210,30 @@ class Downloader:
             result.attempts += 1
             response = None
             try:
-                outcome, response = self._attempt(job, result, deadline)
+                outcome, response = self._attempt(job, url, result, deadline)
                 if outcome == "done":
                     result.status = "done"
                     return result
                 problem = outcome
+            except _Expired as exc:
+                if self.refresh is None or refreshes >= self.max_refreshes:
+                    result.error = (f"{exc}; the signed URL was refused after {refreshes} fresh record(s) "
+                                    "(data.isic.max_refreshes)")
+                    return result
+                refreshes += 1
+                try:
+                    url = self.refresh(job)
+                except PipelineError as error:
+                    if isinstance(error, _STOPPING):
+                        raise
+                    result.error = f"{exc}; fetching a fresh URL failed: {error}"
+                    return result
+                log.info("%s: signed file URL refused (expired?); fetched a fresh one (%d/%d)", job.isic_id,
+                         refreshes, self.max_refreshes)
+                if result.attempts >= self.max_attempts:
+                    result.error = f"{exc} (gave up: {result.attempts} attempts, data.isic.max_attempts)"
+                    return result
+                continue
             except _Fatal as exc:
                 result.error = str(exc)
                 return result
@@ -237,7 +266,7 @@ class Downloader:
             log.debug("%s: %s; retrying in %.2f s", job.isic_id, problem, wait)
             sleep(wait, self.stop)
 
-    def _attempt(self, job: Job, result: Result, deadline: float) -> tuple[str, requests.Response | None]:
+    def _attempt(self, job: Job, url: str, result: Result, deadline: float) -> tuple[str, requests.Response | None]:
         have = _part_size(job)
         if job.size is not None and have > job.size:  # cannot be a prefix of the file: start over
             job.part.unlink()
@@ -249,7 +278,8 @@ class Downloader:
         if have:
             headers["Range"] = f"bytes={have}-"
         try:
-            response = get_following(self._session(), job.url, self.redirect_problem, headers=headers, stream=True,
+            # the URL exactly as the archive gave it: a signed query must reach the host unchanged
+            response = get_following(self._session(), url, self.redirect_problem, headers=headers, stream=True,
                                      timeout=self.timeout)
         except RedirectRefused as exc:
             raise _Fatal(str(exc)) from None
@@ -261,6 +291,8 @@ class Downloader:
                 return "416 Range Not Satisfiable for the partial file; starting over", response
             if status in RETRY_STATUSES:
                 return f"HTTP {status} {self._message(response, deadline)[:120]}", response
+            if status == 403 and is_signed(url):
+                raise _Expired(f"HTTP 403 {self._message(response, deadline)[:120]} on a signed URL")
             if status not in (200, 206):
                 raise _Fatal(f"HTTP {status} {self._message(response, deadline)[:200]}")
             length = response.headers.get("Content-Length")
@@ -394,6 +426,10 @@ class Downloader:
 
 class _Fatal(Exception):
     """An answer that retrying cannot fix (404, 403, ...)."""
+
+
+class _Expired(Exception):
+    """403 on a signed URL: it has most likely expired, and a fresh record brings a fresh one."""
 
 
 def _part_size(job: Job) -> int:
