@@ -4,6 +4,7 @@ baseline. The steps are the commands of docs/cluster.md ("SLURM: a site's steps"
 
     .ci/slurm.sh
     python workflow/scripts/slurm-site.py > workflow/profiles/slurm/site.yaml
+    python workflow/scripts/slurm-check.py results/all --set-resources train:gpu=0 evaluate:gpu=0
     snakemake --profile workflow/profiles/slurm results/all --set-resources train:gpu=0 evaluate:gpu=0 \
         --slurm-status-command squeue --slurm-keep-successful-logs
 
@@ -73,6 +74,9 @@ def slurm_run(cluster, tmp_path_factory):
     write_params(work / "params.yaml", params)
     site = run([sys.executable, "workflow/scripts/slurm-site.py"], cwd=work).stdout
     (work / "workflow" / "profiles" / "slurm" / "site.yaml").write_text(site)
+    check = run([sys.executable, "workflow/scripts/slurm-check.py", "results/all", "--set-resources", *NO_GPUS],
+                cwd=work)
+    assert f"all {len(_expected_jobs())} jobs fit a partition" in check.stdout, check.stdout
     before = _squeue_ids()
     out = run([tool("snakemake"), "--profile", "workflow/profiles/slurm", "results/all", *SITE_ARGS,
                "--set-resources", *NO_GPUS],
@@ -137,6 +141,21 @@ def test_outputs_equal_the_committed_baseline(slurm_run):
     if same_platform:
         for variant in VARIANTS:
             assert rows[variant] == committed[variant], f"results/all/metrics.csv row {variant} differs"
+
+
+def test_the_check_refuses_what_no_partition_fits_with_the_numbers(slurm_run):
+    """The requests the profile used to make (issue 22: 8 CPUs, 32 GB, a GPU), on this 2-CPU node without
+    GPUs: every job that cannot start is named with its request and the partitions' limits."""
+    work, _, _ = slurm_run
+    proc = run([sys.executable, "workflow/scripts/slurm-check.py", "results/all", "--forceall",
+                "--set-threads", "images=8", "--set-resources", "train:mem_mb=10000000"], cwd=work, check=False)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().split("\n")
+    assert any(line.startswith("slurm-check: images requests 8 CPUs,") for line in lines), lines
+    assert any(line.startswith("slurm-check: train@logreg requests 2 CPUs, 10000000 MB") for line in lines), lines
+    assert any(line.startswith("slurm-check: evaluate@cnn requests 2 CPUs, 8000 MB, 60 min, 1 GPUs") for line in lines)
+    assert all("no partition of workflow/profiles/slurm/site.yaml fits it (main: " in line for line in lines), lines
+    assert not any(line.startswith(("slurm-check: fetch", "slurm-check: evaluate@logreg")) for line in lines), lines
 
 
 def test_a_request_no_partition_fits_is_refused_at_submission(slurm_run):
