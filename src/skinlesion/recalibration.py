@@ -97,12 +97,27 @@ def content_sha256(folder: Path, extra: Path | None = None) -> str:
 
 
 def _stage(folder: Path, metadata: Path, tmp: Path) -> Path:
-    """An isic-cli folder made of `metadata` (copied) and the set's images (a link): --metadata given apart."""
+    """An isic-cli folder made of `metadata` (copied) and the set's images: --metadata given apart.
+
+    Each regular file is hard-linked (copied across file systems), each link copied as the link it is, so
+    the local source judges the set's own entries (it reads no link; a linked images/ would be refused)."""
     stage = tmp / "stage"
-    stage.mkdir()
+    (stage / "images").mkdir(parents=True)
     shutil.copyfile(metadata, stage / "metadata.csv")
     images = folder / "images"
-    (stage / "images").symlink_to((images if images.is_dir() else folder).resolve(), target_is_directory=True)
+    if images.is_symlink():
+        raise PipelineError(f"{images} is a symbolic link: the labelled set is read, not followed; put the "
+                            "images folder itself there in place of the link.")
+    with os.scandir(images if images.is_dir() else folder) as entries:
+        for entry in entries:
+            dest = stage / "images" / entry.name
+            if entry.is_symlink():
+                os.symlink(os.readlink(entry.path), dest)
+            elif entry.is_file(follow_symlinks=False):
+                try:
+                    os.link(entry.path, dest)
+                except OSError:
+                    shutil.copyfile(entry.path, dest)
     return stage
 
 
