@@ -20,7 +20,6 @@ import yaml
 from PIL import Image
 
 from skinlesion import bundle, raw_layout
-from skinlesion.io import write_json
 from skinlesion.variant import of as variant
 
 REPO = Path(__file__).resolve().parents[1]
@@ -196,7 +195,7 @@ def cnn_dir(tmp_path_factory):
             layer.set_weights([np.full_like(kernel, (8.0 if out else 1.0) / fan_in),
                                np.full_like(bias, -2.0 if out else 0.0)])
     model.save(folder / "model.keras")
-    write_json(folder / bundle.MANIFEST, bundle.manifest(
+    bundle.seal(folder, bundle.manifest(
         cfg, input_size=CNN_SIZE, imputation_means={}, training_data={"source": "local"},
         weights={"source": "fixed by hand", "imagenet": None}))
     return folder

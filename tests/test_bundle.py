@@ -21,11 +21,10 @@ def test_logreg_class_absent_from_train_keeps_columns_aligned(tmp_path):
     y = np.array([0, 2, 3, 4] * 15)
     model = LogisticRegression(max_iter=500).fit(features.matrix(table, list(features.KNOWN)), y)
     v = variant({"name": "lr5", "kind": "logreg", "task": "multiclass"})
-    io.write_json(tmp_path / bundle.MANIFEST, bundle.manifest(v, input_size=None, imputation_means={},
-                                                             training_data={}, weights={}))
     from skinlesion.training import AllClasses
 
     joblib.dump({"model": AllClasses(model, 5)}, tmp_path / "model.joblib")
+    bundle.seal(tmp_path, bundle.manifest(v, input_size=None, imputation_means={}, training_data={}, weights={}))
     probs = Bundle(tmp_path).predict(table)
     assert probs.shape == (60, 5)
     assert np.allclose(probs[:, 1], 0)

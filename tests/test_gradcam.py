@@ -12,7 +12,6 @@ import pytest  # noqa: E402
 keras = pytest.importorskip("keras")
 
 from skinlesion import gradcam, models  # noqa: E402
-from skinlesion.io import write_json  # noqa: E402
 from skinlesion import bundle  # noqa: E402
 from skinlesion.bundle import Bundle  # noqa: E402
 from skinlesion.variant import of as variant  # noqa: E402
@@ -101,7 +100,7 @@ def test_transfer_and_dual_models_saved_and_loaded(tmp_path):
         folder = tmp_path / kind
         folder.mkdir()
         model.save(folder / "model.keras")
-        write_json(folder / bundle.MANIFEST, bundle.manifest(cfg, input_size=SIZE, imputation_means={},
+        bundle.seal(folder, bundle.manifest(cfg, input_size=SIZE, imputation_means={},
                                                              training_data={}, weights={}))
         loaded = Bundle(folder).model
         inputs = [images, meta] if n_meta else images

@@ -13,10 +13,10 @@ from sklearn.linear_model import LogisticRegression
 from PIL import Image
 from sklearn.model_selection import StratifiedGroupKFold
 
-from skinlesion import bundle, cli, features, prediction, recalibration
+from skinlesion import bundle, cli, features, prediction, recalibration, tasks
 from skinlesion.bundle import Bundle
 from skinlesion.calibration import fit_temperature
-from skinlesion.io import read_json, write_json
+from skinlesion.io import read_json
 from skinlesion.variant import of as variant
 
 MEANS = {"age_approx": 50.0, "clin_size_long_diam_mm": 5.0}
@@ -42,8 +42,8 @@ def evaluated(tmp_path_factory):
     trained = tmp_path_factory.mktemp("models") / "lr"
     trained.mkdir()
     joblib.dump({"model": model}, trained / "model.joblib")
-    write_json(trained / bundle.MANIFEST, bundle.manifest(v, input_size=None, imputation_means=MEANS,
-                                                          training_data={"source": "local"}, weights={}))
+    bundle.seal(trained, bundle.manifest(v, input_size=None, imputation_means=MEANS,
+                                         training_data={"source": "local"}, weights={}))
     return Bundle(trained).complete(trained.parent / "bundle", {
         "threshold": 0.9, "malignancy_threshold": None, "rule": "youden", "target_sensitivity": None,
         "calibration": "temperature", "temperature": 2.0, "chosen_on": "the internal validation split"})
@@ -216,7 +216,7 @@ def test_bad_input_is_one_clear_line_and_leaves_nothing(case, needle, evaluated,
     if case == "multiclass":  # a five-class bundle's manifest: refused before its model is read
         model = shutil.copytree(evaluated, tmp_path / "five")
         info = read_json(model / bundle.MANIFEST)
-        write_json(model / bundle.MANIFEST, {**info, "task": "multiclass", "classes": list(range(5))})
+        bundle.seal(model, {**info, "task": "multiclass", "classes": list(tasks.get("multiclass").classes)})
     if case == "images_only":
         (clinic / "metadata.csv").unlink()
     if case == "folder_missing":

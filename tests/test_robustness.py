@@ -194,7 +194,7 @@ def position_cnn(tmp_path_factory):
             kernel, bias = np.full_like(kernel, 1.0 / int(np.prod(kernel.shape[:-1]))), np.zeros_like(bias)
         layer.set_weights([kernel, bias])
     model.save(folder / "model.keras")
-    write_json(folder / bundle.MANIFEST, bundle.manifest(
+    bundle.seal(folder, bundle.manifest(
         cfg, input_size=CNN_SIZE, imputation_means={}, training_data={"source": "local"},
         weights={"source": "fixed by hand", "imagenet": None}))
     return folder
@@ -229,7 +229,7 @@ def _with_input(src, dest, **fields):
     info["input"].update(fields)
     dest.mkdir(parents=True)
     (dest / "model.keras").write_bytes((src / "model.keras").read_bytes())
-    write_json(dest / bundle.MANIFEST, info)
+    bundle.seal(dest, info)
     return dest
 
 

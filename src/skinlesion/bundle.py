@@ -17,32 +17,47 @@
         recalibration                         only in a bundle `skinlesion recalibrate` wrote: where its
                                               decision was refitted, on what, and how well (recalibration.py)
         skinlesion_version, variant_config    the package and the variant's full settings
+        files                                 {name: sha256} of every other file in the folder (the model
+                                              file, and train's train.json, history.csv): checked on load
 
 The train stage writes models/<variant>/ (decision null); the evaluate stage writes the complete bundle,
 bundles/<variant>/, a copy with its decision filled in (its own output, so the DAG stays honest).
 `skinlesion predict`, evaluate and Grad-CAM load a bundle through Bundle alone.
+
+A bundle is untrusted input (bundles are handed from person to person). Bundle() reads bundle.json (at most
+MAX_MANIFEST bytes) and checks it against schemas/bundle.schema.yaml and the kinds and tasks before anything
+else is read; then the folder: only plain files (no link, no folder), exactly those `files` names, each with
+its recorded sha256 (MAX_FILE bytes at most); the model is loaded (Keras in safe mode) only after all that,
+and checked against bundle.json (inputs, outputs, backbone). Every refusal is one PipelineError line naming
+the bundle, the field or file, and what was expected.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import shutil
+import stat
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from . import __version__, features, kinds, tasks
+from . import __version__, features, kinds, params, tasks
 from .errors import PipelineError
 from .images import FLIPS, Decoding, flipped
-from .io import atomic_path, read_json, write_json
+from .io import atomic_path, write_json
 
 log = logging.getLogger(__name__)
 MANIFEST = "bundle.json"
-FORMAT = 1
+FORMAT = 2  # 2: `files` (the sha256 of every file) recorded and checked; 1 had none and is refused
+MAX_MANIFEST = 1 << 20  # bytes of bundle.json read at most
+MAX_FILE = 2 << 30  # bytes of any file of a bundle (the model's included)
+MAX_ENTRIES = 64  # files in a bundle folder (the schema's `files` bound)
+RETRAIN = "re-run skinlesion train and evaluate (or recalibrate) to write a new bundle"
 RESIZE = "skinlesion.images.load_image: decode (JPEG draft scaling), convert to RGB, bilinear resize to size x size"
 
 
@@ -86,23 +101,194 @@ def manifest(variant, *, input_size: int | None, imputation_means: dict, trainin
     }
 
 
+def _one_line(exc: BaseException, limit: int = 200) -> str:
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _open_plain(path: Path, what: str, limit: int):
+    """`path` opened for reading if it is a plain file (not a link, not a folder, not a device) of at most
+    `limit` bytes; PipelineError naming `what` otherwise. O_NOFOLLOW: a link swapped in after the check is not
+    followed either."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise PipelineError(f"{what}: not found; the bundle is incomplete: copy the whole folder, or {RETRAIN}") \
+            from None
+    except OSError as exc:
+        if os.path.islink(path):
+            raise PipelineError(f"{what} is a symbolic link: a bundle holds its files itself (copy them with "
+                                "cp -L), links are never followed") from None
+        raise PipelineError(f"{what} cannot be read: {exc.strerror or exc}") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise PipelineError(f"{what} is not a plain file: a bundle holds only plain files")
+    if info.st_size > limit:
+        os.close(fd)
+        raise PipelineError(f"{what} is {info.st_size} bytes, over the {limit} a bundle file may have")
+    return os.fdopen(fd, "rb")
+
+
+def file_sha256(path: str | os.PathLike, what: str | None = None, limit: int = MAX_FILE) -> str:
+    """sha256 of a plain file, read in 1 MiB blocks (never a link, never more than `limit` bytes)."""
+    digest = hashlib.sha256()
+    with _open_plain(Path(path), what or str(path), limit) as f:
+        read = 0
+        for block in iter(lambda: f.read(1 << 20), b""):
+            read += len(block)
+            if read > limit:
+                raise PipelineError(f"{what or path} grew past the {limit} bytes a bundle file may have")
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _entries(folder: Path, where: str) -> list[str]:
+    """The names in a bundle folder besides bundle.json; PipelineError for a link, a folder or too many."""
+    names = []
+    with os.scandir(folder) as it:
+        for entry in it:
+            if entry.is_symlink():
+                raise PipelineError(f"{where}: {entry.name} is a symbolic link: a bundle holds its files itself "
+                                    "(copy them with cp -L), links are never followed")
+            if entry.name == MANIFEST:
+                continue
+            if not entry.is_file(follow_symlinks=False):
+                raise PipelineError(f"{where}: {entry.name} is not a plain file: a bundle holds only plain files "
+                                    "(bundle.json and those its `files` names)")
+            names.append(entry.name)
+            if len(names) > MAX_ENTRIES:
+                raise PipelineError(f"{where}: more than {MAX_ENTRIES} files: not a model bundle")
+    return sorted(names)
+
+
+def file_hashes(folder: str | os.PathLike) -> dict[str, str]:
+    """{name: sha256} of every file in a bundle folder besides bundle.json (bundle.json's `files`)."""
+    folder = Path(folder)
+    where = f"bundle {folder}"
+    return {name: file_sha256(folder / name, f"{where}: {name}") for name in _entries(folder, where)}
+
+
+def seal(folder: str | os.PathLike, info: dict) -> dict:
+    """Write `info` as the bundle.json of `folder`, with `files`: the sha256 of every other file in it (so
+    write it last). Returns what was written."""
+    info = {**info, "format": FORMAT, "files": file_hashes(folder)}
+    write_json(Path(folder) / MANIFEST, info)
+    return info
+
+
+def read_manifest(folder: str | os.PathLike) -> dict:
+    """bundle.json of a bundle folder, read (at most MAX_MANIFEST bytes, never through a link) and checked
+    against the bundle schema, the kinds and the tasks; one-line PipelineError naming the field otherwise."""
+    folder = Path(folder)
+    path = folder / MANIFEST
+    where = f"bundle {folder}"
+    with _open_plain(path, f"{where}: {MANIFEST}", MAX_MANIFEST) as f:
+        raw = f.read(MAX_MANIFEST + 1)
+    if not raw.strip():
+        raise PipelineError(f"{where}: {MANIFEST} is empty: expected a JSON object (variant, kind, task, classes, "
+                            f"model_file, files); {RETRAIN}")
+    try:
+        info = json.loads(raw.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:
+        raise PipelineError(f"{where}: {MANIFEST} is not valid JSON ({_one_line(exc)}); {RETRAIN}") from None
+    if not isinstance(info, dict):
+        raise PipelineError(f"{where}: {MANIFEST} holds a JSON {type(info).__name__}: expected an object (variant, "
+                            f"kind, task, classes, model_file, files); {RETRAIN}")
+    if info.get("format") != FORMAT:
+        found = info.get("format")
+        raise PipelineError(f"{where}: bundle format {found if isinstance(found, int) else repr(found)[:40]} is "
+                            f"not the {FORMAT} this skinlesion {__version__} reads (format {FORMAT} records "
+                            f"the sha256 of every file); {RETRAIN}")
+    params.validate(info, origin=f"{where}: {MANIFEST}", schema_name="bundle")
+    _check_fields(info, where)
+    return info
+
+
+def _check_fields(info: dict, where: str) -> None:
+    """What the schema cannot say: classes vs the task, model_file vs the kind, columns vs features."""
+    kind, task = kinds.get(info["kind"]), tasks.get(info["task"])
+    at = f"{where}: {MANIFEST}: field"
+    if list(info["classes"]) != list(task.classes):
+        raise PipelineError(f"{at} 'classes': {info['classes']!r:.200} does not match task {task.name}: expected "
+                            f"{list(task.classes)}")
+    model_file, files = info["model_file"], info["files"]
+    if model_file == MANIFEST or MANIFEST in files:
+        raise PipelineError(f"{at} 'model_file': {MANIFEST} is the manifest, not a model file")
+    suffix = Path(kind.saved_as).suffix
+    if Path(model_file).suffix != suffix:
+        raise PipelineError(f"{at} 'model_file': {model_file} does not match kind {kind.name}: expected a {suffix} "
+                            f"file ({kind.saved_as})")
+    if model_file not in files:
+        raise PipelineError(f"{at} 'files': no sha256 for the model file {model_file}: expected every file of "
+                            f"the bundle in it; {RETRAIN}")
+    if kind.images:
+        if not isinstance(info.get("input"), dict) or not isinstance(info["input"].get("image_size"), int):
+            raise PipelineError(f"{at} 'input.image_size': missing; expected the input size (16..1024) of a "
+                                f"{kind.name} model")
+    if kind.metadata:
+        meta = info.get("metadata")
+        if not isinstance(meta, dict):
+            raise PipelineError(f"{at} 'metadata': missing; expected the features of a {kind.name} model")
+        if list(meta["columns"]) != features.column_names(list(meta["features"])):
+            raise PipelineError(f"{at} 'metadata.columns': does not match its features: expected "
+                                f"{features.column_names(list(meta['features']))}")
+
+
 class Bundle:
     """A bundle folder loaded for scoring: the only way evaluate, predict and Grad-CAM read a model."""
 
     def __init__(self, folder: str | os.PathLike):
         self.dir = Path(folder)
-        path = self.dir / MANIFEST
-        if not path.is_file():
+        if not self.dir.is_dir() or not os.path.lexists(self.dir / MANIFEST):
             raise PipelineError(f"{self.dir} is not a model bundle (no {MANIFEST}): give models/<variant> or "
                                 "bundles/<variant> of a trained and evaluated variant (skinlesion train / evaluate).")
-        self.info = read_json(path)
-        if self.info.get("format") != FORMAT:
-            raise PipelineError(f"{path}: bundle format {self.info.get('format')} is not the {FORMAT} this "
-                                f"skinlesion {__version__} reads; retrain the variant.")
+        self.root = self.dir.resolve()
+        self.info = read_manifest(self.dir)
         self.name = self.info["variant"]
         self.kind = kinds.get(self.info["kind"])
         self.task = tasks.get(self.info["task"])
         self.classes = self.info["classes"]
+        self._verify()
+
+    @property
+    def where(self) -> str:
+        return f"bundle {self.dir}"
+
+    def _verify(self) -> None:
+        """The folder holds exactly bundle.json and its `files`, plain files with their recorded sha256."""
+        files = self.info["files"]
+        present = _entries(self.dir, self.where)
+        extra = [n for n in present if n not in files]
+        if extra:
+            raise PipelineError(f"{self.where}: {extra[0]} is not one of the files bundle.json records (`files`): "
+                                "remove it, or copy the bundle again")
+        missing = [n for n in files if n not in present]
+        if missing:
+            raise PipelineError(f"{self.where}: {missing[0]} is missing: the bundle is incomplete; copy the whole "
+                                "folder")
+        self._stats = {}
+        for name in sorted(files):
+            if file_sha256(self.dir / name, f"{self.where}: {name}") != files[name]:
+                raise PipelineError(f"{self.where}: {name} has changed since the bundle was written (its sha256 is "
+                                    "not the one bundle.json records): copy the bundle again from its source")
+            st = os.lstat(self.dir / name)
+            self._stats[name] = (st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def _model_path(self) -> Path:
+        """The model file: a plain file directly inside the bundle, unchanged since it was verified."""
+        name = self.info["model_file"]
+        path = self.root / name
+        if path.parent != self.root or path.resolve().parent != self.root or path.is_symlink():
+            raise PipelineError(f"{self.where}: field 'model_file': {name} is not a plain file inside the bundle")
+        try:
+            st = os.lstat(path)
+        except OSError:
+            raise PipelineError(f"{self.where}: {name} not found: the bundle is incomplete; copy the whole folder.") \
+                from None
+        if not stat.S_ISREG(st.st_mode) or (st.st_ino, st.st_size, st.st_mtime_ns) != self._stats.get(name):
+            raise PipelineError(f"{self.where}: {name} changed while the bundle was being loaded")
+        return path
 
     @property
     def uses_images(self) -> bool:
@@ -150,18 +336,27 @@ class Bundle:
 
     @cached_property
     def model(self):
-        path = self.dir / self.info["model_file"]
-        if not path.is_file():
-            raise PipelineError(f"{path} not found: the bundle is incomplete; copy the whole folder.")
+        path = self._model_path()
         if not self.kind.keras:
             import joblib
 
             return joblib.load(path)["model"]
+        return self._load_keras(path)
+
+    def _load_keras(self, path: Path):
+        """The Keras model, in safe mode (no Lambda layer, no unknown class), checked against bundle.json."""
         import keras
 
         from . import models  # noqa: F401  registers the custom layers for loading
 
-        return keras.models.load_model(path, compile=False)
+        name = self.info["model_file"]
+        try:
+            model = keras.models.load_model(path, compile=False, safe_mode=True)
+        except Exception as exc:  # a damaged file, a safe-mode refusal, anything Keras raises: one line
+            raise PipelineError(f"{self.where}: {name} cannot be loaded as a Keras model ({_one_line(exc)}); "
+                                f"a bundle's model is loaded in safe mode only: {RETRAIN}") from None
+        check_model(model, self.info, self.where)
+        return model
 
     def metadata_matrix(self, table: pd.DataFrame | None) -> np.ndarray | None:
         return features.matrix(table, self.features) if self.uses_metadata else None
@@ -190,11 +385,64 @@ class Bundle:
         return self.task.probabilities(self.model.predict(inputs, batch_size=64, verbose=0))
 
     def complete(self, out: str | os.PathLike, decision: dict, extra: dict | None = None) -> Path:
-        """Write the complete bundle to `out`: this model file and manifest, with `decision` filled in.
-        `extra` adds (or replaces) top-level manifest blocks, e.g. recalibrate's provenance."""
-        info = {**self.info, **(extra or {}), "decision": decision}
+        """Write the complete bundle to `out`: this model file and manifest, with `decision` filled in and
+        `files` recomputed. `extra` adds (or replaces) top-level manifest blocks, e.g. recalibrate's
+        provenance. Nothing is written outside `out` (model_file is a plain name, checked on load)."""
+        name = self._model_path().name
+        info = {**self.info, **(extra or {}), "decision": decision, "model_file": name}
         with atomic_path(out, mark=MANIFEST) as tmp:
             tmp.mkdir(parents=True)
-            shutil.copyfile(self.dir / self.info["model_file"], tmp / self.info["model_file"])
-            write_json(tmp / MANIFEST, info)
+            target = tmp / name
+            if target.parent != tmp:
+                raise PipelineError(f"{self.where}: field 'model_file': {name} is not a plain file name")
+            shutil.copyfile(self._model_path(), target)
+            info = {**info, "files": {}}
+            info = seal(tmp, info)
+            if info["files"].get(name) != self.info["files"][name]:
+                raise PipelineError(f"{self.where}: {name} changed while it was copied to {out}")
+            params.validate(info, origin=f"bundle {out}: {MANIFEST}", schema_name="bundle")
         return Path(out)
+
+
+def check_model(model, info: dict, where: str) -> None:
+    """A loaded Keras model against its bundle.json: its inputs (image size, metadata width), its output
+    width (the task's), and a backbone sub-model exactly where the kind has one."""
+    import keras
+
+    kind, task = kinds.get(info["kind"]), tasks.get(info["task"])
+    name = info["model_file"]
+    if not isinstance(model, keras.Model):
+        raise PipelineError(f"{where}: {name} is not a Keras model ({type(model).__name__})")
+
+    def shape(t) -> tuple:
+        return tuple(None if d is None else int(d) for d in t.shape)
+
+    inputs = [shape(t) for t in model.inputs]
+    expected = (["images"] if kind.images else []) + (["metadata"] if kind.metadata else [])
+    if len(inputs) != len(expected):
+        raise PipelineError(f"{where}: {name} takes {len(inputs)} input(s), but bundle.json's kind {kind.name} "
+                            f"expects {len(expected)} ({', '.join(expected)})")
+    for got, what in zip(inputs, expected):
+        if what == "images":
+            size = info["input"]["image_size"]
+            if got[1:] != (size, size, 3):
+                raise PipelineError(f"{where}: {name} takes images of shape {got[1:]}, but bundle.json's field "
+                                    f"'input.image_size' is {size}: expected ({size}, {size}, 3)")
+        else:
+            width = len(info["metadata"]["columns"])
+            if got[1:] != (width,):
+                raise PipelineError(f"{where}: {name} takes metadata of shape {got[1:]}, but bundle.json's field "
+                                    f"'metadata.features' makes {width} column(s): expected ({width},)")
+    outputs = [shape(t) for t in model.outputs]
+    if len(outputs) != 1 or outputs[0][1:] != (task.n_outputs,):
+        raise PipelineError(f"{where}: {name} outputs {outputs if len(outputs) != 1 else outputs[0][1:]}, but "
+                            f"bundle.json's field 'task' is {task.name}: expected ({task.n_outputs},) "
+                            f"({', '.join(task.classes)})")
+    nested = [layer.name for layer in model.layers if isinstance(layer, keras.Model)]
+    if not kind.backbone and nested:
+        raise PipelineError(f"{where}: {name} holds a sub-model ({nested[0]}, a pretrained backbone?), but "
+                            f"bundle.json's field 'kind' is {kind.name}, which has none: expected a kind with a "
+                            f"backbone (transfer, dual)")
+    if kind.backbone and not any(n.startswith("backbone_") for n in nested):
+        raise PipelineError(f"{where}: {name} has no backbone sub-model, but bundle.json's field 'kind' is "
+                            f"{kind.name}: expected a model built on a backbone")

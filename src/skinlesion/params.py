@@ -84,21 +84,23 @@ def read_yaml(path: str | os.PathLike) -> Any:
         raise PipelineError(f"{path} is not valid YAML: {' '.join(str(exc).split())}") from None
 
 
-@lru_cache(maxsize=1)
-def schema() -> dict:
-    text = resources.files("skinlesion").joinpath("schemas/params.schema.yaml").read_text()
-    return load_yaml(text, origin=str(schema_path()))
+@lru_cache(maxsize=None)
+def schema(name: str = "params") -> dict:
+    """A schema shipped in skinlesion/schemas: `params` (params.yaml), `bundle` (a model bundle's bundle.json)."""
+    text = resources.files("skinlesion").joinpath(f"schemas/{name}.schema.yaml").read_text()
+    return load_yaml(text, origin=str(schema_path(name)))
 
 
-def schema_path() -> Path:
-    return Path(str(resources.files("skinlesion").joinpath("schemas/params.schema.yaml")))
+def schema_path(name: str = "params") -> Path:
+    return Path(str(resources.files("skinlesion").joinpath(f"schemas/{name}.schema.yaml")))
 
 
-def validate(params: Any, origin: str = DEFAULT_PARAMS) -> dict:
-    """Raise PipelineError naming the first offending key; return params unchanged otherwise."""
+def validate(params: Any, origin: str = DEFAULT_PARAMS, schema_name: str = "params") -> Any:
+    """Raise PipelineError naming the first offending key; return params unchanged otherwise. `schema_name`:
+    which of skinlesion/schemas to check against (the params schema, or `bundle` for bundle.json)."""
     import jsonschema
 
-    validator = jsonschema.Draft202012Validator(schema())
+    validator = jsonschema.Draft202012Validator(schema(schema_name))
     errors = sorted(validator.iter_errors(params), key=lambda e: list(e.absolute_path))
     if not errors:
         return params
@@ -111,8 +113,17 @@ def validate(params: Any, origin: str = DEFAULT_PARAMS) -> dict:
         known = sorted(error.schema.get("properties", {}))
         if known:
             allowed = f" Known keys here: {', '.join(known)}."
+    expected = error.schema.get("description") if isinstance(error.schema, dict) else None
+    if expected and schema_name != "params":
+        allowed += f" Expected: {expected}."
+    message = error.message if schema_name == "params" else " ".join(_short(error.message).split())
     more = f" ({len(errors) - 1} more problem(s) after this one.)" if len(errors) > 1 else ""
-    raise PipelineError(f"{origin}: invalid value at '{where}': {error.message}.{allowed}{more}")
+    raise PipelineError(f"{origin}: invalid value at '{where}': {message}.{allowed}{more}")
+
+
+def _short(message: str, limit: int = 200) -> str:
+    """jsonschema's message quotes the offending value whole: a huge value is cut, so the error stays a line."""
+    return message if len(message) <= limit else message[:limit] + "..."
 
 
 def load(path: str | os.PathLike = DEFAULT_PARAMS) -> dict:

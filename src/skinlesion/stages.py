@@ -74,6 +74,7 @@ ASSETS: dict[str, list[str]] = {"train": ["weights/mobilenet_v2_1.0_224_no_top_i
 # Files a module reads at run time, by the module that reads them.
 DATA_FILES = {
     "skinlesion.params": ["schemas/params.schema.yaml"],
+    "skinlesion.bundle": ["schemas/bundle.schema.yaml"],
     "skinlesion.report": ["report/template.html"],
 }
 # Run by every stage but not followed: the CLI names every command module as a string.

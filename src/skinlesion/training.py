@@ -100,7 +100,7 @@ def run(params: dict, name: str, table: str | os.PathLike, shards: str | os.Path
                                                       if c in train.table] if v.kind.metadata else [])
         # How the shards' images were decoded (images stage's summary.json): predict decodes new photos the same way
         decoding = images.decoding_of(train.shards_dir) if v.kind.images else None
-        write_json(tmp / bundle.MANIFEST, bundle.manifest(
+        bundle.seal(tmp, bundle.manifest(  # last: it records the sha256 of every other file
             v, input_size=info.get("input_size"), decoding=decoding, imputation_means=data["imputation_means"],
             training_data={"source": data["source"], "n_train": len(train), "n_val": len(val),
                            "class_counts": info["train_class_counts"],
