@@ -1,9 +1,10 @@
-import joblib
 import numpy as np
 import pandas as pd
 from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
-from skinlesion import bundle, features, io
+from skinlesion import bundle, features, linear_model
 from skinlesion.bundle import Bundle
 from skinlesion.variant import of as variant
 
@@ -19,11 +20,11 @@ def test_logreg_class_absent_from_train_keeps_columns_aligned(tmp_path):
         "anatom_site_1": "Trunk",
     })
     y = np.array([0, 2, 3, 4] * 15)
-    model = LogisticRegression(max_iter=500).fit(features.matrix(table, list(features.KNOWN)), y)
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)).fit(features.matrix(table, list(features.KNOWN)), y)
     v = variant({"name": "lr5", "kind": "logreg", "task": "multiclass"})
     from skinlesion.training import AllClasses
 
-    joblib.dump({"model": AllClasses(model, 5)}, tmp_path / "model.joblib")
+    linear_model.save(tmp_path / "model.npz", AllClasses(model, 5), list(features.KNOWN), 5)
     bundle.seal(tmp_path, bundle.manifest(v, input_size=None, imputation_means={}, training_data={}, weights={}))
     probs = Bundle(tmp_path).predict(table)
     assert probs.shape == (60, 5)

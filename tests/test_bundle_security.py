@@ -134,8 +134,8 @@ def _craft(case: str, b, tmp_path):
         _reseal(b, kind="logreg", input=None, metadata={"features": ["age_approx"], "columns": [
             "age_approx", "age_approx_missing"], "imputation_means": {}})
     elif case == "cnn_with_other_file":
-        (b / "model.keras").rename(b / "model.joblib")
-        _reseal(b, model_file="model.joblib")
+        (b / "model.keras").rename(b / "model.npz")
+        _reseal(b, model_file="model.npz")
     elif case == "wrong_input_size":
         _reseal(b, input={**info["input"], "image_size": 64})
     elif case == "huge_image_size":

@@ -64,9 +64,11 @@ def test_evaluate_completes_the_model_bundle(runs):
         evaluation = json.loads((smk / "results" / "variants" / variant / "evaluation.json").read_text())
         assert trained["decision"] is None  # evaluation.json rounds what the bundle keeps exact
         assert bundle["decision"]["threshold"] == pytest.approx(evaluation["test_natural"]["threshold"], abs=1e-5)
-        assert {k: v for k, v in bundle.items() if k != "decision"} == {k: v for k, v in trained.items() if k != "decision"}
+        mine = ("decision", "files")  # the complete bundle carries the model, not train's history
+        assert {k: v for k, v in bundle.items() if k not in mine} == {k: v for k, v in trained.items() if k not in mine}
         assert bundle["training_data"]["source"] == "synthetic" and len(bundle["training_data"]["sha256"]) == 64
         model = bundle["model_file"]
+        assert bundle["files"] == {model: trained["files"][model]}
         assert (smk / "bundles" / variant / model).read_bytes() == (smk / "models" / variant / model).read_bytes()
 
 

@@ -11,7 +11,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-from urllib.parse import urlparse
 
 import pytest
 import yaml

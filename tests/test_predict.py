@@ -174,7 +174,7 @@ def test_a_copied_bundle_scores_alone_the_same_and_an_incomplete_copy_is_a_clear
         there = prediction.run("lr", [], "there.csv", metadata=metadata_csv)
     assert "SYNTHETIC" in caplog.text  # trained on the synthetic self-test data: said, not hidden
     pd.testing.assert_frame_equal(here, there)
-    (elsewhere / "lr" / "model.joblib").unlink()
+    (elsewhere / "lr" / "model.npz").unlink()
     with pytest.raises(PipelineError, match="incomplete"):
         prediction.run("lr", [], "none.csv", metadata=metadata_csv)
 

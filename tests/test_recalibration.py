@@ -5,15 +5,16 @@ from __future__ import annotations
 import hashlib
 import shutil
 
-import joblib
 import numpy as np
 import pandas as pd
 import pytest
 from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 from PIL import Image
 from sklearn.model_selection import StratifiedGroupKFold
 
-from skinlesion import bundle, cli, features, prediction, recalibration, tasks
+from skinlesion import bundle, cli, features, linear_model, prediction, recalibration, tasks
 from skinlesion.bundle import Bundle
 from skinlesion.calibration import fit_temperature
 from skinlesion.io import read_json
@@ -38,10 +39,10 @@ def evaluated(tmp_path_factory):
     y = np.r_[np.ones(100), np.zeros(200)].astype(int)
     ages = np.where(y == 1, rng.normal(65, 12, len(y)), rng.normal(45, 12, len(y)))
     v = variant({"name": "lr", "kind": "logreg", "task": "binary"})
-    model = LogisticRegression(max_iter=1000).fit(features.matrix(_table(ages, rng), list(v.features)), y)
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(features.matrix(_table(ages, rng), list(v.features)), y)
     trained = tmp_path_factory.mktemp("models") / "lr"
     trained.mkdir()
-    joblib.dump({"model": model}, trained / "model.joblib")
+    linear_model.save(trained / "model.npz", model, list(v.features), 2)
     bundle.seal(trained, bundle.manifest(v, input_size=None, imputation_means=MEANS,
                                          training_data={"source": "local"}, weights={}))
     return Bundle(trained).complete(trained.parent / "bundle", {
@@ -87,7 +88,7 @@ def test_recalibrated_bundle_reaches_the_target_and_predict_uses_it(evaluated, m
     decision = manifest["decision"]
     assert decision["threshold"] == pytest.approx(result["threshold"], abs=1e-6)
     assert decision["rule"] == "sensitivity" and decision["target_sensitivity"] == TARGET
-    assert (out / "model.joblib").read_bytes() == (evaluated / "model.joblib").read_bytes()
+    assert (out / "model.npz").read_bytes() == (evaluated / "model.npz").read_bytes()
 
     # The refit, checked against an independent reading of the same CSV (predict's path, the bundle's means).
     labels = pd.read_csv(clinic / "metadata.csv").set_index("isic_id")["diagnosis_1"].eq("Malignant").astype(int)

@@ -92,7 +92,7 @@ def test_each_kind_trains_and_evaluates(data, name, variant, caplog):
     caplog.set_level("INFO", logger="skinlesion.training")
     info, out, result = train_and_evaluate(data, name, variant)
     assert (out / "train.json").exists() and (out / "history.csv").exists()
-    assert (out / ("model.joblib" if name == "logreg" else "model.keras")).exists()
+    assert (out / ("model.npz" if name == "logreg" else "model.keras")).exists()
     # wall seconds go to the log, never into the model folder (its bytes and DVC hash must not vary)
     assert not (out / "timing.json").exists()
     done = re.search(rf"train {name}: done in ([0-9.]+) s .*seconds per phase", caplog.text)

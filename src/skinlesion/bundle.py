@@ -1,6 +1,7 @@
 """The model bundle: one folder that scores new images on its own, on any machine.
 
-    <bundle>/model.keras | model.joblib   the trained network (preprocessing inside) or scikit-learn pipeline
+    <bundle>/model.keras | model.npz      the trained network (preprocessing inside), or the logistic
+                                          regression's fitted arrays (skinlesion.linear_model; no pickle)
     <bundle>/bundle.json                  everything else scoring needs, and where the model came from:
         variant, kind, task, classes          what it predicts
         input                                 image size and how images are decoded and resized
@@ -46,7 +47,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import __version__, features, kinds, params, tasks
+from . import __version__, features, kinds, linear_model, params, tasks
 from .errors import PipelineError
 from .images import FLIPS, Decoding, flipped
 from .io import atomic_path, write_json
@@ -58,6 +59,9 @@ MAX_MANIFEST = 1 << 20  # bytes of bundle.json read at most
 MAX_FILE = 2 << 30  # bytes of any file of a bundle (the model's included)
 MAX_ENTRIES = 64  # files in a bundle folder (the schema's `files` bound)
 RETRAIN = "re-run skinlesion train and evaluate (or recalibrate) to write a new bundle"
+CONVERT = ("if you trust where it came from, convert it: skinlesion convert-bundle OLD -o NEW "
+           "(--trust-pickle for a model.joblib, which runs any code it holds when loaded)")
+PICKLES = (".joblib", ".pkl", ".pickle")
 RESIZE = "skinlesion.images.load_image: decode (JPEG draft scaling), convert to RGB, bilinear resize to size x size"
 
 
@@ -143,6 +147,9 @@ def file_sha256(path: str | os.PathLike, what: str | None = None, limit: int = M
     return digest.hexdigest()
 
 
+SNAKEMAKE_MARKER = ".snakemake_timestamp"
+
+
 def _entries(folder: Path, where: str) -> list[str]:
     """The names in a bundle folder besides bundle.json; PipelineError for a link, a folder or too many."""
     names = []
@@ -151,7 +158,8 @@ def _entries(folder: Path, where: str) -> list[str]:
             if entry.is_symlink():
                 raise PipelineError(f"{where}: {entry.name} is a symbolic link: a bundle holds its files itself "
                                     "(copy them with cp -L), links are never followed")
-            if entry.name == MANIFEST:
+            # Snakemake's marker in a directory output (models/<variant>) is the runner's, never read.
+            if entry.name in (MANIFEST, SNAKEMAKE_MARKER):
                 continue
             if not entry.is_file(follow_symlinks=False):
                 raise PipelineError(f"{where}: {entry.name} is not a plain file: a bundle holds only plain files "
@@ -199,7 +207,7 @@ def read_manifest(folder: str | os.PathLike) -> dict:
         found = info.get("format")
         raise PipelineError(f"{where}: bundle format {found if isinstance(found, int) else repr(found)[:40]} is "
                             f"not the {FORMAT} this skinlesion {__version__} reads (format {FORMAT} records "
-                            f"the sha256 of every file); {RETRAIN}")
+                            f"the sha256 of every file); {CONVERT}, or {RETRAIN}")
     params.validate(info, origin=f"{where}: {MANIFEST}", schema_name="bundle")
     _check_fields(info, where)
     return info
@@ -216,6 +224,9 @@ def _check_fields(info: dict, where: str) -> None:
     if model_file == MANIFEST or MANIFEST in files:
         raise PipelineError(f"{at} 'model_file': {MANIFEST} is the manifest, not a model file")
     suffix = Path(kind.saved_as).suffix
+    if Path(model_file).suffix in PICKLES:
+        raise PipelineError(f"{at} 'model_file': {model_file} is a pickle, which can run code when loaded: a bundle's "
+                            f"model is never unpickled; {CONVERT}")
     if Path(model_file).suffix != suffix:
         raise PipelineError(f"{at} 'model_file': {model_file} does not match kind {kind.name}: expected a {suffix} "
                             f"file ({kind.saved_as})")
@@ -337,10 +348,10 @@ class Bundle:
     @cached_property
     def model(self):
         path = self._model_path()
-        if not self.kind.keras:
-            import joblib
-
-            return joblib.load(path)["model"]
+        if not self.kind.keras:  # model.npz: arrays read without unpickling, the estimator rebuilt from them
+            meta = self.info["metadata"]
+            return linear_model.load(path, f"{self.where}: {self.info['model_file']}", list(meta["features"]),
+                                     len(self.task.classes), len(meta["columns"]))
         return self._load_keras(path)
 
     def _load_keras(self, path: Path):
@@ -375,7 +386,7 @@ class Bundle:
 
     def _predict(self, table: pd.DataFrame | None, images: np.ndarray | None) -> np.ndarray:
         meta = self.metadata_matrix(table)
-        if not self.kind.keras:  # scikit-learn: a column per class (training.AllClasses keeps absent ones)
+        if not self.kind.keras:  # scikit-learn: a column per class (linear_model.AllClasses keeps absent ones)
             probs = np.asarray(self.model.predict_proba(meta), dtype=np.float64)
             return probs[:, 1] if self.task.binary else probs
         if self.uses_images and images is None:

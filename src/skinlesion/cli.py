@@ -27,6 +27,7 @@ COMMANDS = {
     "compare": ("skinlesion.commands.compare", "compare every evaluated variant in results/all"),
     "predict": ("skinlesion.commands.predict", "score new images with a trained variant"),
     "recalibrate": ("skinlesion.commands.recalibrate", "refit a bundle's threshold on a local labelled set"),
+    "convert-bundle": ("skinlesion.commands.convert_bundle", "convert a bundle from an older skinlesion (format 1, joblib)"),
     "validate": ("skinlesion.commands.validate", "check params.yaml whole (schema, keys given twice, layer names)"),
     "summary": ("skinlesion.commands.summary", "what the last run produced, and where its report is"),
 }
@@ -41,7 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
         module = importlib.import_module(module_name)
-        p = sub.add_parser(name, help=help_text, description=(module.__doc__ or help_text).strip())
+        # the docstrings are laid out by hand (example command lines), so their line breaks are kept
+        p = sub.add_parser(name, help=help_text, description=(module.__doc__ or help_text).strip(),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
         module.configure(p)
         p.set_defaults(_run=module.run)
     return parser

@@ -27,7 +27,7 @@ class Kind:
 
 
 KINDS: dict[str, Kind] = {k.name: k for k in (
-    Kind("logreg", False, True, False, "model.joblib", 0.0, "logistic regression on the metadata (scikit-learn)"),
+    Kind("logreg", False, True, False, "model.npz", 0.0, "logistic regression on the metadata (scikit-learn)"),
     Kind("mlp", False, True, False, "model.keras", 0.3, "two dense ReLU layers with dropout on the metadata"),
     Kind("cnn", True, False, False, "model.keras", 0.0, "a small CNN trained from scratch on the images"),
     Kind("transfer", True, False, True, "model.keras", 0.0, "a pretrained backbone, pooled, dense ReLU, output"),

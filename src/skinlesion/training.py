@@ -1,6 +1,6 @@
 """The train stage: fit one variant on the train split, early-stopped on the val split.
 
-    models/<variant>/model.keras | model.joblib   the trained model (predicts from raw inputs)
+    models/<variant>/model.keras | model.npz      the trained model (predicts from raw inputs)
     models/<variant>/history.csv                  loss and metric per epoch and phase (DVC plot data)
     models/<variant>/train.json                   what was trained, on what, with which weights, per phase
     models/<variant>/bundle.json                  what scoring needs (skinlesion.bundle; evaluate completes it)
@@ -31,11 +31,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import bundle, dataset, devices, features, images, metadata, sampling
+from . import bundle, dataset, devices, features, images, linear_model, metadata, sampling
 from . import variant as V
 from .errors import PipelineError
 from .images import FLIPS, flipped  # noqa: F401  (one definition, shared with test-time augmentation)
 from .io import atomic_path, make_keras_archive_reproducible, write_json
+from .linear_model import AllClasses
 from .reproducibility import seed_everything
 
 log = logging.getLogger(__name__)
@@ -119,30 +120,7 @@ def run(params: dict, name: str, table: str | os.PathLike, shards: str | os.Path
 # logistic regression (scikit-learn)
 
 
-class AllClasses:
-    """A fitted classifier whose predict_proba has one column per class of the task, in order,
-    also for classes absent from its training data (their probability is 0)."""
-
-    def __init__(self, model, n_classes: int):
-        self.model = model
-        self.n_classes = n_classes
-
-    @property
-    def classes_(self) -> np.ndarray:
-        return np.arange(self.n_classes)
-
-    def predict_proba(self, x) -> np.ndarray:
-        probs = self.model.predict_proba(x)
-        out = np.zeros((len(probs), self.n_classes), dtype=probs.dtype)
-        out[:, self.model.classes_.astype(int)] = probs
-        return out
-
-    def predict(self, x) -> np.ndarray:
-        return self.predict_proba(x).argmax(axis=1)
-
-
 def _fit_logreg(v: V.Variant, train: dataset.Split, val: dataset.Split, out: Path, seed: int) -> dict:
-    import joblib
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import log_loss
     from sklearn.pipeline import make_pipeline
@@ -160,7 +138,7 @@ def _fit_logreg(v: V.Variant, train: dataset.Split, val: dataset.Split, out: Pat
     pipeline.fit(features.matrix(train.table, feats), y)
     n_classes = len(v.task.classes)
     model = pipeline if len(pipeline.classes_) == n_classes else AllClasses(pipeline, n_classes)
-    joblib.dump({"model": model, "features": feats, "task": v.task.name}, out / v.kind.saved_as)
+    linear_model.save(out / v.kind.saved_as, model, feats, n_classes)  # arrays, never a pickle
     # No epochs to report: an empty table (header only) keeps the plot files uniform across variants.
     pd.DataFrame(columns=["epoch", "phase", "loss", "val_loss"]).to_csv(out / "history.csv", index=False)
     p_val = model.predict_proba(features.matrix(val.table, feats))
