@@ -18,6 +18,7 @@ from skinlesion.bundle import Bundle
 from skinlesion.errors import PipelineError
 from skinlesion.io import read_json, write_json
 from skinlesion.variant import of as variant
+from conftest import records
 
 FEATS = list(features.KNOWN)
 
@@ -81,21 +82,32 @@ def _pickled(obj, name="model.joblib"):
     return write
 
 
-def test_a_pickle_gadget_named_as_the_model_runs_nothing(tmp_path, capsys):
+def _score(command: str, b: pathlib.Path, tmp_path: pathlib.Path, make_raw) -> list[str]:
+    """The command line of predict (over a metadata CSV) or recalibrate (over a labelled set) for bundle b."""
+    if command == "predict":
+        return ["predict", str(b), "--metadata", str(_csv(tmp_path)), "-o", str(tmp_path / "out.csv")]
+    clinic = make_raw(records(12), name="clinic")
+    return ["recalibrate", str(b), str(clinic), "--target-sensitivity", "0.8", "-o", str(tmp_path / "out.csv"),
+            "--bootstrap", "0", "--cv", "2"]
+
+
+@pytest.mark.parametrize("command", ["predict", "recalibrate"])
+def test_a_pickle_gadget_named_as_the_model_runs_nothing(tmp_path, capsys, command, make_raw):
     marker = tmp_path / "marker"
     b = _bundle(tmp_path / "b", "binary", _pickled({"model": Gadget(marker)}))
-    rc = cli.main(["predict", str(b), "--metadata", str(_csv(tmp_path)), "-o", str(tmp_path / "out.csv")])
+    rc = cli.main(_score(command, b, tmp_path, make_raw))
     err = capsys.readouterr().err
     assert rc == 2 and not marker.exists() and not (tmp_path / "out.csv").exists()
     assert "model.joblib is a pickle" in err and "convert-bundle" in err and "Traceback" not in err
 
 
-def test_a_pickle_gadget_renamed_model_npz_runs_nothing(tmp_path, capsys):
+@pytest.mark.parametrize("command", ["predict", "recalibrate"])
+def test_a_pickle_gadget_renamed_model_npz_runs_nothing(tmp_path, capsys, command, make_raw):
     marker = tmp_path / "marker"
     b = _bundle(tmp_path / "b", "binary", _pickled(Gadget(marker), name="model.npz"))
-    rc = cli.main(["predict", str(b), "--metadata", str(_csv(tmp_path)), "-o", str(tmp_path / "out.csv")])
+    rc = cli.main(_score(command, b, tmp_path, make_raw))
     err = capsys.readouterr().err
-    assert rc == 2 and not marker.exists()
+    assert rc == 2 and not marker.exists() and not (tmp_path / "out.csv").exists()
     assert "not a model.npz archive" in err and "Traceback" not in err
 
 
