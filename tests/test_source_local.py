@@ -252,6 +252,26 @@ def test_isic_cli_layout_passes_through(cli_dir, tmp_path):
     assert _snapshot(cli_dir) == before
 
 
+def test_isic_cli_flat_folder_reads_as_the_images_subfolder_variant(cli_dir, tmp_path):
+    """isic-cli writes the images flat in its OUTDIR, beside metadata.csv (isic_cli/cli/image.py); the sets in
+    ../shared keep them in images/. Both read to the same data/raw, byte for byte."""
+    flat = tmp_path / "flat"
+    shutil.copytree(cli_dir, flat)
+    for image in sorted((flat / "images").iterdir()):
+        image.rename(flat / image.name)
+    (flat / "images").rmdir()
+    summary, meta = _fetch(flat, tmp_path / "from_flat")
+    nested_summary, nested_meta = _fetch(cli_dir, tmp_path / "from_images")
+    assert summary["layout"] == "isic-cli" and summary["images_without_row"] == 1
+    pd.testing.assert_frame_equal(meta, nested_meta)
+    assert sorted(p.name for p in (tmp_path / "from_flat" / "images").iterdir()) == [
+        "ISIC_1000001.jpg", "ISIC_1000002.jpg", "ISIC_1000003.png"]
+    for name in ("metadata.csv", "attribution.txt", "licenses/CC-BY.txt"):
+        assert (tmp_path / "from_flat" / name).read_bytes() == (tmp_path / "from_images" / name).read_bytes()
+    for image in (tmp_path / "from_images" / "images").iterdir():
+        assert (tmp_path / "from_flat" / "images" / image.name).read_bytes() == image.read_bytes()
+
+
 def test_isic_cli_export_with_retired_fields_is_normalised(tmp_path):
     root = tmp_path / "old"
     rows = [{"isic_id": "ISIC_0000001", "benign_malignant": "malignant", "diagnosis": "basal cell carcinoma",

@@ -131,11 +131,12 @@ def _check_labelled(root: Path, layout: str, shown: Path) -> str:
         except PipelineError:  # no metadata CSV of any layout: images alone carry no labels
             raise PipelineError(f"{shown} has no labels: no metadata CSV found (isic-cli metadata.csv with isic_id, "
                                 "HAM10000_metadata.csv or an ISIC 2020 CSV). Give the labels with --metadata CSV "
-                                "(isic_id, diagnosis_1 Benign / Malignant) or put metadata.csv beside images/.") from None
+                                "(isic_id, diagnosis_1 Benign / Malignant) or put metadata.csv beside the images.") from None
     records, counts = local.match(local.READERS[layout](root))
     if not records:
         raise PipelineError(f"{shown}: no metadata row has an image ({counts['rows']} rows, {counts['images_found']} "
-                            "images); put the images in images/ beside metadata.csv, named <isic_id>.jpg.")
+                            "images); put the images beside metadata.csv (isic-cli's flat layout) or in images/ beside it, "
+                            "named <isic_id>.jpg.")
     malignant = sum(r.get("diagnosis_1") == "Malignant" for r in records)
     benign = sum(r.get("diagnosis_1") == "Benign" for r in records)
     if not malignant + benign:
@@ -162,7 +163,8 @@ def read_local(trained: Bundle, folder: str | os.PathLike, metadata: str | os.Pa
     folder = Path(folder)
     if not folder.is_dir():
         raise PipelineError(f"labelled set {folder} is not a folder: give the folder holding the local images and "
-                            "their metadata CSV (isic-cli layout: images/ + metadata.csv with diagnosis_1).")
+                            "their metadata CSV (isic-cli layout: metadata.csv with diagnosis_1 and the <isic_id>.jpg "
+                            "images beside it, or in images/).")
     meta = Path(metadata) if metadata else None
     if meta is not None and not meta.is_file():
         raise PipelineError(f"--metadata {meta} not found: give the labelled set's metadata CSV.")

@@ -20,7 +20,8 @@ from .vocabulary import (
 
 LAYOUTS = ("isic-cli", "ham10000", "isic2020")
 LAYOUT_HELP = (
-    "  isic-cli: metadata.csv with an isic_id column, images in images/ (isic-cli's download layout)\n"
+    "  isic-cli: metadata.csv with an isic_id column, the images beside it (isic-cli's flat download layout) "
+    "or in images/\n"
     "  ham10000: HAM10000_metadata.csv (lesion_id, image_id, dx, ...), images in images/ or "
     "HAM10000_images_part_1/ and HAM10000_images_part_2/\n"
     "  isic2020: a CSV with image_name and benign_malignant or target (ISIC 2020 challenge), images in "
