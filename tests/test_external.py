@@ -108,7 +108,7 @@ def test_external_stage_cleans_labels_and_imputes_with_internal_train_means(run)
     shard = np.load(project / "data/external/elsewhere/shards/shard-00000.npy")
     assert shard.shape[1:] == (32, 32, 3)
     assert not (project / "data/external/elsewhere/.raw").exists()  # the raw copy is not kept
-    assert (project / "data/external/elsewhere/attribution.txt").read_text() == "Elsewhere clinic\n"
+    assert (project / "data/external/elsewhere/attribution.txt").read_text() == "Elsewhere clinic"
 
 
 def test_no_external_sets_still_writes_the_folder(tmp_path):

@@ -79,8 +79,12 @@ def test_complete_download_is_byte_identical_with_isic_cli_layout(server, tmp_pa
     assert all(by_id[r["isic_id"]]["sex"] == "" for r in missing_sex)
     assert not any(cell in ("None", "nan") for row in rows for cell in row)
 
-    attributions = (out / "attribution.txt").read_text(encoding="utf-8").splitlines()
-    assert attributions == sorted({r["attribution"] for r in records})
+    # isic-cli's attribution.txt: most images first (ties by name), "Anonymous" last, one blank line between
+    counts = {}
+    for r in records:
+        counts[r["attribution"]] = counts.get(r["attribution"], 0) + 1
+    order = sorted(counts, key=lambda a: (a == "Anonymous", -counts[a], a))
+    assert (out / "attribution.txt").read_text(encoding="utf-8") == "\n\n".join(order)
     for name in {r["copyright_license"] for r in records}:
         assert (out / "licenses" / f"{name}.txt").read_text(encoding="utf-8") == LICENSE_BODIES[name]
 
@@ -207,3 +211,22 @@ def test_one_image_record_and_a_missing_one(server):
         with pytest.raises(PipelineError, match="404.*Not found"):
             client.image("ISIC_0000000")
     assert len(server.requests_to("/images/ISIC_0000000/")) == 1  # a 404 is not retried
+
+
+def test_isic_cli_flag_spellings_select_as_ours(server, tmp_path, capsys):
+    """`skinlesion download -s Q -c C -l N DIR`, isic-cli's spellings (isic_cli/cli/image.py), downloads what
+    `--query Q --collections C --limit N --out DIR` does; -l 0 is isic-cli's 'no limit'."""
+    from skinlesion import cli
+
+    query, both = "sex:female", ["--api-url", server.api_url, "--allowed-hosts", server.files_host]
+    assert cli.main(["download", "--out", str(tmp_path / "ours"), "--query", query, "--collections", "70,212",
+                     "--limit", "5", *both]) == 0
+    assert cli.main(["download", "-s", query, "-c", "70,212", "-l", "5", *both, str(tmp_path / "theirs")]) == 0
+    assert cli.main(["download", "--search", query, "-l", "0", *both, str(tmp_path / "all")]) == 0
+    assert (tmp_path / "ours" / "metadata.csv").read_bytes() == (tmp_path / "theirs" / "metadata.csv").read_bytes()
+    assert len(read_csv(tmp_path / "theirs" / "metadata.csv")[1]) == 5
+    everything = [r["isic_id"] for r in server.matching(query, ())]
+    assert [row[0] for row in read_csv(tmp_path / "all" / "metadata.csv")[1]] == everything
+    capsys.readouterr()
+    assert cli.main(["download", "--out", str(tmp_path / "a"), str(tmp_path / "b"), *both]) == 2
+    assert "two folders given" in capsys.readouterr().err

@@ -172,7 +172,7 @@ def test_ham10000_layout_mapping(ham_dir, tmp_path, caplog):
     assert m.loc["ISIC_0000001", "diagnosis_confirm_type"] == "serial imaging showing no change"
     assert set(m["attribution"]) == {"ViDIR Group, Medical University of Vienna"}
     assert set(m["copyright_license"]) == {"CC-BY-NC"}
-    assert (tmp_path / "out" / "attribution.txt").read_text() == "ViDIR Group, Medical University of Vienna\n"
+    assert (tmp_path / "out" / "attribution.txt").read_text() == "ViDIR Group, Medical University of Vienna"
     assert [p.name for p in (tmp_path / "out" / "licenses").iterdir()] == ["CC-BY-NC.txt"]
 
     # through the labels module: akiec counts malignant and squamous, vasc benign
@@ -395,7 +395,7 @@ def test_linked_attribution_and_licenses_are_not_carried_over(cli_dir, outside, 
         fetch_source(_local_params(cli_dir), out)
     _holds_nothing_of(out, outside)
     assert (out / "licenses" / "CC-BY.txt").read_text() == raw_layout.LICENSE_TEXTS["CC-BY"]  # the built-in text
-    assert (out / "attribution.txt").read_text() == "Hospital A\nHospital B\n"  # written from the rows
+    assert (out / "attribution.txt").read_text() == "Hospital B\n\nHospital A"  # from the rows, as isic-cli
     assert read_json(out / "source.json")["links_not_followed"] == 2
     assert "2 symbolic link(s)" in caplog.text and "not followed" in caplog.text
     # licenses/ itself a link to an outside folder: not read either
@@ -536,3 +536,12 @@ def test_real_ham10000_with_limit(tmp_path):
     assert set(images) == set(meta["isic_id"])
     with Image.open(images[meta["isic_id"].iloc[0]].fp()) as im:
         assert im.size == (200, 150)
+
+
+def test_attribution_txt_is_isic_clis():
+    """isic-cli's attribution.txt (../shared/isic-api.md): each attribution once, most images first, ties by
+    name, "Anonymous" last whatever its count, one blank line between, no newline at the end."""
+    rows = ([{"attribution": "Anonymous"}] * 5 + [{"attribution": "Clinic B"}] * 2 + [{"attribution": "Clinic A"}] * 2
+            + [{"attribution": "Big Hospital"}] * 3 + [{"attribution": ""}, {}])
+    assert raw_layout.attribution_text(rows) == "Big Hospital\n\nClinic A\n\nClinic B\n\nAnonymous"
+    assert raw_layout.attribution_text([]) == ""

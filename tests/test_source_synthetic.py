@@ -67,7 +67,7 @@ def test_raw_layout_and_archive_field_names(default_raw, default_meta):
     assert meta["patient_id"].str.fullmatch(r"IP_\d{7}").all()
     assert meta["lesion_id"].str.fullmatch(r"IL_\d{7}").all()
     assert (meta["copyright_license"] == "CC-0").all() and (meta["image_type"] == "dermoscopic").all()
-    assert (out / "attribution.txt").read_text() == cohort.ATTRIBUTION + "\n"
+    assert (out / "attribution.txt").read_text() == cohort.ATTRIBUTION  # isic-cli: no newline at the end
     assert [p.name for p in (out / "licenses").iterdir()] == ["CC-0.txt"]
 
     ages = pd.to_numeric(meta["age_approx"]).dropna()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import os
 import re
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Mapping
 
@@ -100,11 +101,17 @@ def write_metadata_csv(records: list[Mapping], path: str | os.PathLike) -> None:
             writer.writerow([_cell(record.get(c)) for c in columns])
 
 
+def attribution_text(records: Iterable[Mapping]) -> str:
+    """attribution.txt as isic-cli writes it: each distinct attribution once, the one with most images first
+    (ties by name), "Anonymous" last, separated by one blank line, no newline at the end."""
+    counts = Counter(str(r["attribution"]) for r in records if r.get("attribution"))
+    return "\n\n".join(sorted(counts, key=lambda name: (name == "Anonymous", -counts[name], name)))
+
+
 def write_attribution(records: Iterable[Mapping], path: str | os.PathLike) -> None:
     from .io import write_text
 
-    names = sorted({str(r["attribution"]) for r in records if r.get("attribution")})
-    write_text(path, "".join(f"{n}\n" for n in names))
+    write_text(path, attribution_text(records))
 
 
 def write_licenses(licenses: Iterable[str], folder: str | os.PathLike, texts: Mapping[str, str] | None = None) -> None:

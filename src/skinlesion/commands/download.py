@@ -4,13 +4,15 @@
     skinlesion download --out data/balanced --max-per-class benign=5000,malignant=5000
     skinlesion download --out data/thumbs --query 'diagnosis_1:Malignant' --thumbnails --limit 500
     skinlesion download --out data/isic2020 --collections 70 --dry-run
+    skinlesion download -c 70 -l 100 data/isic2020_100      (isic-cli's spellings: isic image download ...)
 
 The selection is made on metadata alone; each search page's files start as it arrives. Files are written
 under hidden .part names and renamed when complete, so an interrupted run (Ctrl-C, kill, network loss) is
 simply run again: only what is missing is fetched, partial files are continued with HTTP Range requests.
 A file host other than the archive's stops the run at once, naming it (--allowed-hosts allows it); records
 refused as unusable make the run exit 2 with their counts once the rest is complete (--allow-skipped).
-ISIC_API_URL in the environment overrides the API URL. See docs/isic.md.
+ISIC_API_URL in the environment overrides the API URL. isic-cli's own flags are accepted as they are
+(-s/--search, -c/--collections, -l/--limit with 0 for all, the folder as a last argument). See docs/isic.md.
 """
 
 from __future__ import annotations
@@ -20,10 +22,13 @@ import argparse
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.add_argument("--out", required=True, metavar="DIR", help="folder to download into (created; reruns continue it)")
-    parser.add_argument("--query", help='search query, e.g. "diagnosis_1:Malignant AND sex:female"')
-    parser.add_argument("--collections", metavar="C[,C]", help="collection ids, e.g. 70 (2020 challenge training)")
-    parser.add_argument("--limit", type=int, metavar="N", help="at most N images in all")
+    # isic-cli's spellings beside ours (isic_cli/cli/image.py: -s/--search, -c/--collections, -l/--limit, OUTDIR)
+    parser.add_argument("outdir", nargs="?", metavar="DIR", help="the folder, as isic-cli takes it (or --out)")
+    parser.add_argument("--out", metavar="DIR", help="folder to download into (created; reruns continue it)")
+    parser.add_argument("--query", "-s", "--search", dest="query",
+                        help='search query, e.g. "diagnosis_1:Malignant AND sex:female"')
+    parser.add_argument("--collections", "-c", metavar="C[,C]", help="collection ids, e.g. 70 (2020 challenge training)")
+    parser.add_argument("--limit", "-l", type=int, metavar="N", help="at most N images in all (0: all, as in isic-cli)")
     parser.add_argument(
         "--max-per-class", metavar="benign=N,malignant=M",
         help="up to N images of each listed diagnosis_1 class (benign, malignant, indeterminate); others left out",
@@ -61,7 +66,21 @@ def config_from_args(args: argparse.Namespace) -> dict:
         value = getattr(args, attr, None)
         if value is not None:
             cfg[key] = value
+    if cfg.get("limit") == 0:  # isic-cli's "no limit"
+        cfg["limit"] = None
     return cfg
+
+
+def out_dir(args: argparse.Namespace) -> str:
+    """The folder, given as --out or, as isic-cli takes it, as the last argument (not both, unless equal)."""
+    from ..errors import PipelineError
+
+    if args.out and args.outdir and args.out != args.outdir:
+        raise PipelineError(f"two folders given: --out {args.out} and {args.outdir}; give one")
+    folder = args.out or args.outdir
+    if not folder:
+        raise PipelineError("no folder given: skinlesion download --out DIR ... (or DIR last, as isic-cli takes it)")
+    return folder
 
 
 def run(args: argparse.Namespace) -> int:
@@ -71,9 +90,9 @@ def run(args: argparse.Namespace) -> int:
     from ..sources.isic.download import disk_margin, download, dry_run, free_bytes, human
     from ..sources.isic.options import from_config
 
+    out = Path(out_dir(args))
     cfg = config_from_args(args)
     options = from_config(cfg)
-    out = Path(args.out)
     if args.dry_run:
         plan = dry_run(options, out)
         kind = "thumbnails" if options.thumbnails else "full files"
