@@ -50,7 +50,7 @@ import pandas as pd
 from . import __version__, features, kinds, linear_model, params, tasks
 from .errors import PipelineError
 from .images import FLIPS, Decoding, flipped
-from .io import atomic_path, write_json
+from .io import SNAKEMAKE_TIMESTAMP, atomic_path, write_json
 
 log = logging.getLogger(__name__)
 MANIFEST = "bundle.json"
@@ -147,9 +147,6 @@ def file_sha256(path: str | os.PathLike, what: str | None = None, limit: int = M
     return digest.hexdigest()
 
 
-SNAKEMAKE_MARKER = ".snakemake_timestamp"
-
-
 def _entries(folder: Path, where: str) -> list[str]:
     """The names in a bundle folder besides bundle.json; PipelineError for a link, a folder or too many."""
     names = []
@@ -159,7 +156,7 @@ def _entries(folder: Path, where: str) -> list[str]:
                 raise PipelineError(f"{where}: {entry.name} is a symbolic link: a bundle holds its files itself "
                                     "(copy them with cp -L), links are never followed")
             # Snakemake's marker in a directory output (models/<variant>) is the runner's, never read.
-            if entry.name in (MANIFEST, SNAKEMAKE_MARKER):
+            if entry.name in (MANIFEST, SNAKEMAKE_TIMESTAMP):
                 continue
             if not entry.is_file(follow_symlinks=False):
                 raise PipelineError(f"{where}: {entry.name} is not a plain file: a bundle holds only plain files "

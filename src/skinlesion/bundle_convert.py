@@ -77,10 +77,13 @@ def convert(old: str | os.PathLike, out: str | os.PathLike, trust_pickle: bool =
                             "unpickled only with --trust-pickle, for a bundle from a source you trust")
     with atomic_path(out, mark=B.MANIFEST) as tmp:
         tmp.mkdir(parents=True)
+        def copy(file: str) -> None:  # a plain file of the old bundle, never through a link
+            with B._open_plain(old / file, f"{where}: {file}", B.MAX_FILE) as src, open(tmp / file, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+
         for other in names:
             if other != name:
-                with B._open_plain(old / other, f"{where}: {other}", B.MAX_FILE) as src, open(tmp / other, "wb") as dst:
-                    shutil.copyfileobj(src, dst)
+                copy(other)
         if pickled:
             model = _unpickle(old / name, where)
             meta = info.get("metadata") or {}
@@ -100,8 +103,7 @@ def convert(old: str | os.PathLike, out: str | os.PathLike, trust_pickle: bool =
                      len(probe))
             name = new_name
         else:
-            with B._open_plain(old / name, f"{where}: {name}", B.MAX_FILE) as src, open(tmp / name, "wb") as dst:
-                shutil.copyfileobj(src, dst)
+            copy(name)
         B.seal(tmp, {**info, "model_file": name})
         loaded = B.Bundle(tmp)  # the new bundle passes every check a user's predict makes
         _ = loaded.model

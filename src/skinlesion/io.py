@@ -99,9 +99,11 @@ def name_the_output(exc: OSError, work: Path, target: Path) -> None:
         exc.filename = os.fspath(target / Path(name).relative_to(work))
 
 
+# Where Snakemake keeps a directory output's mtime: a file it writes into every folder output it makes.
+SNAKEMAKE_TIMESTAMP = ".snakemake_timestamp"
 # What the runners leave beside the outputs they remove: DVC's .gitignore for the outputs it tracks in a
-# folder, Snakemake's --touch marker.
-RUNNER_FILES = {".gitignore", ".snakemake_timestamp"}
+# folder, Snakemake's marker.
+RUNNER_FILES = {".gitignore", SNAKEMAKE_TIMESTAMP}
 
 
 def check_replaceable(target: Path, mark: str | tuple[str, ...] | None) -> None:

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import yaml
 
+from .io import SNAKEMAKE_TIMESTAMP
+
 log = logging.getLogger(__name__)
 STATE = Path(".snakemake/skinlesion")
 LOCKS = Path(".snakemake/locks")
@@ -164,7 +166,7 @@ def release_stale_lock(state: Path = STATE, locks: Path = LOCKS) -> bool:
 
 
 STEP = 0.001  # seconds between DAG levels
-TIMESTAMP = ".snakemake_timestamp"  # where Snakemake keeps a directory output's mtime, when the file is there
+TIMESTAMP = SNAKEMAKE_TIMESTAMP  # where Snakemake keeps a directory output's mtime, when the file is there
 
 
 def date_outputs_in_dag_order(repo: str | os.PathLike = ".", start: float | None = None) -> int:
