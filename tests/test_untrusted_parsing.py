@@ -86,10 +86,22 @@ records = st.one_of(
 )
 
 
+def _refused(exc: selection.HostRefused) -> None:
+    """A file host not allowed stops the download (issue 18): one line naming the host and the setting."""
+    message = str(exc)
+    assert "\n" not in message and len(message) < 1000 and "allowed_hosts" in message
+
+
 @SETTINGS
 @given(records)
 def test_a_record_the_client_accepts_is_safe_to_use(record):
-    problem = selection.record_problem(record, OPTIONS)  # never raises, whatever the record
+    try:
+        problem = selection.record_problem(record, OPTIONS)  # a reason to skip, or HostRefused: nothing else
+    except selection.HostRefused as exc:
+        _refused(exc)
+        url = record["files"]["full"]["url"]
+        assert selection.hosts.host_problem(url, OPTIONS.api_url, OPTIONS.allowed_hosts) is not None
+        return
     if problem is not None:
         assert isinstance(problem, str) and len(problem) < 100
         return
@@ -114,7 +126,11 @@ def test_selection_over_any_pages_keeps_only_usable_unique_records(pages):
                 yield (sum(map(len, pages)) if i == 0 else None), results
 
     skipped: Counter = Counter()
-    found, _ = selection._collect(Client(), "", (), None, None, set(), OPTIONS, skipped)
+    try:
+        found, _ = selection._collect(Client(), "", (), None, None, set(), OPTIONS, skipped)
+    except selection.HostRefused as exc:  # a record on a host not allowed stops the listing, naming it
+        _refused(exc)
+        return
     assert all(selection.record_problem(r, OPTIONS) is None for r in found)
     assert len({r["isic_id"] for r in found}) == len(found)
     assert len(found) + sum(skipped.values()) <= sum(map(len, pages))
