@@ -1,7 +1,8 @@
 """A local ISIC Archive API v2 look-alike on 127.0.0.1, for the tests and the download benchmark.
 
 It behaves like the archive as described in ../shared/isic-api.md (docs/isic.md): paged images/search/ with
-opaque cursors and `count` on the first page only, images/search/size/, images/{id}/, the license files,
+opaque cursors and `count` on the first page only, images/search/size/, images/{id}/, collections/{id}/
+(isic-cli checks a -c id there), the license files,
 and the image bytes (real JPEGs and some PNGs made with Pillow), with Range support that can be switched
 off. The files are served from a second loopback host (`files_host`, 127.0.1.1 beside 127.0.0.1), which a
 client must allow as a user would (data.isic.allowed_hosts; `client_config` does), in the archive's three
@@ -10,7 +11,7 @@ URL shapes in turn: CloudFront (`/<uuid>/<uuid>.jpg?Expires=..&Signature=..&Key-
 (`/isic-archive/images/<id>.jpg`). Whatever the shape, a file request is logged (`path`) and matched by
 faults under the file's key, `/s3/images/<id>.<ext>` or `/s3/thumbnails/<id>_thumbnail.jpg` (the path as
 sent is `raw_path`, its query `raw_query`); `server.key_of(record)` gives it. The last record lacks every
-optional field (no clinical metadata at all). Faults are injected per test:
+optional field (no clinical metadata at all, `clinical: {}` as the archive sends it). Faults are injected per test:
 
     server.faults.append(Fault("/s3/images/", status=503, retry_after="1", times=2))   # per file: 2x 503
     server.faults.append(Fault("/s3/", drop_after=1000))       # headers with full length, 1000 bytes, close
@@ -69,6 +70,7 @@ ATTRIBUTIONS = [
 ]
 LICENSES = ["CC-BY-NC", "CC-0", "CC-BY"]
 LICENSE_BODIES = {name: f"Fake ISIC license text for {name}.\nSecond line of {name}.\n" for name in LICENSES}
+COLLECTION_NAMES = {70: "Challenge 2020: Training", 65: "Challenge 2019: Training", 212: "HAM10000"}
 SITES = ["Head and neck", "Trunk", "Upper extremity", "Lower extremity", "Anogenital region"]
 MALIGNANT = [
     ("Malignant melanocytic proliferations (Melanoma)", "Melanoma Invasive"),
@@ -156,7 +158,8 @@ def make_dataset(n: int = 30, seed: int = 7, scale: float = 1.0) -> Dataset:
             },
         }
         if i == n - 1 and n > 1:  # the last record lacks every optional field: no clinical metadata at all
-            del record["metadata"]["clinical"]
+            # (the archive still sends "clinical": {} and the pixel size: isic/core/api/image.py resolve_metadata)
+            record["metadata"]["clinical"] = {}
             record["metadata"]["acquisition"] = {k: v for k, v in acquisition.items() if k in ("pixels_x", "pixels_y")}
         records.append(record)
         collections[70 if i % 3 else 65].append(isic_id)
@@ -613,6 +616,15 @@ class _Handler(BaseHTTPRequestHandler):
                 if record["isic_id"] == match.group(1):
                     return self._json(entry, 200, self._hooked(self.state.absolute(record, self.state.sign_ttl)))
             return self._json(entry, 404, {"message": "Not found."})
+        match = re.fullmatch(r"/collections/(\d+)/", route)  # isic-cli checks each -c id here first
+        if match:
+            cid = int(match.group(1))
+            if cid not in self.state.data.collections:
+                return self._json(entry, 404, {"message": "Not found."})
+            # CollectionOut (isic/core/api/collection.py): the model's fields and the DOI, if any
+            return self._json(entry, 200, {"id": cid, "name": COLLECTION_NAMES.get(cid, f"Collection {cid}"),
+                                           "description": "", "public": True, "pinned": cid in COLLECTION_NAMES,
+                                           "locked": True, "doi": None, "doi_url": None})
         match = re.fullmatch(r"/zip-download/license-file/([A-Za-z0-9-]+)/", route)
         if match and match.group(1) in LICENSE_BODIES:
             return self._send(entry, 200, LICENSE_BODIES[match.group(1)].encode(), "text/plain; charset=utf-8")
@@ -777,6 +789,21 @@ class _Handler(BaseHTTPRequestHandler):
                 self.connection.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+def images_in(folder) -> list:
+    """The finished images of a download folder (isic-cli's flat layout: <isic_id>.<ext> beside metadata.csv),
+    sorted; hidden .part files and the small files left out. [] for a folder that does not exist."""
+    from pathlib import Path
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def client_config(server: FakeIsic, **overrides) -> dict:

@@ -26,7 +26,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).parent))
 
 import isic_server  # noqa: E402
-from isic_server import FakeIsic, Fault, _cursor, client_config, client_options  # noqa: E402
+from isic_server import FakeIsic, Fault, _cursor, client_config, client_options, images_in  # noqa: E402
 
 from skinlesion import cli, sources  # noqa: E402
 from skinlesion.errors import PipelineError  # noqa: E402
@@ -176,7 +176,7 @@ def test_bad_ids_are_skipped_with_their_reason_not_a_crash(server, tmp_path, cap
     source = json.loads((out / "source.json").read_text())
     assert source["skipped"] == {"bad isic_id": len(BAD_IDS) - 1, "missing isic_id": 1}  # None: missing
     assert source["images"] == 12 - len(BAD_IDS)
-    names = [p.name for p in (out / "images").iterdir()]
+    names = [p.name for p in images_in(out)]
     assert len(names) == source["images"]
     assert all(name.startswith("ISIC_") and "\n" not in name and len(name) < 70 for name in names)
 
@@ -288,9 +288,9 @@ def test_a_body_that_never_ends_stops_at_the_stated_size_and_fails(server, tmp_p
     assert time.monotonic() - started < 20
     assert victim["isic_id"] in str(info.value) and "longer than the stated size" in str(info.value)
     assert len(server.requests_to(path)) == 3  # a fault, retried, then reported failed
-    on_disk = sum(p.stat().st_size for p in (out / "images").iterdir())
+    on_disk = sum(p.stat().st_size for p in images_in(out))
     assert on_disk <= sum(r["files"]["full"]["size"] for r in server.records)
-    assert not list((out / "images").glob(victim["isic_id"] + "*")) and not list((out / "images").glob(".*part"))
+    assert not list((out).glob(victim["isic_id"] + "*")) and not list((out).glob(".*part"))
 
 
 def test_a_body_without_a_stated_size_is_capped_by_max_body_bytes(server, tmp_path):
@@ -510,7 +510,7 @@ def test_a_file_redirect_to_another_host_is_refused(server, elsewhere, tmp_path)
     assert not elsewhere.log  # never asked
     assert victim["isic_id"] in message and "redirect" in message and "not allowed" in message
     assert looping["isic_id"] in message and "redirects" in message
-    assert len(list((tmp_path / "out" / "images").iterdir())) == 10
+    assert len(list(images_in(tmp_path / "out"))) == 10
 
 
 def test_a_redirect_to_an_unreadable_location_fails_the_file_or_the_search(server, tmp_path):
@@ -528,7 +528,7 @@ def test_a_file_redirect_on_the_same_host_is_followed(server, tmp_path):
     server.faults.append(Fault(file_path(victim), redirect=victim["files"]["full"]["url"], times=1))
     download(client_options(server), tmp_path / "out", progress=False)
     assert len(server.requests_to(file_path(victim))) == 2
-    assert len(list((tmp_path / "out" / "images").iterdir())) == 12
+    assert len(list(images_in(tmp_path / "out"))) == 12
 
 
 def test_an_api_redirect_to_another_host_is_refused(server, elsewhere, tmp_path):
@@ -646,7 +646,7 @@ def test_a_lock_left_by_a_dead_process_never_blocks(server, tmp_path):
     out.mkdir()
     (out / LOCK_NAME).write_text(json.dumps({"pid": int(dead.stdout), "host": "here", "started": "then"}))
     download(client_options(server), out, progress=False)
-    assert len(list((out / "images").iterdir())) == 12
+    assert len(list(images_in(out))) == 12
     assert not (out / LOCK_NAME).exists()
 
 

@@ -150,8 +150,8 @@ def test_an_interrupted_fetch_resumes_from_its_staging_folder(server, tmp_path):
     with pytest.raises(PipelineError, match=victim["isic_id"]):
         sources.fetch(params, out)
     assert not out.exists()  # the raw folder appears whole or not at all
-    staged = list((tmp_path / "data" / ".isic-download").glob("*/images/*.jpg"))
-    staged += list((tmp_path / "data" / ".isic-download").glob("*/images/*.png"))
+    staged = list((tmp_path / "data" / ".isic-download").glob("*/*.jpg"))
+    staged += list((tmp_path / "data" / ".isic-download").glob("*/*.png"))
     assert len(staged) == 7
 
     server.faults.clear()

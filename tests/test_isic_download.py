@@ -12,7 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from isic_server import LICENSE_BODIES, FakeIsic, Fault, client_config, client_options, flat  # noqa: E402
+from isic_server import LICENSE_BODIES, FakeIsic, Fault, client_config, client_options, flat, images_in  # noqa: E402
 
 from skinlesion.errors import PipelineError  # noqa: E402
 from skinlesion.raw_layout import LICENSE_TEXTS  # noqa: E402
@@ -60,11 +60,11 @@ def test_complete_download_is_byte_identical_with_isic_cli_layout(server, tmp_pa
     records = server.records
     assert len(records) == 30
 
-    names = sorted(p.name for p in (out / "images").iterdir())
+    names = sorted(p.name for p in images_in(out))
     assert names == sorted(r["isic_id"] + ext_of(r) for r in records)
     assert any(n.endswith(".png") for n in names) and any(n.endswith(".jpg") for n in names)
     for record in records:
-        data = (out / "images" / (record["isic_id"] + ext_of(record))).read_bytes()
+        data = (out / (record["isic_id"] + ext_of(record))).read_bytes()
         assert data == server.file_bytes(record)
 
     columns, rows = read_csv(out / "metadata.csv")
@@ -93,7 +93,7 @@ def test_complete_download_is_byte_identical_with_isic_cli_layout(server, tmp_pa
     assert summary["thumbnails"] is False and summary["files"] == "full"
     assert summary["selected"] == 30 and summary["matched"] == 30
     assert summary["bytes"] == sum(r["files"]["full"]["size"] for r in records)
-    assert not [p for p in (out / "images").iterdir() if p.name.startswith(".")]
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
     assert not (out / ".isic-download.lock").exists()
 
 
@@ -138,7 +138,7 @@ def test_per_class_caps_on_diagnosis_1(server, tmp_path, limit):
     outcome = download(options(server, max_per_class=caps, limit=limit), out, progress=False)
     _, rows = read_csv(out / "metadata.csv")
     assert [row[0] for row in rows] == [r["isic_id"] for r in expected]
-    assert sorted(p.stem for p in (out / "images").iterdir()) == [r["isic_id"] for r in expected]
+    assert sorted(p.stem for p in images_in(out)) == [r["isic_id"] for r in expected]
     counts = {}
     for r in expected:
         key = r["metadata"].get("clinical", {})["diagnosis_1"].lower()
@@ -155,7 +155,7 @@ def test_thumbnails_fetch_the_256px_files_and_are_recorded(server, tmp_path):
     outcome = download(options(server, thumbnails=True, limit=5), out, progress=False)
     records = server.records[:5]
     for record in records:
-        data = (out / "images" / f"{record['isic_id']}.jpg").read_bytes()
+        data = (out / f"{record['isic_id']}.jpg").read_bytes()
         assert data == server.file_bytes(record, "thumbnail_256")
     assert not server.requests_to("/s3/images/")
     assert len(server.requests_to("/s3/thumbnails/")) == 5

@@ -14,7 +14,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from isic_server import FakeIsic, Fault, client_config, client_options  # noqa: E402
+from isic_server import FakeIsic, Fault, client_config, client_options, images_in  # noqa: E402
 
 from skinlesion.errors import PipelineError  # noqa: E402
 from skinlesion.sources.isic import client as client_module  # noqa: E402
@@ -37,9 +37,9 @@ options = client_options
 def assert_complete(server, out, records=None):
     records = server.records if records is None else records
     for record in records:
-        path = out / "images" / (record["isic_id"] + Path(urlparse(record["files"]["full"]["url"]).path).suffix)
+        path = out / (record["isic_id"] + Path(urlparse(record["files"]["full"]["url"]).path).suffix)
         assert path.read_bytes() == server.file_bytes(record), record["isic_id"]
-    assert not list((out / "images").glob(".*.part"))
+    assert not list((out).glob(".*.part"))
 
 
 def file_requests(server):
@@ -146,7 +146,7 @@ def test_retry_exhaustion_gives_one_clear_error_and_keeps_finished_files(server,
     assert "HTTP 500" in message and "again" in message
     others = [r for r in server.records if r not in victims]
     assert_complete(server, out, others)
-    assert not any((out / "images").glob(victims[0]["isic_id"] + ".*"))
+    assert not any((out).glob(victims[0]["isic_id"] + ".*"))
     assert (out / "metadata.csv").exists()
 
     # the rerun fetches only the two that failed
@@ -199,4 +199,4 @@ def test_short_disk_space_refuses_to_start(server, tmp_path, monkeypatch):
     with pytest.raises(PipelineError, match="not enough free disk space"):
         download(options(server), out, progress=False)
     assert not server.requests_to("/s3/")
-    assert not (out / "images").exists()
+    assert not images_in(out) and not list(out.glob(".*.part"))

@@ -103,7 +103,7 @@ def test_three_url_shapes_on_another_host_download_completely_with_signed_querie
     download(client_options(server), out, progress=False)
     for record in records:
         name = record["isic_id"] + Path(urlparse(record["files"]["full"]["url"]).path).suffix
-        assert (out / "images" / name).read_bytes() == server.file_bytes(record)
+        assert (out / name).read_bytes() == server.file_bytes(record)
     signed = [r for r in records if shape_of(r["isic_id"]) == "cloudfront"]
     for record in signed:  # the query reached the file host exactly as the record gave it
         (hit,) = server.requests_to(server.key_of(record))
@@ -113,13 +113,19 @@ def test_three_url_shapes_on_another_host_download_completely_with_signed_querie
 
 def test_the_record_lacking_optional_fields_is_kept_with_empty_cells(server, tmp_path):
     bare = server.records[-1]
-    assert "clinical" not in bare["metadata"]
+    assert bare["metadata"]["clinical"] == {}  # as the archive sends it: the key there, empty
     out = tmp_path / "isic"
     download(client_options(server), out, progress=False)
     row = next(r for r in read_rows(out / "metadata.csv") if r["isic_id"] == bare["isic_id"])
     assert row["diagnosis_1"] == "" and row["sex"] == "" and row["pixels_x"] == str(bare["metadata"]["acquisition"]["pixels_x"])
+    # an answer without the key at all (the archive never sends one; isic-cli would stop on it) is kept too
+    server.record_hook = lambda r: {**r, "metadata": {"acquisition": r["metadata"]["acquisition"]}} \
+        if r["isic_id"] == bare["isic_id"] else r
+    download(client_options(server), tmp_path / "no-clinical", progress=False)
+    rows = {r["isic_id"]: r for r in read_rows(tmp_path / "no-clinical" / "metadata.csv")}
+    assert rows[bare["isic_id"]] == row
     download(client_options(server, thumbnails=True), tmp_path / "thumbs", progress=False)
-    assert (tmp_path / "thumbs" / "images" / f"{bare['isic_id']}.jpg").read_bytes() == server.file_bytes(bare, "thumbnail_256")
+    assert (tmp_path / "thumbs" / f"{bare['isic_id']}.jpg").read_bytes() == server.file_bytes(bare, "thumbnail_256")
 
 
 def test_a_file_host_not_allowed_is_named_in_one_line_at_the_first_page(server, tmp_path, capsys, monkeypatch):
@@ -161,7 +167,7 @@ def test_an_expired_signed_url_fetches_the_record_again_and_the_download_goes_on
         assert [h["status"] for h in hits] == [403, 200]
         assert len(server.requests_to(f"/images/{record['isic_id']}/")) == 1
         name = record["isic_id"] + Path(urlparse(record["files"]["full"]["url"]).path).suffix
-        assert (out / "images" / name).read_bytes() == server.file_bytes(record)
+        assert (out / name).read_bytes() == server.file_bytes(record)
     unsigned = [r for r in server.records if shape_of(r["isic_id"]) != "cloudfront"]
     assert not any(server.requests_to(f"/images/{r['isic_id']}/") for r in unsigned)
 
@@ -192,7 +198,7 @@ def test_a_resume_days_later_uses_fresh_urls(server, tmp_path):
     out = tmp_path / "isic"
     with pytest.raises(PipelineError, match="could not be downloaded"):
         download(client_options(server, retries=0, limit=6), out, progress=False)
-    assert list((out / "images").glob(".*.part"))
+    assert list((out).glob(".*.part"))
     server.faults.clear()
     server.clock += 8 * 24 * 3600  # a week and a day later: every URL the first run was given has expired
     mark = len(server.log)
@@ -202,7 +208,7 @@ def test_a_resume_days_later_uses_fresh_urls(server, tmp_path):
     assert any(e["status"] == 206 for e in files)  # partial files continued
     for record in server.records[:6]:
         name = record["isic_id"] + Path(urlparse(record["files"]["full"]["url"]).path).suffix
-        assert (out / "images" / name).read_bytes() == server.file_bytes(record)
+        assert (out / name).read_bytes() == server.file_bytes(record)
 
 
 def test_a_fresh_record_on_a_host_not_allowed_stops_the_download_naming_it(server, tmp_path):

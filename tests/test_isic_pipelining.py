@@ -13,7 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from isic_server import LICENSE_BODIES, FakeIsic, Fault, client_options, seeded_faults  # noqa: E402
+from isic_server import LICENSE_BODIES, FakeIsic, Fault, client_options, seeded_faults, images_in  # noqa: E402
 
 from skinlesion.errors import PipelineError  # noqa: E402
 from skinlesion.sources.isic import client as client_module  # noqa: E402
@@ -44,7 +44,7 @@ def test_files_start_while_later_search_pages_still_arrive(server, tmp_path, mon
     assert first(files) < searches[-1]["time"]  # the first files went before the last page was asked for
     # ... but not before the second page was read: a broken paging shows there and costs no transfer
     assert first(files) > searches[1]["time"]
-    assert len({p.name for p in (out / "images").iterdir()}) == 30
+    assert len({p.name for p in images_in(out)}) == 30
 
 
 def test_license_texts_are_fetched_while_paging_goes_on(server, tmp_path, monkeypatch):
@@ -84,7 +84,7 @@ def test_a_paging_error_after_files_started_stops_them_and_keeps_the_folder_resu
     assert not (out / "metadata.csv").exists()  # written only once the whole selection is known
     server.bad_cursor_page = None
     download(client_options(server), out, progress=False)  # the rerun completes
-    assert len(list((out / "images").glob("ISIC_*"))) == 30
+    assert len(list((out).glob("ISIC_*"))) == 30
 
 
 def test_the_disk_check_runs_on_each_batch(server, tmp_path, monkeypatch):
@@ -113,4 +113,4 @@ def test_seeded_faults_are_the_same_for_every_client_and_survived(tmp_path):
         for record in server.records:
             name = record["isic_id"] + Path(urlparse(record["files"]["full"]["url"]).path).suffix
             for out in ("a", "b"):
-                assert (tmp_path / out / "images" / name).read_bytes() == server.file_bytes(record)
+                assert (tmp_path / out / name).read_bytes() == server.file_bytes(record)

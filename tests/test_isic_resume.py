@@ -15,7 +15,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from isic_server import FakeIsic, client_config, client_options  # noqa: E402
+from isic_server import FakeIsic, client_config, client_options, images_in  # noqa: E402
 
 from skinlesion.sources.isic.download import download  # noqa: E402
 
@@ -30,13 +30,11 @@ def name_of(record):
 
 
 def final_files(out):
-    folder = out / "images"
-    return {p.name: p for p in folder.iterdir() if not p.name.startswith(".")} if folder.is_dir() else {}
+    return {p.name: p for p in images_in(out)}
 
 
 def part_files(out):
-    folder = out / "images"
-    return {p.name: p for p in folder.glob(".*.part")} if folder.is_dir() else {}
+    return {p.name: p for p in out.glob(".*.part")} if out.is_dir() else {}
 
 
 def test_kill_9_mid_download_then_rerun_resumes_with_range(tmp_path):
@@ -116,7 +114,7 @@ def server():
 
 
 def seed_part(server, out, record, nbytes, garbage=False):
-    images = out / "images"
+    images = out  # isic-cli's flat layout: the images (and their .part files) at the top
     images.mkdir(parents=True, exist_ok=True)
     data = server.file_bytes(record)
     prefix = b"\0" * nbytes if garbage else data[:nbytes]
@@ -133,7 +131,7 @@ def test_a_partial_file_is_continued_or_restarted(server, tmp_path, range_suppor
     hits = server.requests_to("/s3/images/" + victim["isic_id"])
     assert len(hits) == 1 and hits[0]["range"] == "bytes=1234-"
     assert hits[0]["status"] == (206 if range_support else 200)
-    assert (out / "images" / name_of(victim)).read_bytes() == server.file_bytes(victim)
+    assert (out / name_of(victim)).read_bytes() == server.file_bytes(victim)
     assert outcome.report.resumed == (1 if range_support else 0)
     assert not part_files(out)
 
@@ -145,7 +143,7 @@ def test_a_part_larger_than_the_file_is_discarded(server, tmp_path):
     download(options(server), out, progress=False)
     hits = server.requests_to("/s3/images/" + victim["isic_id"])
     assert len(hits) == 1 and hits[0]["range"] is None
-    assert (out / "images" / name_of(victim)).read_bytes() == server.file_bytes(victim)
+    assert (out / name_of(victim)).read_bytes() == server.file_bytes(victim)
 
 
 def test_a_complete_part_is_renamed_without_a_request(server, tmp_path):
@@ -154,14 +152,14 @@ def test_a_complete_part_is_renamed_without_a_request(server, tmp_path):
     seed_part(server, out, victim, victim["files"]["full"]["size"])
     download(options(server), out, progress=False)
     assert not server.requests_to("/s3/images/" + victim["isic_id"])
-    assert (out / "images" / name_of(victim)).read_bytes() == server.file_bytes(victim)
+    assert (out / name_of(victim)).read_bytes() == server.file_bytes(victim)
 
 
 def test_a_truncated_file_under_its_final_name_is_fetched_again(server, tmp_path):
     out = tmp_path / "isic"
     download(options(server), out, progress=False)
     victim = server.records[4]
-    path = out / "images" / name_of(victim)
+    path = out / name_of(victim)
     path.write_bytes(path.read_bytes()[:100])  # e.g. left by another tool
     mark = len(server.log)
     outcome = download(options(server), out, progress=False)
@@ -174,12 +172,46 @@ def test_a_truncated_file_under_its_final_name_is_fetched_again(server, tmp_path
 def test_a_complete_folder_is_not_fetched_again(server, tmp_path):
     out = tmp_path / "isic"
     download(options(server), out, progress=False)
-    before = {p: p.stat().st_mtime_ns for p in (out / "images").iterdir()}
+    before = {p: p.stat().st_mtime_ns for p in images_in(out)}
     mark = len(server.log)
     outcome = download(options(server), out, progress=False)
     assert not [e for e in server.log[mark:] if e["path"].startswith("/s3/")]
-    assert {p: p.stat().st_mtime_ns for p in (out / "images").iterdir()} == before
+    assert {p: p.stat().st_mtime_ns for p in images_in(out)} == before
     assert outcome.report.count("present") == 8
+
+
+def test_a_folder_in_the_old_images_layout_is_moved_flat_and_continued(server, tmp_path):
+    out = tmp_path / "isic"
+    download(options(server), out, progress=False)
+    (out / "source.json").write_text('{"source": "isic", "files": "full"}')  # as `skinlesion download` leaves it
+    # the layout of skinlesion download before isic-cli's flat one: images (and a .part) under images/
+    old = out / "images"
+    old.mkdir()
+    finished = images_in(out)
+    for path in finished:
+        path.rename(old / path.name)
+    victim = server.records[0]
+    (old / name_of(victim)).unlink()
+    seed_part(server, tmp_path / "scratch", victim, 100)
+    (tmp_path / "scratch" / f".{name_of(victim)}.part").rename(old / f".{name_of(victim)}.part")
+    (old / "notes.txt").write_text("a user's file: left where it is")
+    mark = len(server.log)
+    outcome = download(options(server), out, progress=False)
+    assert [e["path"] for e in server.log[mark:] if e["path"].startswith("/s3/")] == [server.key_of(victim)]
+    assert outcome.report.count("present") == len(finished) - 1 and outcome.report.resumed == 1
+    assert [p.name for p in images_in(out)] == [p.name for p in finished]
+    for record in server.records:
+        assert (out / name_of(record)).read_bytes() == server.file_bytes(record)
+    assert sorted(p.name for p in old.iterdir()) == ["notes.txt"]
+
+
+def test_an_images_folder_is_left_alone_where_no_download_was(server, tmp_path):
+    out = tmp_path / "mine"
+    (out / "images").mkdir(parents=True)
+    (out / "images" / "ISIC_0000001.jpg").write_bytes(b"a user's own picture")
+    download(options(server), out, progress=False)
+    assert (out / "images" / "ISIC_0000001.jpg").read_bytes() == b"a user's own picture"
+    assert len(images_in(out)) == len(server.records)
 
 
 def test_ctrl_c_stops_cleanly_and_the_rerun_completes(tmp_path):

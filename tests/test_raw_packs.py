@@ -20,6 +20,11 @@ def _tree(folder, skip=()) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file() and p.name not in skip}
 
 
+def _flat(tree: dict[str, str]) -> dict[str, str]:
+    """A source's folder (images/<id>.jpg) as isic-cli lays it out: the images at the top."""
+    return {k.removeprefix("images/"): v for k, v in tree.items()}
+
+
 def _unpack(*args):
     return subprocess.run([str(BIN / "skinlesion"), "unpack", *map(str, args)], capture_output=True, text=True,
                           check=False)
@@ -170,8 +175,9 @@ def test_unpack_gives_isic_cli_layout_back(plain_and_packed, tmp_path):
     dest = tmp_path / "unpacked"
     result = _unpack(packed, dest)
     assert result.returncode == 0, result.stderr
-    assert _tree(dest, skip=(raw_packs.UNPACKED,)) == _tree(plain)  # images/, metadata.csv, attribution, licenses
-    assert (dest / raw_packs.UNPACKED).is_file()
+    # isic-cli's flat folder: <id>.jpg, metadata.csv, attribution.txt, licenses/ (and source.json) at the top
+    assert _tree(dest, skip=(raw_packs.UNPACKED,)) == _flat(_tree(plain))
+    assert not (dest / "images").exists() and (dest / raw_packs.UNPACKED).is_file()
     assert _unpack(packed, dest).returncode == 0  # an earlier unpack is replaced
     # a damaged pack: one line, exit 2, and the earlier unpacked folder is kept as it was
     pack = next((packed / "packs").iterdir())
@@ -179,7 +185,7 @@ def test_unpack_gives_isic_cli_layout_back(plain_and_packed, tmp_path):
     again = _unpack(packed, dest)
     assert again.returncode == 2 and "Traceback" not in again.stderr
     assert pack.name in again.stderr and "fetch again" in again.stderr
-    assert _tree(dest, skip=(raw_packs.UNPACKED,)) == _tree(plain)
+    assert _tree(dest, skip=(raw_packs.UNPACKED,)) == _flat(_tree(plain))
 
 
 def test_unpack_never_replaces_the_raw_folder_nor_another_folder(plain_and_packed, tmp_path):
@@ -340,7 +346,7 @@ def test_unpack_streams_a_huge_sparse_member_in_blocks(tmp_path):
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert (tmp_path / "dest" / "images" / "ISIC_0000001.jpg").stat().st_size == size
+    assert (tmp_path / "dest" / "ISIC_0000001.jpg").stat().st_size == size
     assert peak < 8 * sio.COPY_BLOCK, peak  # a few blocks, not the member
     # a sha256 that does not match: refused after streaming, DEST left as it was
     manifest = pd.read_csv(raw / "manifest.csv")
@@ -348,4 +354,4 @@ def test_unpack_streams_a_huge_sparse_member_in_blocks(tmp_path):
     manifest.to_csv(raw / "manifest.csv", index=False)
     with pytest.raises(raw_packs.DamagedPack, match="is not the image manifest.csv records"):
         raw_packs.unpack(raw, tmp_path / "dest", raw_layout.IMAGE_SUFFIXES)
-    assert (tmp_path / "dest" / "images" / "ISIC_0000001.jpg").stat().st_size == size
+    assert (tmp_path / "dest" / "ISIC_0000001.jpg").stat().st_size == size

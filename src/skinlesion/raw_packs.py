@@ -6,9 +6,9 @@
 
 Why packs: DVC hashes a tracked folder file by file on every `dvc status`, once for each stage that names
 it; at 100k images a no-op `dvc status` took 10 s (benchmarks/scale.md). A hundred packs take a blink.
-Nothing of isic-cli's layout is lost: `skinlesion unpack data/raw DEST` writes DEST/images/ and the small
-files, checking every sha256 (`tar -xf` of each pack in DEST gives the same images/, unchecked; never
-extract inside data/raw, a DVC output), and folders in isic-cli's layout (external sets, a user's
+Nothing of isic-cli's layout is lost: `skinlesion unpack data/raw DEST` writes isic-cli's flat folder (the
+images at the top, the small files beside them), checking every sha256 (`tar -xf` of each pack in DEST gives
+the images under images/, unchecked; never extract inside data/raw, a DVC output), and folders in isic-cli's layout (external sets, a user's
 download) are read as they are. Packs are written deterministically (sorted names, zero times and owners),
 so the same images make the same pack bytes and the same DVC hash; where a pack ends depends only on the
 names around it, so adding or removing images rewrites only the packs they fall in, not every later one.
@@ -245,10 +245,10 @@ def image_refs(raw_dir: str | os.PathLike, suffixes: tuple[str, ...]) -> list[Im
 
 
 def unpack(raw_dir: str | os.PathLike, dest: str | os.PathLike, suffixes: tuple[str, ...]) -> int:
-    """Write raw_dir in isic-cli's layout to dest, atomically: images/<isic_id>.jpg, each checked against its
-    sha256, raw_dir's other files (metadata.csv, attribution.txt, licenses/, source.json) and UNPACKED, the
-    mark that lets a later unpack replace dest (no other folder is ever replaced). Returns the number of
-    images.
+    """Write raw_dir in isic-cli's flat layout to dest, atomically: <isic_id>.jpg at the top, each checked
+    against its sha256, raw_dir's other files (metadata.csv, attribution.txt, licenses/, source.json) and
+    UNPACKED, the mark that lets a later unpack replace dest (no other folder is ever replaced). Returns the
+    number of images.
 
     raw_dir is read, not followed: every file is opened below it without following a link (io.open_regular)
     and a symbolic link anywhere in it is refused, one line naming it, before dest is touched (a pack linked
@@ -266,8 +266,12 @@ def unpack(raw_dir: str | os.PathLike, dest: str | os.PathLike, suffixes: tuple[
     others = _other_files(raw_dir, raw_dir)  # every link refused here, before anything is written
     for ref in {r.path: r for r in refs if r.packed}.values():  # and every pack (each image checked as it goes)
         _open_in(raw_dir, ref).close()
+    names = {r.name for r in refs}
+    clash = next((p for p in others if p.parent == raw_dir and p.name in names | {UNPACKED}), None)
+    if clash is not None:  # flat, an image and another file of raw_dir would share a name
+        raise PipelineError(f"{clash} has the name of a file unpack writes itself; move it out of {raw_dir}.")
     with atomic_path(dest, mark=UNPACKED) as tmp:
-        (tmp / "images").mkdir(parents=True)
+        tmp.mkdir(parents=True, exist_ok=True)
         source = None  # (path, file object) of the pack being read: refs come in name order, packs in runs
         try:
             for ref in tqdm(refs, desc="unpack", unit="img"):
@@ -275,7 +279,7 @@ def unpack(raw_dir: str | os.PathLike, dest: str | os.PathLike, suffixes: tuple[
                     if source is not None:
                         source[1].close()
                     source = (ref.path, _open_in(raw_dir, ref))
-                _write_image(ref, source[1], tmp / "images" / ref.name)
+                _write_image(ref, source[1], tmp / ref.name)
         finally:
             if source is not None:
                 source[1].close()

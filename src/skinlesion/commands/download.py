@@ -1,4 +1,4 @@
-"""Download images and metadata from the ISIC Archive (API v2) into isic-cli's layout, resumably.
+"""Download images and metadata from the ISIC Archive (API v2) into isic-cli's flat layout, resumably.
 
     skinlesion download --out data/isic2020 --collections 70
     skinlesion download --out data/balanced --max-per-class benign=5000,malignant=5000

@@ -1,7 +1,9 @@
 """One download, shared by `skinlesion download` and the isic source: select, check disk, write, fetch.
 
 `download(options, folder)` works in place: it can be interrupted at any point and run again with the
-same options, and then fetches only what is missing or incomplete.
+same options, and then fetches only what is missing or incomplete. It writes isic-cli's layout: the images
+flat in the folder (<isic_id>.jpg), metadata.csv, attribution.txt and licenses/ beside them, so either tool
+can continue the other's folder (both take a file of the stated size as done).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Iterator
 
 from ...errors import PipelineError
 from ...io import write_json
-from ...raw_layout import IMAGE_SUFFIXES
+from ...raw_layout import IMAGE_SUFFIXES, id_problem
 from .client import IsicClient
 from .layout import LicenseFetcher, write_small_files
 from .options import Options
@@ -51,6 +53,34 @@ class Outcome:
     summary: dict  # deterministic (goes into source.json): options, counts, bytes
     report: Report
     line: str  # the closing summary line
+
+
+def adopt_images_folder(folder: Path) -> int:
+    """Move the images of an earlier download's images/ (the layout before isic-cli's flat one) up into
+    `folder`, with their .part files, so a rerun continues instead of fetching them again. Only in a folder
+    a download wrote (source.json or an unfinished download's state), only names a download writes, never
+    over a file already there. Returns the number moved."""
+    old = folder / "images"
+    if not old.is_dir() or old.is_symlink() or not any((folder / n).is_file() for n in ("source.json", STATE_NAME)):
+        return 0
+    moved = 0
+    for entry in sorted(old.iterdir()):
+        name = entry.name[1:-len(".part")] if entry.name.startswith(".") and entry.name.endswith(".part") else entry.name
+        stem, suffix = os.path.splitext(name)
+        if id_problem(stem) or suffix.lower() not in IMAGE_SUFFIXES or not entry.is_file() or entry.is_symlink():
+            continue
+        target = folder / entry.name
+        if not target.exists():
+            entry.rename(target)
+            moved += 1
+    try:
+        old.rmdir()
+    except OSError:
+        log.warning("%s still holds files an earlier download did not write; left as they are", old)
+    if moved:
+        log.info("isic: moved %d image(s) of an earlier download from %s up into %s (isic-cli's flat layout)",
+                 moved, old, folder)
+    return moved
 
 
 def jobs_for(records: list[dict], images: Path, thumbnails: bool) -> list[Job]:
@@ -200,8 +230,8 @@ def dry_run(options: Options, folder: Path | None = None, progress: bool | None 
     total = sum(file_info(r, options.thumbnails)[1] or 0 for r in selection.records)
     result = {**options.selection(), "files": options.file_kind, "images": len(selection), "bytes": total,
               "per_class": selection.per_class, "method": "records"}
-    if folder is not None and (folder / "images").is_dir():
-        jobs = jobs_for(selection.records, folder / "images", options.thumbnails)
+    if folder is not None and folder.is_dir():
+        jobs = jobs_for(selection.records, folder, options.thumbnails)
         result["bytes_to_fetch"] = total - sum(bytes_present(j) for j in jobs)
     return result
 
@@ -214,9 +244,9 @@ def download(
         raise PipelineError(f"{folder} exists and is not a folder; choose another --out.")
     folder.mkdir(parents=True, exist_ok=True)
     stop = threading.Event()
-    images = folder / "images"
     with exclusive(folder):
         check_same_kind(folder, options)
+        adopt_images_folder(folder)
         downloader = Downloader(
             RetryPolicy(options.retries, options.backoff, options.max_backoff),
             (options.connect_timeout, options.read_timeout),
@@ -255,13 +285,13 @@ def download(
     jobs = feed.jobs
     total = sum(j.size or 0 for j in jobs)
     wanted = {j.dest.name for j in jobs}
-    extra = [p for p in images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+    extra = [p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
              and p.name not in wanted]
     if extra:
         log.warning("%d image(s) in %s are not in this selection (left from an earlier download?); "
-                    "metadata.csv lists only the selection", len(extra), images)
+                    "metadata.csv lists only the selection", len(extra), folder)
     if report.failed:
-        raise failure_message(report.failed, len(jobs) - len(report.failed), images, rerun)
+        raise failure_message(report.failed, len(jobs) - len(report.failed), folder, rerun)
     outcome = Outcome(summary_of(options, selection, total, licenses), report, closing_line(report, folder))
     if selection.skipped and not options.allow_skipped:
         raise IncompleteDownload(incomplete_message(selection, folder), outcome)
@@ -322,12 +352,10 @@ class _Feed:
     def flush(self) -> None:
         if not self.pending:
             return
-        images = self.folder / "images"
-        jobs = jobs_for(self.pending, images, self.options.thumbnails)
-        needed = sum((j.size or 0) - bytes_present(j) for j in jobs) if images.is_dir() else sum(j.size or 0 for j in jobs)
+        jobs = jobs_for(self.pending, self.folder, self.options.thumbnails)
+        needed = sum((j.size or 0) - bytes_present(j) for j in jobs)
         check_disk(self.folder, self.needed + needed - self.downloader.bytes_done)
         if not self.jobs:  # the first batch: from here on the folder holds a download in progress
-            images.mkdir(exist_ok=True)
             write_json(self.folder / STATE_NAME, {**self.options.selection(), "files": self.options.file_kind})
         self.needed += needed
         self.jobs += jobs
