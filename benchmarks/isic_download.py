@@ -1,29 +1,40 @@
-"""Benchmark: `skinlesion download` against isic-cli itself and a plain sequential loop, on one local archive.
+"""Benchmark: `skinlesion download` against the pinned isic-cli and a plain sequential loop, as the archive is reached.
 
-Starts tests/isic_server.py in its own process on 127.0.0.1:8000 (isic-cli's --dev address) with N images,
-a fixed latency before every answer (the round trip to the archive and S3) and, with --faults, the same
-seeded faults for every client (the first search answer a 503; of the files about 5 % a 429 with
-Retry-After: 1, 5 % a 503 with Retry-After: 1 and 5 % a body cut at half, each once). Then, in the same run,
-each repeat times three whole processes, one after another, against the same server (reset in between):
+Starts tests/isic_server.py in its own process with N images, over HTTPS (a certificate of its own, given to
+every client as REQUESTS_CA_BUNDLE), the API on 127.0.0.1 and the files on 127.0.1.1 in the archive's three
+URL shapes, and a round trip imitated in the server (this kernel has no netem): one round trip before every
+answer (the request) and two more before the first answer on a new connection (the TCP and TLS
+handshakes). With --faults the same seeded faults meet every client (the first search answer a 503; of the
+files about 5 % a 429 with Retry-After: 1, 5 % a 503 with Retry-After: 1 and 5 % a body cut at half, each
+once). Then, in the same run, each repeat times three whole processes, one after another, against that
+server (its fault memory reset in between), the order rotating from repeat to repeat:
 
-  isic-cli    `isic --dev --guest --no-version-check image download OUT` from isic-cli's own virtual
-              environment (--isic-cli-venv; created with pip from the package index when missing)
-  ours        `python -m skinlesion.cli download --out OUT --api-url ...` (paging, metadata.csv, licenses,
-              parallel workers, .part + size check + fsync + rename, retries)
+  isic-cli    isic-cli 12.4.0 (pinned in the test extra; refused otherwise), its own code unchanged, run as
+              `isic --dev --guest --no-version-check image download OUT` with --dev's address set to the
+              server (isic_cli.cli.DOMAINS["dev"], as tests/test_isic_cli_real.py does). It downloads with
+              max(10, cpu count) threads, a new session (connection) per file.
+  ours        `python -m skinlesion.cli download OUT --api-url ... --workers W` with W = isic-cli's thread
+              count unless --workers says otherwise: the same number of parallel downloads on both sides.
   sequential  a plain loop in a process of its own: follow the search pages, GET each file, write it
               (retrying a failed file after Retry-After or 1 s, so that it survives --faults)
 
-Every arm must produce every image, byte-identical across arms (checked by SHA-256), and the three license
-files. Prints the median seconds of --repeats runs per arm and the ratio ours / isic-cli.
+Every arm must produce every image, byte-identical across arms (SHA-256), and the three license files.
+Prints the median seconds per arm and isic-cli's time over ours (the throughput ratio); --json FILE adds
+this cell's raw timings to FILE (one entry per images/round trip/faults/workers, replaced when rerun), and
+--report FILE prints the Markdown table of every cell in FILE (benchmarks/isic_download.md shows it,
+through workflow/scripts/doc-figures.py).
 
-    .venv/bin/python benchmarks/isic_download.py --images 300 --latency 0.05 --repeats 3 [--faults]
+    .venv/bin/python benchmarks/isic_download.py --images 300 --rtt 0.05 --repeats 3 --json benchmarks/isic_download.json
+    .venv/bin/python benchmarks/isic_download.py --report benchmarks/isic_download.json
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
+import platform
 import shutil
 import statistics
 import subprocess
@@ -34,61 +45,64 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parents[1]
-PORT = 8000  # isic-cli --dev talks to http://127.0.0.1:8000 and nothing else
-DEFAULT_VENV = ROOT / ".venv-isic-cli"
+ISIC_CLI_VERSION = "12.4.0"
 FAULT_SEED = 12
+CONNECT_RTTS = 2  # round trips before the first answer on a new connection: TCP, then TLS 1.3
+# isic-cli's own entry point with its --dev address pointed at the benchmark's server
+ISIC_CLI = "import sys, isic_cli.cli as cli; cli.DOMAINS['dev'] = sys.argv.pop(1); cli.main()"
+LICENSES = ["CC-0.txt", "CC-BY-NC.txt", "CC-BY.txt"]
 
 
-def start_server(images: int, latency: float, scale: float, faults: bool) -> tuple[subprocess.Popen, str]:
-    command = [sys.executable, str(ROOT / "tests" / "isic_server.py"), "--images", str(images),
-               "--latency", str(latency), "--scale", str(scale), "--port", str(PORT)]
+def isic_cli_threads() -> int:
+    return max(10, os.cpu_count() or 10)  # isic_cli/cli/image.py: ThreadPoolExecutor(max(10, os.cpu_count() or 10))
+
+
+def start_server(images: int, rtt: float, scale: float, faults: bool) -> tuple[subprocess.Popen, str, str]:
+    command = [sys.executable, str(ROOT / "tests" / "isic_server.py"), "--images", str(images), "--tls",
+               "--latency", str(rtt), "--connect-latency", str(CONNECT_RTTS * rtt), "--scale", str(scale)]
     if faults:
         command += ["--faults", str(FAULT_SEED)]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-    url = proc.stdout.readline().strip()
-    if not url.startswith("http"):
+    url, cert = proc.stdout.readline().strip(), proc.stdout.readline().strip()
+    if not url.startswith("https://") or not Path(cert).is_file():
         proc.kill()
-        raise SystemExit(f"the test server did not start on port {PORT} (is the port taken?): {url!r}")
-    return proc, url
+        raise SystemExit(f"the test server did not start: {url!r} {cert!r}")
+    return proc, url, cert
 
 
-def isic_cli(venv: Path) -> Path:
-    """isic-cli's `isic` in its own virtual environment, created from the package index when missing."""
-    exe = venv / "bin" / "isic"
-    if not exe.exists():
-        print(f"installing isic-cli into {venv} (python -m venv, then pip install isic-cli) ...", flush=True)
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "isic-cli"], check=True)
-    return exe
+def check_isic_cli(python: str) -> str:
+    code = "import importlib.metadata as m; print(m.version('isic-cli'))"
+    proc = subprocess.run([python, "-c", code], capture_output=True, text=True)
+    version = proc.stdout.strip()
+    if proc.returncode or version != ISIC_CLI_VERSION:
+        raise SystemExit(f"isic-cli {ISIC_CLI_VERSION} is needed in {python} (found {version or 'none'}): "
+                         f"pip install -e '.[test]' (it pins isic-cli=={ISIC_CLI_VERSION})")
+    return version
 
 
-def arm_commands(api_url: str, isic: Path, out: Path, workers: int | None) -> dict[str, list[str]]:
-    # the stand-in serves its files from a second loopback host (127.0.1.1 beside 127.0.0.1), allowed by hand
-    ours = [sys.executable, "-m", "skinlesion.cli", "download", "--out", str(out / "ours"), "--api-url", api_url,
-            "--allowed-hosts", "127.0.1.1"]
-    if workers:
-        ours += ["--workers", str(workers)]
+def arm_commands(api_url: str, out: Path, workers: int) -> dict[str, list[str]]:
+    origin = urlparse(api_url)._replace(path="").geturl()
     return {
-        "isic-cli": [str(isic), "--dev", "--guest", "--no-version-check", "image", "download", str(out / "isic-cli")],
-        "ours": ours,
-        "sequential": [sys.executable, str(Path(__file__).resolve()), "--sequential-arm", api_url, str(out / "sequential")],
+        "isic-cli": [sys.executable, "-c", ISIC_CLI, origin, "--dev", "--guest", "--no-version-check", "image",
+                     "download", str(out / "isic-cli")],
+        # the stand-in's file host is a second loopback address, allowed by hand (the archive's are by default)
+        "ours": [sys.executable, "-m", "skinlesion.cli", "download", str(out / "ours"), "--api-url", api_url,
+                 "--allowed-hosts", "127.0.1.1", "--workers", str(workers)],
+        "sequential": [sys.executable, str(Path(__file__).resolve()), "--sequential-arm", api_url,
+                       str(out / "sequential")],
     }
 
 
-def images_of(folder: Path) -> Path:
-    return folder / "images" if (folder / "images").is_dir() else folder  # isic-cli writes them at the top
-
-
 def digests(folder: Path) -> dict[str, str]:
-    files = [p for p in images_of(folder).iterdir() if p.suffix in (".jpg", ".png") and not p.name.startswith(".")]
+    files = [p for p in folder.iterdir() if p.suffix in (".jpg", ".png") and not p.name.startswith(".")]
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
 
 
-def run_arm(name: str, command: list[str], folder: Path, api_url: str) -> float:
+def run_arm(name: str, command: list[str], folder: Path, api_url: str, env: dict) -> float:
     import requests
 
-    requests.get(urlparse(api_url)._replace(path="/__reset__").geturl(), timeout=10).raise_for_status()
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    reset = urlparse(api_url)._replace(path="/__reset__").geturl()
+    requests.get(reset, timeout=10, verify=env["REQUESTS_CA_BUNDLE"]).raise_for_status()
     log = folder.parent / f"{name}.log"
     started = time.perf_counter()
     with open(log, "w") as fh:
@@ -103,8 +117,7 @@ def sequential(api_url: str, out: Path) -> None:
     """The plain loop: one session, pages first, then every file in turn (a failed file tried again)."""
     import requests
 
-    images = out / "images"
-    images.mkdir(parents=True)
+    out.mkdir(parents=True)
     session = requests.Session()
 
     def get(url, **kwargs):
@@ -127,34 +140,17 @@ def sequential(api_url: str, out: Path) -> None:
         url, params = page["next"], None
     for record in records:
         file_url = record["files"]["full"]["url"]
-        (images / (record["isic_id"] + Path(urlparse(file_url).path).suffix)).write_bytes(get(file_url).content)
+        (out / (record["isic_id"] + Path(urlparse(file_url).path).suffix)).write_bytes(get(file_url).content)
     for name in {r["copyright_license"] for r in records}:
         (out / "licenses").mkdir(exist_ok=True)
         (out / "licenses" / f"{name}.txt").write_bytes(get(f"{api_url}/zip-download/license-file/{name}/").content)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--images", type=int, default=300)
-    parser.add_argument("--latency", type=float, default=0.05, help="seconds before every server answer")
-    parser.add_argument("--faults", action="store_true", help=f"inject the seeded faults (seed {FAULT_SEED})")
-    parser.add_argument("--repeats", type=int, default=3, help="runs per arm; the median is reported")
-    parser.add_argument("--scale", type=float, default=2.0, help="picture size factor (2.0: about 130 KB a file)")
-    parser.add_argument("--workers", type=int, default=None, help="ours: --workers (default: ours' default)")
-    parser.add_argument("--sequential-runs", type=int, default=None,
-                        help="run the (slow) sequential arm only in the first K repeats (default: every repeat)")
-    parser.add_argument("--arms", default="isic-cli,ours,sequential", help="which arms, comma-separated")
-    parser.add_argument("--isic-cli-venv", type=Path, default=Path(os.environ.get("ISIC_CLI_VENV", DEFAULT_VENV)),
-                        help=f"isic-cli's own virtual environment (default {DEFAULT_VENV}; ISIC_CLI_VENV)")
-    parser.add_argument("--sequential-arm", nargs=2, metavar=("API_URL", "OUT"), help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.sequential_arm:
-        sequential(args.sequential_arm[0], Path(args.sequential_arm[1]))
-        return 0
-
-    arms = args.arms.split(",")
-    isic = isic_cli(args.isic_cli_venv) if "isic-cli" in arms else Path("isic")
-    proc, api_url = start_server(args.images, args.latency, args.scale, args.faults)
+def measure(args, arms: list[str], workers: int) -> dict[str, list[float]]:
+    proc, api_url, cert = start_server(args.images, args.rtt, args.scale, args.faults)
+    env = {**os.environ, "REQUESTS_CA_BUNDLE": cert,
+           "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    env.pop("ISIC_API_URL", None)
     times: dict[str, list[float]] = {arm: [] for arm in arms}
     reference: dict[str, str] | None = None
     try:
@@ -166,8 +162,8 @@ def main(argv: list[str] | None = None) -> int:
                         continue
                     out = Path(tmp) / f"run{repeat}"
                     out.mkdir(exist_ok=True)
-                    command = arm_commands(api_url, isic, out, args.workers)[arm]
-                    times[arm].append(run_arm(arm, command, out / arm, api_url))
+                    command = arm_commands(api_url, out, workers)[arm]
+                    times[arm].append(round(run_arm(arm, command, out / arm, api_url, env), 3))
                     got = digests(out / arm)
                     if len(got) != args.images:
                         raise SystemExit(f"{arm} wrote {len(got)} images, not {args.images}")
@@ -177,25 +173,91 @@ def main(argv: list[str] | None = None) -> int:
                         differ = sorted(k for k in got.keys() | reference.keys() if got.get(k) != reference.get(k))
                         raise SystemExit(f"{arm}'s images differ from the first arm's: {differ[:5]}")
                     licenses = sorted(p.name for p in (out / arm / "licenses").glob("*.txt"))
-                    if licenses != ["CC-0.txt", "CC-BY-NC.txt", "CC-BY.txt"]:
+                    if licenses != LICENSES:
                         raise SystemExit(f"{arm} wrote licenses {licenses}")
                     shutil.rmtree(out / arm)
     finally:
         proc.terminate()
         proc.wait()
+    return times
 
-    faults = "with seeded faults" if args.faults else "fault-free"
-    print(f"{args.images} images, {args.latency * 1000:.0f} ms latency per request, {faults}, "
-          f"median of {args.repeats}; every image byte-identical across arms")
-    print(f"{'client':<12}{'median s':>10}  runs")
-    for arm in arms:
-        runs = " ".join(f"{t:.2f}" for t in times[arm])
-        print(f"{arm:<12}{statistics.median(times[arm]):>10.2f}  {runs}")
-    if "ours" in arms and "isic-cli" in arms:
-        ratio = statistics.median(times["ours"]) / statistics.median(times["isic-cli"])
-        print(f"ours / isic-cli: {ratio:.2f}x")
-    if "ours" in arms and "sequential" in arms:
-        print(f"ours / sequential: {statistics.median(times['ours']) / statistics.median(times['sequential']):.2f}x")
+
+def cell_key(cell: dict) -> str:
+    return (f"{cell['images']}img-{round(cell['rtt_s'] * 1000)}ms-{'faults' if cell['faults'] else 'clean'}"
+            f"-{cell['workers']}w")
+
+
+def git_commit() -> str:
+    proc = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", "src"], cwd=ROOT, capture_output=True, text=True)
+    return proc.stdout.strip() + ("+changes" if dirty.stdout.strip() else "") if proc.returncode == 0 else "unknown"
+
+
+def median(runs: list[float]) -> float | None:
+    return statistics.median(runs) if runs else None
+
+
+def report(cells: dict) -> str:
+    """The Markdown table of every cell (sorted by faults, round trip, images, workers)."""
+    lines = ["| images | round trip | faults | parallel | isic-cli s (runs) | ours s (runs) | sequential s | "
+             "throughput ours / isic-cli |", "|---:|---:|---|---:|---|---|---:|---:|"]
+    order = sorted(cells.values(), key=lambda c: (c["faults"], c["rtt_s"], c["images"], c["workers"]))
+    for c in order:
+        runs = c["runs"]
+
+        def cell(arm: str) -> str:
+            if not runs.get(arm):
+                return "not run"
+            return f"{median(runs[arm]):.2f} ({' '.join(f'{t:.2f}' for t in runs[arm])})"
+
+        seq = f"{median(runs['sequential']):.2f}" if runs.get("sequential") else "not run"
+        ratio = (f"{median(runs['isic-cli']) / median(runs['ours']):.2f}x"
+                 if runs.get("isic-cli") and runs.get("ours") else "n/a")
+        lines.append(f"| {c['images']:,} | {c['rtt_s'] * 1000:.0f} ms | {'seeded' if c['faults'] else 'none'} | "
+                     f"{c['workers']} | {cell('isic-cli')} | {cell('ours')} | {seq} | {ratio} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=int, default=300)
+    parser.add_argument("--rtt", type=float, default=0.05, help="imitated round trip in seconds (default 0.05)")
+    parser.add_argument("--faults", action="store_true", help=f"inject the seeded faults (seed {FAULT_SEED})")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per arm; the median is reported")
+    parser.add_argument("--scale", type=float, default=2.0, help="picture size factor (2.0: about 130 KB a file)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="ours: --workers (default: isic-cli's thread count, max(10, cpu count))")
+    parser.add_argument("--sequential-runs", type=int, default=None,
+                        help="run the (slow) sequential arm only in the first K repeats (default: every repeat)")
+    parser.add_argument("--arms", default="isic-cli,ours,sequential", help="which arms, comma-separated")
+    parser.add_argument("--json", type=Path, help="add this cell's raw timings to this JSON file")
+    parser.add_argument("--report", type=Path, metavar="JSON", help="print the table of a JSON file, run nothing")
+    parser.add_argument("--sequential-arm", nargs=2, metavar=("API_URL", "OUT"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.sequential_arm:
+        sequential(args.sequential_arm[0], Path(args.sequential_arm[1]))
+        return 0
+    if args.report:
+        print(report(json.loads(args.report.read_text())["cells"]))
+        return 0
+
+    arms = args.arms.split(",")
+    version = check_isic_cli(sys.executable) if "isic-cli" in arms else None
+    workers = args.workers or isic_cli_threads()
+    times = measure(args, arms, workers)
+    cell = {"images": args.images, "rtt_s": args.rtt, "connect_rtts": CONNECT_RTTS, "tls": True,
+            "faults": args.faults, "workers": workers, "isic_cli_threads": isic_cli_threads(),
+            "repeats": args.repeats, "scale": args.scale, "runs": times, "isic_cli": version,
+            "code": git_commit(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "machine": f"{os.cpu_count()} CPU cores, {platform.machine()}, Python {platform.python_version()}",
+            "command": "benchmarks/isic_download.py " + " ".join(argv if argv is not None else sys.argv[1:])}
+    print(report({cell_key(cell): cell}))
+    if args.json:
+        data = json.loads(args.json.read_text()) if args.json.exists() else {"cells": {}}
+        data["cells"][cell_key(cell)] = cell
+        tmp = args.json.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+        tmp.replace(args.json)
     return 0
 
 

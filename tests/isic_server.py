@@ -34,8 +34,13 @@ and, to imitate the archive badly on purpose (tests/test_hostile_archive.py):
 Every request is logged in `server.log` (path, query, Range header, status, bytes sent, arrival time, the
 client's address and port, whether TCP_NODELAY is set on its connection).
 
+`FakeIsic(tls=True)` serves both hosts over HTTPS with a self-signed certificate made at start for the two
+addresses (`cert_file`: REQUESTS_CA_BUNDLE for a client); `connect_latency` delays the first answer on each
+new connection (the TCP and TLS handshakes' round trips), `latency` every answer (the request's).
+
 Run on its own (the benchmark does): python tests/isic_server.py --images 200 --latency 0.05 [--port 8000]
-[--faults SEED] prints the API URL on the first line of stdout and serves until killed; GET /__reset__
+[--tls] [--connect-latency 0.1] [--faults SEED] prints the API URL on the first line of stdout (with --tls the
+certificate's path on the second) and serves until killed; GET /__reset__
 forgets the log and the faults fired, so every client of a benchmark meets the same seeded faults.
 """
 
@@ -369,9 +374,11 @@ class FakeIsic:
     or forged one is answered 403 as CloudFront does. `clock` shifts the server's time (days passing)."""
 
     def __init__(self, n: int = 30, seed: int = 7, scale: float = 1.0, host: str = "127.0.0.1", port: int = 0,
-                 files_host: str | None = None):
+                 files_host: str | None = None, tls: bool = False):
         assert host.startswith("127."), "loopback only"
         self.host = host
+        self.tls = tls  # HTTPS on both hosts, with a certificate of its own (cert_file: give it to the client)
+        self.cert_file: str | None = None
         self.port = port  # 0: any free port (isic-cli's --dev wants 8000)
         octets = host.split(".")
         self.files_host = files_host or ".".join([octets[0], octets[1], str((int(octets[2]) + 1) % 256), octets[3]])
@@ -385,7 +392,8 @@ class FakeIsic:
         self.signed_paths = {path for path, key in self.routes.items() if shape_of(key.rsplit("/", 1)[1][:12]) == "cloudfront"}
         self.faults: list[Fault] = []
         self.range_support = True
-        self.latency = 0.0  # seconds before every answer
+        self.latency = 0.0  # seconds before every answer (one round trip per request)
+        self.connect_latency = 0.0  # ... and before the first answer on a new connection (TCP and TLS handshakes)
         self.rate: float | None = None  # bytes per second for file bodies
         self.rate_step = 16 * 1024  # ... sent in pieces of this many bytes
         self.bad_cursor_page: int | None = None  # this page's `next` link carries a broken cursor
@@ -403,20 +411,37 @@ class FakeIsic:
 
     def start(self) -> "FakeIsic":
         handler = functools.partial(_Handler, self)
+        context = self._tls_context() if self.tls else None
         self.httpd = _Server((self.host, self.port), handler)
-        self.httpd.daemon_threads = True
+        self.files_httpd = _Server((self.files_host, 0), handler)
+        for httpd in (self.httpd, self.files_httpd):
+            httpd.daemon_threads = True
+            if context is not None:  # the handshake runs in the connection's own thread, not in accept()
+                httpd.socket = context.wrap_socket(httpd.socket, server_side=True, do_handshake_on_connect=False)
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
-        self.files_httpd = _Server((self.files_host, 0), handler)
-        self.files_httpd.daemon_threads = True
         threading.Thread(target=self.files_httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         return self
+
+    def _tls_context(self):
+        """A server context with a fresh self-signed certificate for both loopback addresses (cert_file)."""
+        import ssl
+        import tempfile
+
+        self._tls_dir = tempfile.TemporaryDirectory(prefix="fake-isic-tls-")
+        cert, key = self_signed_certificate([self.host, self.files_host], self._tls_dir.name)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        self.cert_file = cert
+        return context
 
     def stop(self) -> None:
         for httpd in (self.httpd, self.files_httpd):
             if httpd is not None:
                 httpd.shutdown()
                 httpd.server_close()
+        if getattr(self, "_tls_dir", None) is not None:
+            self._tls_dir.cleanup()
 
     def __enter__(self) -> "FakeIsic":
         return self.start()
@@ -425,8 +450,12 @@ class FakeIsic:
         self.stop()
 
     @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
+
+    @property
     def origin(self) -> str:
-        return f"http://{self.host}:{self.httpd.server_address[1]}"
+        return f"{self.scheme}://{self.host}:{self.httpd.server_address[1]}"
 
     @property
     def api_url(self) -> str:
@@ -434,7 +463,7 @@ class FakeIsic:
 
     @property
     def files_origin(self) -> str:
-        return f"http://{self.files_host}:{self.files_httpd.server_address[1]}"
+        return f"{self.scheme}://{self.files_host}:{self.files_httpd.server_address[1]}"
 
     def now(self) -> float:
         return time.time() + self.clock
@@ -519,10 +548,43 @@ class FakeIsic:
             self.log.append(entry)
 
 
+def self_signed_certificate(addresses: list[str], folder: str) -> tuple[str, str]:
+    """cert.pem and key.pem in `folder`: a certificate for these IP addresses, valid a day (cryptography)."""
+    import datetime
+    import ipaddress
+    import os
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fake-isic")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]),
+                           critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = os.path.join(folder, "cert.pem"), os.path.join(folder, "key.pem")
+    with open(cert_path, "wb") as fh:
+        fh.write(cert.public_bytes(serialization.Encoding.PEM))
+    with open(key_path, "wb") as fh:
+        fh.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                   serialization.NoEncryption()))
+    return cert_path, key_path
+
+
 class _Server(ThreadingHTTPServer):
     def handle_error(self, request, client_address) -> None:
         # a client that hangs up mid-request (the point of several hostile tests) is not worth a traceback
-        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+        import ssl
+
+        # ... nor is one that refuses the test certificate (ssl.SSLError) before its first request
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError, ssl.SSLError)):
             return
         super().handle_error(request, client_address)
 
@@ -553,6 +615,8 @@ class _Handler(BaseHTTPRequestHandler):
         super().setup()
         # small writes (one byte per connection, a trickled body) must leave at once, not wait for Nagle
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.state.connect_latency:  # a new connection: the TCP (and TLS) handshakes' round trips
+            time.sleep(self.state.connect_latency)
 
     def log_message(self, *args) -> None:  # quiet
         pass
@@ -845,17 +909,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--scale", type=float, default=1.0, help="grow the pictures (and file sizes)")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds before every answer")
+    parser.add_argument("--connect-latency", type=float, default=0.0,
+                        help="seconds more before the first answer on a new connection (its handshakes)")
+    parser.add_argument("--tls", action="store_true",
+                        help="HTTPS with a self-signed certificate; its path is printed on the second line")
     parser.add_argument("--rate", type=float, default=None, help="bytes/s per file body")
     parser.add_argument("--port", type=int, default=0, help="port to listen on (0: any free one)")
     parser.add_argument("--faults", type=int, default=None, metavar="SEED",
                         help="inject the benchmark's faults (seeded_faults), chosen by SEED")
     args = parser.parse_args(argv)
-    server = FakeIsic(args.images, args.seed, args.scale, port=args.port)
-    server.latency, server.rate = args.latency, args.rate
+    server = FakeIsic(args.images, args.seed, args.scale, port=args.port, tls=args.tls)
+    server.latency, server.connect_latency, server.rate = args.latency, args.connect_latency, args.rate
     if args.faults is not None:
         server.faults.extend(seeded_faults(server.data, args.faults))
     server.start()
     print(server.api_url, flush=True)
+    if server.cert_file:
+        print(server.cert_file, flush=True)
     try:
         while True:
             time.sleep(3600)

@@ -39,8 +39,7 @@ def server():
 def isic_cli(server: FakeIsic, out: Path, *flags: str, home: Path) -> subprocess.CompletedProcess:
     """`isic --dev --guest --no-version-check image download FLAGS OUT`, as a user runs it."""
     env = {**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
-           "XDG_DATA_HOME": str(home / ".local"), "ISIC_API_URL": ""}
-    env.pop("ISIC_API_URL")
+           "XDG_DATA_HOME": str(home / ".local"), **trust(server)}
     result = subprocess.run([*ISIC, server.origin, "--dev", "--guest", "--no-version-check", "image", "download",
                              *flags, str(out)], capture_output=True, text=True, env=env, timeout=100, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -49,12 +48,17 @@ def isic_cli(server: FakeIsic, out: Path, *flags: str, home: Path) -> subprocess
 
 def ours(server: FakeIsic, out: Path, *flags: str) -> subprocess.CompletedProcess:
     """`skinlesion download FLAGS OUT` with isic-cli's spellings, the test archive's file host allowed."""
-    env = {k: v for k, v in os.environ.items() if k != "ISIC_API_URL"}
+    env = {**{k: v for k, v in os.environ.items() if k != "ISIC_API_URL"}, **trust(server)}
     result = subprocess.run([str(BIN / "skinlesion"), "download", "--api-url", server.api_url, "--allowed-hosts",
                              server.files_host, *flags, str(out)], capture_output=True, text=True, env=env,
                             timeout=100, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     return result
+
+
+def trust(server: FakeIsic) -> dict[str, str]:
+    """The environment that makes requests (both tools use it) trust the test archive's own certificate."""
+    return {"REQUESTS_CA_BUNDLE": server.cert_file} if server.cert_file else {}
 
 
 def tree(folder: Path) -> dict[str, str]:
@@ -77,6 +81,14 @@ def test_our_folder_equals_isic_clis_file_for_file(server, tmp_path, flags):
     assert {"metadata.csv", "attribution.txt"} <= set(theirs) and any(n.startswith("licenses/") for n in theirs)
     assert any(name.endswith(".png") for name in images) or "-s" in flags  # the archive's PNGs keep their suffix
     assert (tmp_path / "ours" / "source.json").is_file()  # ours alone, and the only file isic-cli lacks
+
+
+def test_over_https_the_folders_are_the_same(tmp_path):
+    with FakeIsic(12, tls=True) as server:  # the API and the file host both on HTTPS, as the archive is
+        isic_cli(server, tmp_path / "isic-cli", "-l", "0", home=tmp_path / "home")
+        ours(server, tmp_path / "ours", "-l", "0")
+    theirs = tree(tmp_path / "isic-cli")
+    assert theirs == tree(tmp_path / "ours") and len(images_in(tmp_path / "ours")) == 12
 
 
 def test_each_tool_continues_the_others_folder(server, tmp_path):

@@ -234,3 +234,29 @@ def test_a_dry_run_names_a_file_host_not_allowed_too(server, tmp_path, capsys):
     code = cli.main(["download", "--out", str(tmp_path / "out"), "--api-url", server.api_url, "--dry-run",
                      "--allowed-hosts", server.files_host])
     assert code == 0 and "dry run: 30 images" in capsys.readouterr().out
+
+
+def test_over_https_on_two_hosts_the_download_completes_and_an_untrusted_certificate_stops_it(tmp_path, monkeypatch,
+                                                                                              capsys):
+    """The archive is reached over HTTPS, API and files on different hosts: the test archive with a certificate
+    of its own (FakeIsic(tls=True)); REQUESTS_CA_BUNDLE is how a user trusts a proxy's CA, as requests reads it."""
+    with FakeIsic(12, tls=True) as server:
+        assert server.api_url.startswith("https://") and server.files_origin.startswith("https://")
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", server.cert_file)
+        download(client_options(server), tmp_path / "ok", progress=False)
+        got = {p.stem: p.read_bytes() for p in (tmp_path / "ok").iterdir() if p.suffix in (".jpg", ".png")}
+        assert got == {r["isic_id"]: server.file_bytes(r) for r in server.records}
+        assert {e["host"].split(":")[0] for e in server.log} == {server.host, server.files_host}
+
+        # not trusted: one line naming the host and what to check, at the first request, never retried
+        monkeypatch.delenv("REQUESTS_CA_BUNDLE")
+        monkeypatch.setenv("CURL_CA_BUNDLE", "")  # requests' other variable: nothing here trusts the test CA
+        server.log.clear()
+        capsys.readouterr()
+        code = cli.main(["download", "--out", str(tmp_path / "untrusted"), "--api-url", server.api_url,
+                         "--allowed-hosts", server.files_host, "--retries", "5"])
+        err = capsys.readouterr().err
+        assert code == 2 and "Traceback" not in err and "retry 1/" not in err, err
+        line = next(line for line in err.splitlines() if line.startswith("skinlesion download:"))
+        assert f"TLS certificate of {server.host} could not be verified" in line and "REQUESTS_CA_BUNDLE" in line
+        assert not server.log  # the handshake failed: no request reached the server, and none was repeated

@@ -23,7 +23,8 @@ import requests
 
 from ...errors import PipelineError
 from .options import Options
-from .retry import NETWORK_ERRORS, RETRY_STATUSES, RetryPolicy, body_pieces, printable, server_message, sleep
+from .retry import (NETWORK_ERRORS, RETRY_STATUSES, RetryPolicy, body_pieces, certificate_refused, printable,
+                    server_message, sleep)
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,9 @@ class IsicClient:
                     raise self._client_error(response, what)
                 problem = f"HTTP {response.status_code} {server_message(response)}"
             except NETWORK_ERRORS as exc:
+                refused = certificate_refused(exc, url)
+                if refused is not None:
+                    raise refused from None
                 problem = f"{type(exc).__name__}: {printable(exc, 200)}"
             except RedirectRefused as exc:
                 raise PipelineError(f"the ISIC API's answer for {what} is a {exc}. Stopped; check the API URL.") from None

@@ -14,6 +14,7 @@ import http.client
 import requests
 import urllib3
 
+from ...errors import PipelineError
 from .hosts import scrub
 
 # Answers worth another try. 429 and 503 say how long to wait (Retry-After); the rest get backoff.
@@ -33,6 +34,32 @@ NETWORK_ERRORS = (
     ConnectionError,
     TimeoutError,
 )
+
+
+class CertificateRefused(PipelineError):
+    """A host's TLS certificate failed verification: no retry can change that, so the download stops."""
+
+
+def certificate_refused(exc: BaseException, url: str) -> CertificateRefused | None:
+    """The error to stop with when `exc` is a failed certificate verification (else None, a network error
+    worth a retry). The reason is found in the chain requests builds (SSLError, MaxRetryError.reason, the
+    urllib3 SSLError, ssl.SSLCertVerificationError), looked through at most a few links deep."""
+    import ssl
+    from urllib.parse import urlsplit
+
+    todo, seen = [exc], 0
+    while todo and seen < 16:
+        item = todo.pop()
+        seen += 1
+        if isinstance(item, ssl.SSLCertVerificationError):
+            reason = " ".join(str(item.verify_message or item.reason or item).split())[:200]
+            host = urlsplit(url).hostname or "the server"
+            return CertificateRefused(
+                f"the TLS certificate of {host} could not be verified ({reason}); retrying cannot help. Check the "
+                "system clock; behind a proxy that re-signs HTTPS, point REQUESTS_CA_BUNDLE at its CA certificate.")
+        links = [item.__cause__, item.__context__, getattr(item, "reason", None), *getattr(item, "args", ())]
+        todo.extend(link for link in links if isinstance(link, BaseException))
+    return None
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,8 @@ from ...errors import PipelineError, storage_error
 from .client import ERROR_BODY_BYTES, RedirectRefused, get_following, new_session, read_capped
 from .hosts import is_signed
 from .selection import HostRefused
-from .retry import NETWORK_ERRORS, RETRY_STATUSES, RetryPolicy, body_pieces, printable, server_message, sleep
+from .retry import (NETWORK_ERRORS, RETRY_STATUSES, RetryPolicy, body_pieces, certificate_refused, printable,
+                    server_message, sleep)
 
 log = logging.getLogger(__name__)
 _STOPPING = (HostRefused,)  # raised by `refresh`: the whole download stops, not just this file
@@ -238,6 +239,9 @@ class Downloader:
                 result.error = str(exc)
                 return result
             except NETWORK_ERRORS as exc:
+                refused = certificate_refused(exc, url)
+                if refused is not None:  # every file of that host would fail the same way: stop the download
+                    raise refused from None
                 problem = f"{type(exc).__name__}: {_short(exc)}"
             except requests.RequestException as exc:  # an invalid URL and the like: retrying will not help
                 result.error = f"request failed ({type(exc).__name__}): {_short(exc)}"
