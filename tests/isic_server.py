@@ -34,6 +34,9 @@ and, to imitate the archive badly on purpose (tests/test_hostile_archive.py):
 Every request is logged in `server.log` (path, query, Range header, status, bytes sent, arrival time, the
 client's address and port, whether TCP_NODELAY is set on its connection).
 
+`FakeIsic(real_hosts=True)` (HTTPS) names the archive's own hosts in its URLs (api.isic-archive.com,
+content.isic-archive.com, the bucket virtual-hosted and path-style) and, inside `real_host_names(server)`,
+answers for them: a client with its default settings then downloads from it unchanged.
 `FakeIsic(tls=True)` serves both hosts over HTTPS with a self-signed certificate made at start for the two
 addresses (`cert_file`: REQUESTS_CA_BUNDLE for a client); `connect_latency` delays the first answer on each
 new connection (the TCP and TLS handshakes' round trips), `latency` every answer (the request's).
@@ -48,6 +51,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import functools
 import hashlib
 import hmac
@@ -313,6 +317,12 @@ def _term(field: str, value: str) -> Callable[[dict], bool]:
 # the three shapes of file URL the archive has served (../shared/isic-api.md), on the stand-in's file host
 
 SHAPES = ("cloudfront", "s3-virtual-hosted", "s3-path-style")
+# FakeIsic(real_hosts=True): the names the archive answers under (../shared/isic-api.md), 443 for each,
+# reached through real_host_names(); the default settings of a client then apply unchanged
+REAL_API_HOST = "api.isic-archive.com"
+REAL_FILE_HOSTS = {"cloudfront": "content.isic-archive.com",
+                   "s3-virtual-hosted": "isic-archive.s3.us-east-1.amazonaws.com",
+                   "s3-path-style": "s3.amazonaws.com"}
 SIGNING_KEY = b"stand-in CloudFront key"
 KEY_PAIR_ID = "K2JCJMDEHXQW5F"
 WEEK = 7 * 24 * 3600.0
@@ -374,10 +384,11 @@ class FakeIsic:
     or forged one is answered 403 as CloudFront does. `clock` shifts the server's time (days passing)."""
 
     def __init__(self, n: int = 30, seed: int = 7, scale: float = 1.0, host: str = "127.0.0.1", port: int = 0,
-                 files_host: str | None = None, tls: bool = False):
+                 files_host: str | None = None, tls: bool = False, real_hosts: bool = False):
         assert host.startswith("127."), "loopback only"
         self.host = host
-        self.tls = tls  # HTTPS on both hosts, with a certificate of its own (cert_file: give it to the client)
+        self.real_hosts = real_hosts  # URLs on the archive's own host names (HTTPS): see real_host_names()
+        self.tls = tls or real_hosts  # HTTPS on both hosts, with a certificate of its own (cert_file: give it to the client)
         self.cert_file: str | None = None
         self.port = port  # 0: any free port (isic-cli's --dev wants 8000)
         octets = host.split(".")
@@ -429,7 +440,8 @@ class FakeIsic:
         import tempfile
 
         self._tls_dir = tempfile.TemporaryDirectory(prefix="fake-isic-tls-")
-        cert, key = self_signed_certificate([self.host, self.files_host], self._tls_dir.name)
+        names = [self.host, self.files_host] + ([REAL_API_HOST, *REAL_FILE_HOSTS.values()] if self.real_hosts else [])
+        cert, key = self_signed_certificate(names, self._tls_dir.name)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(cert, key)
         self.cert_file = cert
@@ -455,7 +467,15 @@ class FakeIsic:
 
     @property
     def origin(self) -> str:
+        if self.real_hosts:
+            return f"https://{REAL_API_HOST}"
         return f"{self.scheme}://{self.host}:{self.httpd.server_address[1]}"
+
+    def addresses(self) -> dict[tuple[str, int], tuple[str, int]]:
+        """(host name, 443) -> where this server listens, for each real host name it answers under."""
+        api = (self.host, self.httpd.server_address[1])
+        files = (self.files_host, self.files_httpd.server_address[1])
+        return {(REAL_API_HOST, 443): api, **{(name, 443): files for name in REAL_FILE_HOSTS.values()}}
 
     @property
     def api_url(self) -> str:
@@ -472,7 +492,7 @@ class FakeIsic:
         """The URL a record carries for the file `key`, in its record's shape, signed when CloudFront."""
         shape = shape_of(key.rsplit("/", 1)[1][:12])
         path = served_path(key, shape)
-        url = self.files_origin + path
+        url = (f"https://{REAL_FILE_HOSTS[shape]}" if self.real_hosts else self.files_origin) + path
         if shape == "cloudfront":
             expires = int(self.epoch + self.clock + (self.sign_ttl if ttl is None else ttl))
             url += "?" + urlencode({"Expires": expires, "Signature": signature(path, expires), "Key-Pair-Id": KEY_PAIR_ID})
@@ -548,8 +568,28 @@ class FakeIsic:
             self.log.append(entry)
 
 
+@contextlib.contextmanager
+def real_host_names(server: FakeIsic):
+    """Within the block, a connection (urllib3's, so requests') to one of the archive's host names on 443
+    reaches `server` instead: the stand-in for DNS a test of the default settings needs. Nothing else is
+    redirected, and nothing is left patched after the block."""
+    import urllib3.util.connection as connection
+
+    table = server.addresses()
+    original = connection.create_connection
+
+    def create_connection(address, *args, **kwargs):
+        return original(table.get((address[0], int(address[1])), address), *args, **kwargs)
+
+    connection.create_connection = create_connection
+    try:
+        yield server
+    finally:
+        connection.create_connection = original
+
+
 def self_signed_certificate(addresses: list[str], folder: str) -> tuple[str, str]:
-    """cert.pem and key.pem in `folder`: a certificate for these IP addresses, valid a day (cryptography)."""
+    """cert.pem and key.pem in `folder`: a certificate for these IP addresses and host names, valid a day."""
     import datetime
     import ipaddress
     import os
@@ -565,7 +605,7 @@ def self_signed_certificate(addresses: list[str], folder: str) -> tuple[str, str
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]),
+            .add_extension(x509.SubjectAlternativeName([_alt_name(x509, ipaddress, a) for a in addresses]),
                            critical=False)
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .sign(key, hashes.SHA256()))
@@ -576,6 +616,13 @@ def self_signed_certificate(addresses: list[str], folder: str) -> tuple[str, str
         fh.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                    serialization.NoEncryption()))
     return cert_path, key_path
+
+
+def _alt_name(x509, ipaddress, name: str):
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return x509.DNSName(name)
 
 
 class _Server(ThreadingHTTPServer):

@@ -91,6 +91,37 @@ def test_over_https_the_folders_are_the_same(tmp_path):
     assert theirs == tree(tmp_path / "ours") and len(images_in(tmp_path / "ours")) == 12
 
 
+# isic-cli as a user runs it against the real archive (no --dev: https://api.isic-archive.com), with only name
+# resolution stood in for, as tests/isic_server.py's real_host_names() does in-process: argv[1] maps each of the
+# archive's host names (on 443) to the test archive's address
+ISIC_PROD = ("import sys, json, urllib3.util.connection as c; table = {(h, 443): tuple(a) for h, a in "
+             "json.loads(sys.argv.pop(1)).items()}; original = c.create_connection; "
+             "c.create_connection = lambda address, *a, **k: original(table.get((address[0], int(address[1])), "
+             "address), *a, **k); import isic_cli.cli as cli; cli.main()")
+
+
+def test_on_the_archives_own_host_names_with_no_setting_changed_the_folders_are_the_same(tmp_path, monkeypatch):
+    import json
+
+    from isic_server import real_host_names
+
+    from skinlesion import cli
+
+    with FakeIsic(12, real_hosts=True) as server, real_host_names(server):
+        table = json.dumps({host: list(address) for (host, _), address in server.addresses().items()})
+        home = tmp_path / "home"
+        env = {**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"), **trust(server)}
+        theirs = subprocess.run([sys.executable, "-c", ISIC_PROD, table, "--guest", "--no-version-check", "image",
+                                 "download", "-l", "0", str(tmp_path / "isic-cli")], capture_output=True, text=True,
+                                env=env, timeout=100, check=False)
+        assert theirs.returncode == 0, theirs.stdout + theirs.stderr
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", server.cert_file)
+        monkeypatch.delenv("ISIC_API_URL", raising=False)
+        assert cli.main(["download", "-l", "0", str(tmp_path / "ours")]) == 0  # every default: no --api-url, no host
+    assert tree(tmp_path / "isic-cli") == tree(tmp_path / "ours") and len(images_in(tmp_path / "ours")) == 12
+    assert {e["host"] for e in server.log} >= {"api.isic-archive.com", "content.isic-archive.com"}
+
+
 def test_each_tool_continues_the_others_folder(server, tmp_path):
     # isic-cli's folder, three images lost: ours fetches exactly those three and writes the rest as isic-cli did
     folder = tmp_path / "isic-cli"

@@ -73,3 +73,19 @@ def test_metadata_csv_keeps_every_acquisition_and_clinical_key_and_the_site_surv
             # the anterior torso of anatom_site_general
             want = "Trunk" if int(record["isic_id"][5:]) % 2 else record["metadata"].get("clinical", {}).get("anatom_site_1", "Trunk")
             assert (by_id[record["isic_id"]] if by_id[record["isic_id"]] is not pd.NA else None) == want, record["isic_id"]
+
+
+def test_the_site_table_agrees_with_the_archives_own_vocabulary():
+    """metadata.SITE_FROM_GENERAL against isic-metadata (the archive's registry package; isic-cli, in the test
+    extra, brings it): every older general site it maps is one the archive knows (or the retired challenge
+    spelling "torso"), it maps onto a top level of anatom_site_1, and what it leaves out is said in docs."""
+    from isic_metadata.anatom_site_hierarchical import AnatomSiteEnum
+    from isic_metadata.fields import AnatomSiteGeneralEnum
+
+    from skinlesion import metadata
+
+    general = {e.value for e in AnatomSiteGeneralEnum}
+    top = {e.value for e in AnatomSiteEnum if ":" not in e.value}
+    assert set(metadata.SITE_FROM_GENERAL) - general == {"torso"}
+    assert set(metadata.SITE_FROM_GENERAL.values()) <= top
+    assert general - set(metadata.SITE_FROM_GENERAL) == {"palms/soles", "oral/genital"}  # docs/isic.md says why

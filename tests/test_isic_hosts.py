@@ -13,13 +13,14 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from isic_server import FakeIsic, Fault, client_options, shape_of  # noqa: E402
+from isic_server import FakeIsic, Fault, client_options, real_host_names, shape_of  # noqa: E402
 
 from skinlesion import cli  # noqa: E402
 from skinlesion.errors import PipelineError  # noqa: E402
 from skinlesion.sources.isic import client as client_module  # noqa: E402
 from skinlesion.sources.isic import hosts  # noqa: E402
 from skinlesion.sources.isic.download import download  # noqa: E402
+from skinlesion.sources.isic.options import DEFAULT_API_URL  # noqa: E402
 from skinlesion.sources.isic.retry import printable  # noqa: E402
 from skinlesion.sources.isic.selection import HostRefused, url_problem  # noqa: E402
 
@@ -260,3 +261,20 @@ def test_over_https_on_two_hosts_the_download_completes_and_an_untrusted_certifi
         line = next(line for line in err.splitlines() if line.startswith("skinlesion download:"))
         assert f"TLS certificate of {server.host} could not be verified" in line and "REQUESTS_CA_BUNDLE" in line
         assert not server.log  # the handshake failed: no request reached the server, and none was repeated
+
+
+def test_the_archives_real_host_names_download_completely_with_no_setting_changed(tmp_path, monkeypatch):
+    """The three URL shapes on the archive's own host names, the API on its own: `skinlesion download DIR -l 0`
+    with every default (api.isic-archive.com, no --allowed-hosts) fetches every image. Only name resolution is
+    stood in for (real_host_names), and the test archive's certificate trusted as a user trusts a proxy's."""
+    with FakeIsic(12, real_hosts=True) as server, real_host_names(server):
+        assert server.api_url == DEFAULT_API_URL  # the default the command uses when given no --api-url
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", server.cert_file)
+        assert cli.main(["download", str(tmp_path / "out"), "-l", "0"]) == 0
+        got = {p.stem: p.read_bytes() for p in (tmp_path / "out").iterdir() if p.suffix in (".jpg", ".png")}
+        assert got == {r["isic_id"]: server.file_bytes(r) for r in server.records}
+        hosts = {e["host"] for e in server.log}
+        assert hosts == {"api.isic-archive.com", "content.isic-archive.com", "isic-archive.s3.us-east-1.amazonaws.com",
+                         "s3.amazonaws.com"}
+        signed = [e for e in server.log if e["host"] == "content.isic-archive.com"]
+        assert signed and all({"Expires", "Signature", "Key-Pair-Id"} <= set(e["query"]) for e in signed)

@@ -32,6 +32,7 @@ HAM = "experiments/ham10000/results/variants"
 ENS = "benchmarks/ensembles.json"
 SCALE = "benchmarks/scale.json"
 ROB = "benchmarks/robustness.json"
+ISIC_DL = "benchmarks/isic_download.json"
 SCALE_UNPACKED = "git:6da80ab:benchmarks/scale.json"  # 2026-12-05 22:46 UTC, images as files under data/raw
 SCALE_FIXED_PACKS = "git:6a78a3b:benchmarks/scale.json"  # 2026-12-06 00:13 UTC, fixed 1,000-image packs
 
@@ -230,6 +231,23 @@ def _scale_report() -> str:
     return module.report(load(SCALE)["results"])
 
 
+def _isic_download():
+    """benchmarks/isic_download.py as a module: its report() and medians, over the JSON it wrote."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("isic_download_benchmark", REPO / "benchmarks" / "isic_download.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _dl_ratio(key: str) -> str:
+    """isic-cli's median seconds over ours in one cell of the download benchmark: the throughput ratio."""
+    runs = load(ISIC_DL)["cells"][key]["runs"]
+    median = _isic_download().median
+    return f"{median(runs['isic-cli']) / median(runs['ours']):.2f}x"
+
+
 def _arm(arm: str) -> dict:
     return next(a for a in load(ROB)["arms"] if a["arm"] == arm)
 
@@ -337,6 +355,11 @@ FIGURES: dict[str, tuple[str, callable]] = {
     "scale.dvc_peaks": (SCALE, lambda: span([r[k]["peak_mb"] for r in _scale() for k in ("dvc_status", "dvc_commit")],
                                             0) + " MB"),
     "scale.tables": (SCALE, lambda: "\n" + _scale_report() + "\n"),
+    "isic_download.tables": (ISIC_DL, lambda: "\n" + _isic_download().report(load(ISIC_DL)["cells"]) + "\n"),
+    "isic_download.ratio.300_50": (ISIC_DL, lambda: _dl_ratio("300img-50ms-clean-10w")),
+    "isic_download.ratio.3000_50": (ISIC_DL, lambda: _dl_ratio("3000img-50ms-clean-10w")),
+    "isic_download.ratio.300_100": (ISIC_DL, lambda: _dl_ratio("300img-100ms-clean-10w")),
+    "isic_download.ratio.300_50_faults": (ISIC_DL, lambda: _dl_ratio("300img-50ms-faults-10w")),
     # the same benchmark before the images were packed, and with fixed packs (earlier commits of scale.json)
     "scale.unpacked.dvc_status": (SCALE_UNPACKED, lambda: _per_size(SCALE_UNPACKED,
                                                                     lambda r: r["dvc_status"]["median_s"],

@@ -26,7 +26,7 @@ class Options:
     limit: int | None = None
     max_per_class: tuple[tuple[str, int], ...] = ()  # sorted (class, cap) pairs; empty = no caps
     thumbnails: bool = False
-    workers: int = 32  # measured (benchmarks/isic_download.md): 8 leaves most of a 50-100 ms round trip idle
+    workers: int = 32  # parallel downloads, each on a kept-alive connection (isic-cli: max(10, cpus), one per file)
     retries: int = 10
     connect_timeout: float = 3.05
     read_timeout: float = 15.0
