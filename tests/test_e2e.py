@@ -64,11 +64,16 @@ def test_evaluate_completes_the_model_bundle(runs):
         evaluation = json.loads((smk / "results" / "variants" / variant / "evaluation.json").read_text())
         assert trained["decision"] is None  # evaluation.json rounds what the bundle keeps exact
         assert bundle["decision"]["threshold"] == pytest.approx(evaluation["test_natural"]["threshold"], abs=1e-5)
-        mine = ("decision", "files")  # the complete bundle carries the model, not train's history
+        mine = ("decision", "files")  # the complete bundle carries the model and seen.json, not train's history
         assert {k: v for k, v in bundle.items() if k not in mine} == {k: v for k, v in trained.items() if k not in mine}
         assert bundle["training_data"]["source"] == "synthetic" and len(bundle["training_data"]["sha256"]) == 64
         model = bundle["model_file"]
-        assert bundle["files"] == {model: trained["files"][model]}
+        assert bundle["files"] == {model: trained["files"][model], "seen.json": trained["files"]["seen.json"]}
+        # what the model saw: every train and validation image once, and their pixels for an image model
+        seen = json.loads((smk / "bundles" / variant / "seen.json").read_text())
+        n_seen = bundle["training_data"]["n_train"] + bundle["training_data"]["n_val"]
+        assert len(seen["isic_id"]) == n_seen and seen["patient_id"]
+        assert (len(seen["pixels"]) > 0.9 * n_seen) == (bundle["input"] is not None)
         assert (smk / "bundles" / variant / model).read_bytes() == (smk / "models" / variant / model).read_bytes()
 
 

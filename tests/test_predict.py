@@ -133,7 +133,7 @@ def test_metadata_variant_imputes_with_the_train_means(metadata_run, tmp_path):
     assert table["age_approx_missing"].any() or table["clin_size_long_diam_mm_missing"].any()
     summary = root / "interim" / "metadata_summary.json"
     raw_packs.unpack(root / "raw", tmp_path / "raw", raw_layout.IMAGE_SUFFIXES)  # predict reads image folders
-    frame = prediction.run(root / "models" / "lr", [tmp_path / "raw" / "images"], tmp_path / "p.csv",
+    frame = prediction.run(root / "models" / "lr", [tmp_path / "raw"], tmp_path / "p.csv",
                            metadata=root / "raw" / "metadata.csv")
     assert frame["error"].isna().all()
     scored = frame.set_index("isic_id").loc[table["isic_id"], "p_malignant"].to_numpy()

@@ -239,3 +239,75 @@ def test_bad_input_is_one_clear_line_and_leaves_nothing(case, needle, evaluated,
         assert f"in {clinic}/images could be decoded" in lines[0]  # the user's folder, not a temporary copy
     if case == "too_few_for_folds":
         assert "the set has 3 malignant and 30 benign" in lines[0]
+
+
+def _with_seen(folder, tmp_path, seen: dict):
+    """A copy of a bundle with a seen.json, as the train stage writes one, sealed again."""
+    import json
+
+    copy = tmp_path / f"{folder.name}-seen"
+    shutil.copytree(folder, copy)
+    (copy / "seen.json").write_text(json.dumps(seen))
+    bundle.seal(copy, read_json(copy / bundle.MANIFEST))
+    return copy
+
+
+def test_a_local_set_overlapping_what_the_model_saw_is_refused_or_left_out_with_counts(evaluated, make_raw,
+                                                                                        tmp_path, capsys, caplog):
+    clinic = make_raw(_records(25, 50), name="clinic")
+    # the model saw two of the clinic's images and a patient of a third (its train or validation split)
+    seen = _with_seen(evaluated, tmp_path, {"isic_id": ["ISIC_0000003", "ISIC_0000040"], "lesion_id": [],
+                                            "patient_id": ["IP_0000060"], "pixels": [], "pixels_shape": None})
+    out = tmp_path / "recal"
+    rc = cli.main(["recalibrate", str(seen), str(clinic), "--target-sensitivity", "0.9", "-o", str(out),
+                   "--bootstrap", "0", "--cv", "3"])
+    err = capsys.readouterr().err
+    assert rc == 2 and not out.exists() and "Traceback" not in err
+    line = next(x for x in err.splitlines() if x.startswith("skinlesion recalibrate:"))
+    assert "3 of its 75 images" in line and "2 by isic_id (e.g. ISIC_0000003, ISIC_0000040)" in line
+    assert "1 by patient_id (e.g. ISIC_0000060)" in line and "--exclude-overlap" in line
+
+    report = tmp_path / "report.json"
+    assert cli.main(["recalibrate", str(seen), str(clinic), "--target-sensitivity", "0.9", "-o", str(out),
+                     "--bootstrap", "0", "--cv", "3", "--exclude-overlap", "--report", str(report)]) == 0
+    local = read_json(report)["local_set"]
+    assert local["cases"] == 72 and local["overlap_with_training"]["excluded"] == 3
+    assert local["overlap_with_training"]["excluded_by"] == {"isic_id": 2, "patient_id": 1}
+    assert (out / "seen.json").read_bytes() == (seen / "seen.json").read_bytes()  # it travels with the bundle
+
+    # a bundle from before seen.json: recalibrated, and the report says nothing was checked
+    assert cli.main(["recalibrate", str(evaluated), str(clinic), "--target-sensitivity", "0.9", "-o",
+                     str(tmp_path / "old"), "--bootstrap", "0", "--cv", "3", "--report", str(report)]) == 0
+    assert read_json(report)["local_set"]["overlap_with_training"] == {"checked": False}
+    assert "records no seen.json" in caplog.text
+
+
+def test_an_image_the_model_saw_is_found_by_its_pixels_under_another_name(cnn_dir, make_raw, tmp_path):
+    import hashlib as _hashlib
+
+    from skinlesion import images
+    from skinlesion.errors import PipelineError
+
+    records = _records(10, 20, seed=4)
+    clinic = make_raw(records, name="clinic")
+    size = Bundle(cnn_dir).input_size
+    renamed = clinic / "images" / f"{records[5]['isic_id']}.jpg"  # a training image, under a clinic's own id
+    pixels = images.load_image(renamed, size)
+    seen = _with_seen(cnn_dir, tmp_path, {"isic_id": ["ISIC_9999999"], "lesion_id": [], "patient_id": [],
+                                          "pixels": [_hashlib.sha256(np.ascontiguousarray(pixels).tobytes())
+                                                     .hexdigest()[:32]], "pixels_shape": list(pixels.shape)})
+    with pytest.raises(PipelineError, match=rf"1 of its 30 images: 1 by pixels \(e.g. {records[5]['isic_id']}\)"):
+        recalibration.run(seen, clinic, tmp_path / "recal", 0.8, n_boot=0, k=3)
+    result = recalibration.run(seen, clinic, tmp_path / "recal", 0.8, n_boot=0, k=3, exclude_overlap=True)
+    assert result["local_set"]["cases"] == 29 and result["local_set"]["overlap_with_training"]["ways"][-1] == "pixels"
+
+
+def test_a_damaged_seen_json_is_one_line(evaluated, make_raw, tmp_path):
+    from skinlesion.errors import PipelineError
+
+    clinic = make_raw(_records(10, 20), name="clinic")
+    for bad, needle in [({"isic_id": "ISIC_1"}, "'isic_id' is not a list"), ([1, 2], "not an object"),
+                        ({"isic_id": ["x" * 65]}, "at most 64"), ({"pixels_shape": [1, 2]}, "pixels_shape")]:
+        damaged = _with_seen(evaluated, tmp_path / needle.replace("'", "").replace(" ", "_"), bad)
+        with pytest.raises(PipelineError, match=needle):
+            recalibration.run(damaged, clinic, tmp_path / "recal", 0.8, n_boot=0, k=3)

@@ -19,7 +19,12 @@
                                               decision was refitted, on what, and how well (recalibration.py)
         skinlesion_version, variant_config    the package and the variant's full settings
         files                                 {name: sha256} of every other file in the folder (the model
-                                              file, and train's train.json, history.csv): checked on load
+                                              file, seen.json, and train's train.json, history.csv): checked
+                                              on load
+    <bundle>/seen.json                    what the model saw: the train and validation splits' isic_id,
+                                          lesion_id and patient_id values and pixel hashes (skinlesion.overlap),
+                                          so recalibrate refuses a local set that overlaps them; bundles
+                                          written before it have none (then nothing is checked, and it says so)
 
 The train stage writes models/<variant>/ (decision null); the evaluate stage writes the complete bundle,
 bundles/<variant>/, a copy with its decision filled in (its own output, so the DAG stays honest).
@@ -51,6 +56,7 @@ from . import __version__, features, kinds, linear_model, params, tasks
 from .errors import PipelineError
 from .images import FLIPS, Decoding, flipped
 from .io import SNAKEMAKE_TIMESTAMP, atomic_path, write_json
+from .overlap import ID_COLUMNS, SEEN
 
 log = logging.getLogger(__name__)
 MANIFEST = "bundle.json"
@@ -58,6 +64,8 @@ FORMAT = 2  # 2: `files` (the sha256 of every file) recorded and checked; 1 had 
 MAX_MANIFEST = 1 << 20  # bytes of bundle.json read at most
 MAX_FILE = 2 << 30  # bytes of any file of a bundle (the model's included)
 MAX_ENTRIES = 64  # files in a bundle folder (the schema's `files` bound)
+MAX_SEEN = 256 << 20  # bytes of seen.json read at most (about 2.5 million images' ids and hashes)
+SEEN_VALUE_CHARS = 64  # an id or a hash in seen.json: as raw_layout.ISIC_ID bounds an id
 RETRAIN = "re-run skinlesion train and evaluate (or recalibrate) to write a new bundle"
 CONVERT = ("if you trust where it came from, convert it: skinlesion convert-bundle OLD -o NEW "
            "(--trust-pickle for a model.joblib, which runs any code it holds when loaded)")
@@ -283,6 +291,33 @@ class Bundle:
             st = os.lstat(self.dir / name)
             self._stats[name] = (st.st_ino, st.st_size, st.st_mtime_ns)
 
+    def seen(self) -> dict | None:
+        """seen.json (skinlesion.overlap.record) checked for shape, or None when the bundle has none."""
+        if SEEN not in self.info["files"]:
+            return None
+        where = f"{self.where}: {SEEN}"
+        path = self.root / SEEN
+        if os.lstat(path).st_size > MAX_SEEN:
+            raise PipelineError(f"{where} holds more than {MAX_SEEN} bytes: not what the train stage writes")
+        with _open_plain(path, where, MAX_SEEN) as fh:
+            try:
+                seen = json.loads(fh.read(MAX_SEEN + 1))
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise PipelineError(f"{where} is not JSON ({_one_line(exc)}): {RETRAIN}") from None
+        if not isinstance(seen, dict):
+            raise PipelineError(f"{where} is not an object of id lists: {RETRAIN}")
+        for way in (*ID_COLUMNS, "pixels"):
+            values = seen.get(way, [])
+            if not isinstance(values, list) or not all(isinstance(v, str) and 0 < len(v) <= SEEN_VALUE_CHARS
+                                                       for v in values):
+                raise PipelineError(f"{where}: '{way}' is not a list of ids of at most {SEEN_VALUE_CHARS} "
+                                    f"characters: {RETRAIN}")
+        shape = seen.get("pixels_shape")
+        if shape is not None and not (isinstance(shape, list) and len(shape) == 3
+                                      and all(isinstance(n, int) and 0 < n <= 4096 for n in shape)):
+            raise PipelineError(f"{where}: 'pixels_shape' is not [height, width, channels]: {RETRAIN}")
+        return seen
+
     def _model_path(self) -> Path:
         """The model file: a plain file directly inside the bundle, unchanged since it was verified."""
         name = self.info["model_file"]
@@ -393,7 +428,7 @@ class Bundle:
         return self.task.probabilities(self.model.predict(inputs, batch_size=64, verbose=0))
 
     def complete(self, out: str | os.PathLike, decision: dict, extra: dict | None = None) -> Path:
-        """Write the complete bundle to `out`: this model file and manifest, with `decision` filled in and
+        """Write the complete bundle to `out`: this model file (and seen.json) and manifest, with `decision` filled in and
         `files` recomputed. `extra` adds (or replaces) top-level manifest blocks, e.g. recalibrate's
         provenance. Nothing is written outside `out` (model_file is a plain name, checked on load)."""
         name = self._model_path().name
@@ -404,10 +439,16 @@ class Bundle:
             if target.parent != tmp:
                 raise PipelineError(f"{self.where}: field 'model_file': {name} is not a plain file name")
             shutil.copyfile(self._model_path(), target)
+            carried = [n for n in (SEEN,) if n in self.info["files"]]  # what the model saw goes with it
+            for extra_file in carried:
+                with _open_plain(self.root / extra_file, f"{self.where}: {extra_file}", MAX_FILE) as src, \
+                        open(tmp / extra_file, "xb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
             info = {**info, "files": {}}
             info = seal(tmp, info)
-            if info["files"].get(name) != self.info["files"][name]:
-                raise PipelineError(f"{self.where}: {name} changed while it was copied to {out}")
+            for copied in [name, *carried]:
+                if info["files"].get(copied) != self.info["files"][copied]:
+                    raise PipelineError(f"{self.where}: {copied} changed while it was copied to {out}")
             params.validate(info, origin=f"bundle {out}: {MANIFEST}", schema_name="bundle")
         return Path(out)
 

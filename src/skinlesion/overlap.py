@@ -8,6 +8,11 @@ Overlap is looked for three ways, each where both sides can say:
   pixels               identical decoded images (a sha256 of each image's shard row), so a renamed or
                        re-encoded-losslessly copy is caught too; only when both sides' shards have one shape
 An overlap is an error with the counts and a few examples: the fix is in the second set's folder.
+
+A bundle carries what its model saw (SEEN, seen.json: the train and validation splits' ids and pixel
+hashes, written by the train stage), so `skinlesion recalibrate`, far from the training data, checks a
+clinic's set against it the same three ways (find_seen); `--exclude-overlap` leaves the overlapping images
+out instead, with their count in the report.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from .errors import PipelineError
 
 ID_COLUMNS = ("isic_id", "lesion_id", "patient_id")
 EXAMPLES = 3
+SEEN = "seen.json"  # in a bundle: what the model learned from or chose its decision on (see record())
+SEEN_HASH_CHARS = 32  # of each pixel sha256 kept in seen.json: 128 bits, no collision among any real archive
 
 
 def pixel_hashes(split: Split) -> pd.Series:
@@ -45,21 +52,63 @@ def _values(table: pd.DataFrame, column: str) -> pd.Series:
 
 def find(internal: list[Split], other: Split) -> dict[str, list[str]]:
     """{way: isic_ids of `other`'s rows that overlap the internal splits that way}, ways with none left out."""
-    found = {}
     inside = pd.concat([s.table for s in internal], ignore_index=True)
-    for column in ID_COLUMNS:
-        theirs = _values(other.table, column)
-        hit = theirs[theirs.isin(set(_values(inside, column)))]
-        if len(hit):
-            found[column] = sorted(other.table.loc[hit.index, "isic_id"].astype(str))
+    known = {column: set(_values(inside, column)) for column in ID_COLUMNS}
     shapes = {_shape(s) for s in internal + [other]}
+    theirs = None
     if len(shapes) == 1 and None not in shapes:
-        ours = set().union(*(set(pixel_hashes(s).dropna()) for s in internal))
-        theirs = pixel_hashes(other).dropna()
-        hit = theirs[theirs.isin(ours)]
+        known["pixels"] = set().union(*(set(pixel_hashes(s).dropna()) for s in internal))
+        theirs = pixel_hashes(other)
+    return _hits(known, other.table, theirs)
+
+
+def _hits(known: dict[str, set], table: pd.DataFrame, hashes: pd.Series | None) -> dict[str, list[str]]:
+    """{way: the isic_ids of `table`'s rows whose value that way is in `known[way]`}; ways with none left out."""
+    found = {}
+    for column in ID_COLUMNS:
+        theirs = _values(table, column)
+        hit = theirs[theirs.isin(known.get(column, set()))]
         if len(hit):
-            found["pixels"] = sorted(other.table.loc[hit.index, "isic_id"].astype(str))
+            found[column] = sorted(table.loc[hit.index, "isic_id"].astype(str))
+    if hashes is not None and known.get("pixels"):
+        theirs = hashes.dropna()
+        theirs = theirs.str[:SEEN_HASH_CHARS] if len(theirs) else theirs
+        hit = theirs[theirs.isin({h[:SEEN_HASH_CHARS] for h in known["pixels"]})]
+        if len(hit):
+            found["pixels"] = sorted(table.loc[hit.index, "isic_id"].astype(str))
     return found
+
+
+def record(splits: list[Split], with_pixels: bool) -> dict:
+    """seen.json's content: the ids (each way) and, for an image model, the pixel hashes of `splits`."""
+    table = pd.concat([s.table for s in splits], ignore_index=True)
+    seen: dict = {"note": "what the model learned from or chose its decision on (train and validation splits): "
+                          "skinlesion recalibrate refuses a local set that overlaps it (skinlesion.overlap)"}
+    for column in ID_COLUMNS:
+        seen[column] = sorted(set(_values(table, column)))
+    hashes = set()
+    if with_pixels:
+        for split in splits:
+            hashes |= {h[:SEEN_HASH_CHARS] for h in pixel_hashes(split).dropna()}
+    seen["pixels"] = sorted(hashes)
+    shapes = {_shape(s) for s in splits} if with_pixels else set()
+    seen["pixels_shape"] = list(next(iter(shapes))) if len(shapes) == 1 and None not in shapes else None
+    return seen
+
+
+def find_seen(seen: dict, other: Split, with_pixels: bool) -> dict[str, list[str]]:
+    """find(), against a bundle's seen.json instead of the internal splits themselves."""
+    known = {way: set(seen.get(way) or []) for way in (*ID_COLUMNS, "pixels")}
+    hashes = None
+    if with_pixels and seen.get("pixels_shape") and list(_shape(other) or []) == list(seen["pixels_shape"]):
+        hashes = pixel_hashes(other)
+    return _hits(known, other.table, hashes)
+
+
+def describe(found: dict[str, list[str]], n: int, what: str, against: str) -> str:
+    rows = set().union(*map(set, found.values()))
+    ways = "; ".join(f"{len(ids)} by {way} (e.g. {', '.join(ids[:EXAMPLES])})" for way, ids in found.items())
+    return f"{what} overlaps {against}: {len(rows)} of its {n} images: {ways}"
 
 
 def _shape(split: Split) -> tuple | None:
@@ -74,7 +123,5 @@ def check(internal: list[Split], other: Split, what: str, fix: str) -> None:
     found = find(internal, other)
     if not found:
         return
-    rows = set().union(*map(set, found.values()))
-    ways = "; ".join(f"{len(ids)} by {way} (e.g. {', '.join(ids[:EXAMPLES])})" for way, ids in found.items())
-    raise PipelineError(f"{what} overlaps the internal data the model was trained, tuned or tested on: {len(rows)} "
-                        f"of its {len(other)} images: {ways}. Scored as new they would overstate the model; {fix}")
+    raise PipelineError(describe(found, len(other), what, "the internal data the model was trained, tuned or tested "
+                                 "on") + f". Scored as new they would overstate the model; {fix}")

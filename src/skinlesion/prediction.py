@@ -134,7 +134,7 @@ def run(model_dir: str | os.PathLike, paths: list[str | os.PathLike], out: str |
     if not items:
         packed = [str(p) for p in paths if is_packed(p)]
         if packed:
-            raise PipelineError(f"no image files in {packed[0]}: {UNPACK_HINT}, then predict on DEST/images.")
+            raise PipelineError(f"no image files in {packed[0]}: {UNPACK_HINT}, then predict on DEST.")
         raise PipelineError(("no image files found in " + ", ".join(map(str, paths))) if paths else
                             "no image files given")
     size = int(trained.input_size or 0)

@@ -32,7 +32,7 @@ import math
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -67,6 +67,7 @@ class LocalSet:
     rows_in: int
     dropped: dict
     unreadable: int
+    overlap: dict = field(default_factory=dict)  # checked against the bundle's seen.json; what --exclude-overlap left out
 
     @property
     def n(self) -> int:
@@ -155,8 +156,9 @@ def one_class(shown, n: int, n_malignant: int) -> None:
 
 
 def read_local(trained: Bundle, folder: str | os.PathLike, metadata: str | os.PathLike | None = None,
-               layout: str = "auto") -> LocalSet:
-    """The labelled folder read, labelled and scored exactly as the external stage and evaluate do."""
+               layout: str = "auto", exclude_overlap: bool = False) -> LocalSet:
+    """The labelled folder read, labelled and scored exactly as the external stage and evaluate do, after the
+    overlap check against what the bundle's model saw (guard_overlap)."""
     from . import external
     from .evaluation import external_split
 
@@ -190,6 +192,7 @@ def read_local(trained: Bundle, folder: str | os.PathLike, metadata: str | os.Pa
             prepared = external.prepare({"name": NAME, "path": str(folder), "layout": layout}, root,
                                         tmp / "prepared" / NAME, params, trained.imputation_means)
             split = external_split(tmp / "prepared", NAME, trained.task)
+            split, checked = guard_overlap(trained, split, shown, exclude_overlap)
             y = split.labels(trained.task)
             raw = trained.predict(split.table, split.images() if trained.uses_images else None, tta=trained.tta)
         except PipelineError as exc:
@@ -198,7 +201,37 @@ def read_local(trained: Bundle, folder: str | os.PathLike, metadata: str | os.Pa
     return LocalSet(name=folder.resolve().name, layout=layout, y=np.asarray(y, dtype=np.int64),
                     raw=np.asarray(raw, dtype=np.float64), groups=groups,
                     sha256=content_sha256(folder, meta), rows_in=int(prepared["rows_in"]),
-                    dropped=dict(prepared["dropped"]), unreadable=int(prepared["unreadable"]))
+                    dropped=dict(prepared["dropped"]), unreadable=int(prepared["unreadable"]), overlap=checked)
+
+
+def guard_overlap(trained: Bundle, split, shown, exclude: bool):
+    """The labelled split, checked against the bundle's seen.json (isic_id, lesion_id, patient_id, pixels): an
+    overlap is an error with counts and examples, or, with `exclude` (--exclude-overlap), its images are left
+    out and counted. Returns (the split to use, what the report records)."""
+    from . import dataset, overlap
+
+    seen = trained.seen()
+    if seen is None:
+        log.warning("recalibrate: %s records no seen.json (written before skinlesion recorded what a model saw): "
+                    "the local set cannot be checked for images the model was trained on", trained.dir)
+        return split, {"checked": False}
+    found = overlap.find_seen(seen, split, with_pixels=trained.uses_images)
+    ways = sorted(found) if found else []
+    checked = {"checked": True, "ways": ["isic_id", "lesion_id", "patient_id"] + (
+        ["pixels"] if trained.uses_images and seen.get("pixels") else [])}
+    if not found:
+        return split, {**checked, "excluded": 0}
+    text = overlap.describe(found, len(split), f"labelled set {shown}",
+                            f"what {trained.name} was trained or tuned on (its bundle's {overlap.SEEN})")
+    if not exclude:
+        raise PipelineError(f"{text}. Refitted on them, the threshold would be tuned on images the model already "
+                            "knows; take them out of the set, or pass --exclude-overlap to leave them out (counted "
+                            "in the report).")
+    rows = set().union(*map(set, found.values()))
+    keep = ~split.table["isic_id"].astype(str).isin(rows)
+    log.warning("recalibrate: %s; --exclude-overlap: those %d left out, %d kept", text, len(rows), int(keep.sum()))
+    kept = dataset.Split(split.table[keep].reset_index(drop=True), split.shards_dir)
+    return kept, {**checked, "excluded": len(rows), "excluded_by": {way: len(found[way]) for way in ways}}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -354,7 +387,7 @@ def _bundle(path: str | os.PathLike) -> Bundle:
 
 
 def run(bundle_dir, folder, out, target: float, metadata=None, layout: str = "auto", n_boot: int = 1000,
-        seed: int = 0, k: int = 5, report_path=None) -> dict:
+        seed: int = 0, k: int = 5, report_path=None, exclude_overlap: bool = False) -> dict:
     from .prediction import Settings, decision_settings
 
     check_arguments(target, n_boot, k)
@@ -375,7 +408,7 @@ def run(bundle_dir, folder, out, target: float, metadata=None, layout: str = "au
     original = Fit(before.calibration, float(before.threshold))
     method = before.calibration.method
 
-    data = read_local(trained, folder, metadata, layout)
+    data = read_local(trained, folder, metadata, layout, exclude_overlap)
     n_pos = int(data.y.sum())
     shown = str(metadata or folder)
     one_class(shown, data.n, n_pos)  # again: cleaning or unreadable images may have removed a class
@@ -387,6 +420,7 @@ def run(bundle_dir, folder, out, target: float, metadata=None, layout: str = "au
                       "cases": data.n, "malignant": n_pos, "benign": data.n - n_pos,
                       "groups": int(data.groups.max()) + 1, "rows_in": data.rows_in, "dropped": data.dropped,
                       "unreadable_images": data.unreadable, "cleaning": dict(CLEANING),
+                      "overlap_with_training": data.overlap,
                       "content_sha256": data.sha256},
         "target_sensitivity": target, "calibration": method,
         "temperature": fitted.calibrator.temperature, "threshold": metrics._r(fitted.threshold),

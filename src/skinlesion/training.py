@@ -23,6 +23,7 @@ always starts from raw images.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -31,11 +32,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import bundle, dataset, devices, features, images, linear_model, metadata, sampling
+from . import bundle, dataset, devices, features, images, linear_model, metadata, overlap, sampling
 from . import variant as V
 from .errors import PipelineError
 from .images import FLIPS, flipped  # noqa: F401  (one definition, shared with test-time augmentation)
-from .io import atomic_path, make_keras_archive_reproducible, write_json
+from .io import atomic_path, make_keras_archive_reproducible, write_json, write_text
 from .linear_model import AllClasses
 from .reproducibility import seed_everything
 
@@ -97,6 +98,9 @@ def run(params: dict, name: str, table: str | os.PathLike, shards: str | os.Path
             "class_weight": weights,
         })
         write_json(tmp / "train.json", info)
+        # what the model saw, so a set scored or refitted on later can be checked against it (recalibrate)
+        write_text(tmp / overlap.SEEN, json.dumps(overlap.record([train, val], with_pixels=v.kind.images),
+                                                  sort_keys=True, separators=(",", ":")) + "\n")
         hashed = ["isic_id", v.task.label_column] + ([c for f in v.features for c in (f, f"{f}_missing")
                                                       if c in train.table] if v.kind.metadata else [])
         # How the shards' images were decoded (images stage's summary.json): predict decodes new photos the same way

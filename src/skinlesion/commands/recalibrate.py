@@ -6,7 +6,9 @@ an honest cross-validated estimate inside the local set; writes a new bundle wit
   skinlesion recalibrate bundles/dual_mobilenet_frozen photos/ --metadata labels.csv --target-sensitivity 0.8
       -o bundles/dual_clinic --bootstrap 1000 --cv 5 --report recalibration.json
 
-The original bundle is never modified. See docs/recalibration.md.
+The original bundle is never modified. A set that shares images, lesions or patients with what the model
+was trained or tuned on (the bundle's seen.json) is refused with the counts; --exclude-overlap leaves them
+out instead. See docs/recalibration.md.
 """
 
 from __future__ import annotations
@@ -28,6 +30,10 @@ def configure(parser):
     parser.add_argument("--cv", type=int, default=5, metavar="K", help="cross-validation folds inside the local set (default 5)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and the folds (default 0)")
     parser.add_argument("--report", metavar="JSON", help="also write the report as JSON")
+    parser.add_argument("--exclude-overlap", action="store_true",
+                        help="leave out images the model was trained or tuned on (by isic_id, lesion_id, patient_id "
+                             "or identical pixels, from the bundle's seen.json) instead of stopping; counted in the "
+                             "report")
 
 
 def run(args):
@@ -35,7 +41,7 @@ def run(args):
 
     result = recalibration.run(args.model, args.folder, args.out, args.target_sensitivity, metadata=args.metadata,
                                layout=args.layout, n_boot=args.bootstrap, seed=args.seed, k=args.cv,
-                               report_path=args.report)
+                               report_path=args.report, exclude_overlap=args.exclude_overlap)
     print(recalibration.summary(result))
     print(f"-> {args.out}")
     return 0
