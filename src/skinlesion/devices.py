@@ -24,11 +24,20 @@ from dataclasses import dataclass, field
 log = logging.getLogger(__name__)
 
 DEFAULTS = {"distribute": "auto", "mixed_precision": False, "xla": "auto", "input_pipeline": "arrays"}
+# what each setting may be (the schema's enums for train.distribute, xla, input_pipeline; a test keeps them equal)
+CHOICES = {"distribute": ("auto", "none", "mirrored"), "xla": ("auto", True, False),
+           "input_pipeline": ("arrays", "tf_data")}
 
 
 def settings(train: dict) -> dict:
     """The device settings of params' `train:` section, defaults filled in."""
-    return {key: train.get(key, default) for key, default in DEFAULTS.items()}
+    out = {key: train.get(key, default) for key, default in DEFAULTS.items()}
+    for key, allowed in CHOICES.items():
+        if not any(out[key] == a and type(out[key]) is type(a) for a in allowed):  # 1 is not True here
+            from .errors import PipelineError
+
+            raise PipelineError(f"train.{key}: {out[key]!r} is not one of {', '.join(map(str, allowed))}")
+    return out
 
 
 @dataclass

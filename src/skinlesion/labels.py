@@ -31,10 +31,15 @@ MALIGNANT_DIAGNOSIS_3 = {
 }
 
 
+INDETERMINATE = ("exclude", "benign", "malignant")  # metadata.indeterminate (the schema's enum)
+
+
 def binary_label(diagnosis_1: pd.Series, indeterminate: str = "exclude") -> pd.Series:
     """1 malignant, 0 benign, <NA> excluded (Indeterminate unless mapped, missing, unknown)."""
+    if indeterminate not in INDETERMINATE:
+        raise ValueError(f"indeterminate must be one of {INDETERMINATE}, not {indeterminate!r}")
     mapping = {"Benign": 0, "Malignant": 1}
-    if indeterminate in ("benign", "malignant"):
+    if indeterminate != "exclude":
         mapping["Indeterminate"] = int(indeterminate == "malignant")
     return diagnosis_1.map(mapping).astype("Int8")
 

@@ -22,6 +22,9 @@ CI_LEVEL = 0.95
 _MAX_CELLS = 4_000_000  # bootstrap replicates x cases held in memory at once
 
 
+THRESHOLD_RULES = ("youden", "sensitivity")  # evaluate.threshold (the schema's enum; a test keeps them equal)
+
+
 def choose_threshold(y_val: np.ndarray, p_val: np.ndarray, method: str = "youden", target_sensitivity: float = 0.9,
                      split: str = "validation") -> float:
     """Youden's J (max sensitivity + specificity - 1), or the highest threshold reaching a sensitivity.
@@ -29,6 +32,8 @@ def choose_threshold(y_val: np.ndarray, p_val: np.ndarray, method: str = "youden
     On the full ROC (drop_intermediate=False): the dropped collinear points include thresholds where the
     sensitivity target is first reached, so the reduced curve can give a lower one than the rule asks for.
     A set with one class has no ROC: an error naming `split` and its counts, not a silent 0.5."""
+    if method not in THRESHOLD_RULES:
+        raise PipelineError(f"unknown threshold rule {method!r}: evaluate.threshold is one of {', '.join(THRESHOLD_RULES)}")
     y_val = np.asarray(y_val)
     if len(np.unique(y_val)) < 2:
         counts = ", ".join(f"{int(c)} of class {v}" for v, c in zip(*np.unique(y_val, return_counts=True)))
