@@ -608,6 +608,11 @@ def self_signed_certificate(addresses: list[str], folder: str) -> tuple[str, str
             .add_extension(x509.SubjectAlternativeName([_alt_name(x509, ipaddress, a) for a in addresses]),
                            critical=False)
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            # what VERIFY_X509_STRICT (urllib3 on Python 3.13+) asks of a self-signed CA certificate
+            .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                         content_commitment=False, key_encipherment=False, data_encipherment=False,
+                                         key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
             .sign(key, hashes.SHA256()))
     cert_path, key_path = os.path.join(folder, "cert.pem"), os.path.join(folder, "key.pem")
     with open(cert_path, "wb") as fh:

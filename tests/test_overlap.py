@@ -53,3 +53,16 @@ def test_pixels_are_compared_only_at_one_shape(tmp_path):
     inside = _split(tmp_path / "in", ["ISIC_1"], _images(0, 1))
     other = _split(tmp_path / "out", ["ISIC_2"], np.zeros((1, 4, 4, 3)))
     assert overlap.find([inside], other) == {}
+
+
+def test_ids_longer_than_a_bundle_keeps_are_recorded_hashed_and_still_matched():
+    import pandas as pd
+
+    from skinlesion import overlap
+    from skinlesion.dataset import Split
+
+    long_id = "P" * 100  # a local source's patient ids are not bounded; seen.json keeps 64 characters at most
+    seen = overlap.record([Split(pd.DataFrame({"isic_id": ["ISIC_1"], "patient_id": [long_id]}))], with_pixels=False)
+    assert all(len(v) <= 64 for v in seen["patient_id"]) and seen["patient_id"] != [long_id]
+    other = Split(pd.DataFrame({"isic_id": ["ISIC_2", "ISIC_3"], "patient_id": [long_id, "P"]}))
+    assert overlap.find_seen(seen, other, with_pixels=False) == {"patient_id": ["ISIC_2"]}

@@ -264,7 +264,8 @@ def test_a_local_set_overlapping_what_the_model_saw_is_refused_or_left_out_with_
     err = capsys.readouterr().err
     assert rc == 2 and not out.exists() and "Traceback" not in err
     line = next(x for x in err.splitlines() if x.startswith("skinlesion recalibrate:"))
-    assert "3 of its 75 images" in line and "2 by isic_id (e.g. ISIC_0000003, ISIC_0000040)" in line
+    assert line.startswith(f"skinlesion recalibrate: error: {clinic} overlaps") and "3 of its 75 images" in line
+    assert "2 by isic_id (e.g. ISIC_0000003, ISIC_0000040)" in line
     assert "1 by patient_id (e.g. ISIC_0000060)" in line and "--exclude-overlap" in line
 
     report = tmp_path / "report.json"

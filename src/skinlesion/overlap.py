@@ -62,12 +62,17 @@ def find(internal: list[Split], other: Split) -> dict[str, list[str]]:
     return _hits(known, other.table, theirs)
 
 
+def _key(value: str) -> str:
+    """An id as seen.json keeps it: as it is up to 64 characters (a bundle's bound), else a hash of it."""
+    return value if len(value) <= 64 else "~" + hashlib.sha256(value.encode()).hexdigest()[:40]
+
+
 def _hits(known: dict[str, set], table: pd.DataFrame, hashes: pd.Series | None) -> dict[str, list[str]]:
     """{way: the isic_ids of `table`'s rows whose value that way is in `known[way]`}; ways with none left out."""
     found = {}
     for column in ID_COLUMNS:
-        theirs = _values(table, column)
-        hit = theirs[theirs.isin(known.get(column, set()))]
+        theirs = _values(table, column).map(_key)
+        hit = theirs[theirs.isin({_key(v) for v in known.get(column, set())})]
         if len(hit):
             found[column] = sorted(table.loc[hit.index, "isic_id"].astype(str))
     if hashes is not None and known.get("pixels"):
@@ -85,7 +90,7 @@ def record(splits: list[Split], with_pixels: bool) -> dict:
     seen: dict = {"note": "what the model learned from or chose its decision on (train and validation splits): "
                           "skinlesion recalibrate refuses a local set that overlaps it (skinlesion.overlap)"}
     for column in ID_COLUMNS:
-        seen[column] = sorted(set(_values(table, column)))
+        seen[column] = sorted({_key(v) for v in _values(table, column)})
     hashes = set()
     if with_pixels:
         for split in splits:
@@ -99,10 +104,14 @@ def record(splits: list[Split], with_pixels: bool) -> dict:
 def find_seen(seen: dict, other: Split, with_pixels: bool) -> dict[str, list[str]]:
     """find(), against a bundle's seen.json instead of the internal splits themselves."""
     known = {way: set(seen.get(way) or []) for way in (*ID_COLUMNS, "pixels")}
-    hashes = None
-    if with_pixels and seen.get("pixels_shape") and list(_shape(other) or []) == list(seen["pixels_shape"]):
-        hashes = pixel_hashes(other)
+    hashes = pixel_hashes(other) if with_pixels and pixels_comparable(seen, other) else None
     return _hits(known, other.table, hashes)
+
+
+def pixels_comparable(seen: dict, other: Split) -> bool:
+    """Whether `other`'s images can be matched against seen.json's pixel hashes (same decoded shape)."""
+    return bool(seen.get("pixels")) and bool(seen.get("pixels_shape")) and \
+        list(_shape(other) or []) == list(seen["pixels_shape"])
 
 
 def describe(found: dict[str, list[str]], n: int, what: str, against: str) -> str:

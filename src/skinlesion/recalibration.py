@@ -170,6 +170,7 @@ def read_local(trained: Bundle, folder: str | os.PathLike, metadata: str | os.Pa
     meta = Path(metadata) if metadata else None
     if meta is not None and not meta.is_file():
         raise PipelineError(f"--metadata {meta} not found: give the labelled set's metadata CSV.")
+    seen = trained.seen()  # a damaged seen.json is the bundle's fault: said before the set is read
     with tempfile.TemporaryDirectory(prefix="skinlesion-recalibrate-") as tmp_name:
         tmp = Path(tmp_name)
         root = _stage(folder, meta, tmp) if meta is not None else folder
@@ -192,7 +193,7 @@ def read_local(trained: Bundle, folder: str | os.PathLike, metadata: str | os.Pa
             prepared = external.prepare({"name": NAME, "path": str(folder), "layout": layout}, root,
                                         tmp / "prepared" / NAME, params, trained.imputation_means)
             split = external_split(tmp / "prepared", NAME, trained.task)
-            split, checked = guard_overlap(trained, split, shown, exclude_overlap)
+            split, checked = guard_overlap(trained, seen, split, shown, exclude_overlap)
             y = split.labels(trained.task)
             raw = trained.predict(split.table, split.images() if trained.uses_images else None, tta=trained.tta)
         except PipelineError as exc:
@@ -204,13 +205,12 @@ def read_local(trained: Bundle, folder: str | os.PathLike, metadata: str | os.Pa
                     dropped=dict(prepared["dropped"]), unreadable=int(prepared["unreadable"]), overlap=checked)
 
 
-def guard_overlap(trained: Bundle, split, shown, exclude: bool):
+def guard_overlap(trained: Bundle, seen: dict | None, split, shown, exclude: bool):
     """The labelled split, checked against the bundle's seen.json (isic_id, lesion_id, patient_id, pixels): an
     overlap is an error with counts and examples, or, with `exclude` (--exclude-overlap), its images are left
     out and counted. Returns (the split to use, what the report records)."""
     from . import dataset, overlap
 
-    seen = trained.seen()
     if seen is None:
         log.warning("recalibrate: %s records no seen.json (written before skinlesion recorded what a model saw): "
                     "the local set cannot be checked for images the model was trained on", trained.dir)
@@ -218,10 +218,10 @@ def guard_overlap(trained: Bundle, split, shown, exclude: bool):
     found = overlap.find_seen(seen, split, with_pixels=trained.uses_images)
     ways = sorted(found) if found else []
     checked = {"checked": True, "ways": ["isic_id", "lesion_id", "patient_id"] + (
-        ["pixels"] if trained.uses_images and seen.get("pixels") else [])}
+        ["pixels"] if trained.uses_images and overlap.pixels_comparable(seen, split) else [])}
     if not found:
         return split, {**checked, "excluded": 0}
-    text = overlap.describe(found, len(split), f"labelled set {shown}",
+    text = overlap.describe(found, len(split), str(shown),
                             f"what {trained.name} was trained or tuned on (its bundle's {overlap.SEEN})")
     if not exclude:
         raise PipelineError(f"{text}. Refitted on them, the threshold would be tuned on images the model already "

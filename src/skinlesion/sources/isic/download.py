@@ -61,7 +61,7 @@ def adopt_images_folder(folder: Path) -> int:
     a download wrote (source.json or an unfinished download's state), only names a download writes, never
     over a file already there. Returns the number moved."""
     old = folder / "images"
-    if not old.is_dir() or old.is_symlink() or not any((folder / n).is_file() for n in ("source.json", STATE_NAME)):
+    if not old.is_dir() or old.is_symlink() or not _written_by_download(folder):
         return 0
     moved = 0
     for entry in sorted(old.iterdir()):
@@ -76,11 +76,24 @@ def adopt_images_folder(folder: Path) -> int:
     try:
         old.rmdir()
     except OSError:
-        log.warning("%s still holds files an earlier download did not write; left as they are", old)
+        log.warning("%s still holds files not moved (not an image's name, or one already at the top); left as "
+                    "they are", old)
     if moved:
         log.info("isic: moved %d image(s) of an earlier download from %s up into %s (isic-cli's flat layout)",
                  moved, old, folder)
     return moved
+
+
+def _written_by_download(folder: Path) -> bool:
+    """An unfinished download's state file, or the source.json `skinlesion download` writes (source isic):
+    not the source.json of another source's raw folder, nor of an unpacked one."""
+    if (folder / STATE_NAME).is_file():
+        return True
+    try:
+        info = json.loads((folder / "source.json").read_text(encoding="utf-8")[:1_000_000])
+    except (OSError, ValueError):
+        return False
+    return isinstance(info, dict) and info.get("source") == "isic" and not (folder / "unpacked.json").exists()
 
 
 def jobs_for(records: list[dict], images: Path, thumbnails: bool) -> list[Job]:

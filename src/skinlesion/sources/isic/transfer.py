@@ -34,11 +34,11 @@ from ...errors import PipelineError, storage_error
 from .client import ERROR_BODY_BYTES, RedirectRefused, get_following, new_session, read_capped
 from .hosts import is_signed
 from .selection import HostRefused
-from .retry import (NETWORK_ERRORS, RETRY_STATUSES, RetryPolicy, body_pieces, certificate_refused, printable,
-                    server_message, sleep)
+from .retry import (NETWORK_ERRORS, RETRY_STATUSES, CertificateRefused, RetryPolicy, body_pieces, certificate_refused,
+                    printable, server_message, sleep)
 
 log = logging.getLogger(__name__)
-_STOPPING = (HostRefused,)  # raised by `refresh`: the whole download stops, not just this file
+_STOPPING = (HostRefused, CertificateRefused)  # raised by `refresh`: the whole download stops, not just this file
 
 CHUNK = 256 * 1024
 CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
