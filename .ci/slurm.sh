@@ -65,7 +65,11 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU_Memory
 SchedulerType=sched/backfill
 AccountingStorageType=accounting_storage/none
-JobAcctGatherType=jobacct_gather/none
+# memory is sampled each second and a job over its --mem is killed (state OUT_OF_MEMORY): what a site's
+# cgroups do, without needing them; the failure test of tests/test_slurm.py relies on it
+JobAcctGatherType=jobacct_gather/linux
+JobAcctGatherFrequency=task=1
+JobAcctGatherParams=OverMemoryKill
 JobCompType=jobcomp/none
 MpiDefault=none
 ReturnToService=2
@@ -101,7 +105,10 @@ fi
 # 4. The daemons, restarted when running with another configuration.
 for name in slurmd slurmctld; do
   pid=$(cat "$STATE/$name.pid" 2>/dev/null)
-  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then kill "$pid"; sleep 1; fi
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+    kill "$pid"   # and wait for it to end: a slurmctld still shutting down holds the port
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+  fi
 done
 pgrep -x slurmctld >/dev/null && die "a slurmctld not started by this script is running (pid $(pgrep -x slurmctld))"
 slurmctld -f "$CONF" || die "slurmctld did not start (see $STATE/slurmctld.log)"

@@ -22,11 +22,12 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 import yaml
 
-from conftest import REPO, copy_workflow, run, tool, write_params
+from conftest import BIN, REPO, copy_workflow, run, tool, write_params
 from test_baseline import METADATA_FITS, RANK_METRICS, RANK_TOLERANCE, TOLERANCE, _numbers
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slurm, pytest.mark.timeout(900)]
@@ -155,6 +156,89 @@ def test_the_check_refuses_what_no_partition_fits_with_the_numbers(slurm_run):
     assert any(line.startswith("slurm-check: evaluate@cnn requests 2 CPUs, 8000 MB, 60 min, 1 GPUs") for line in lines)
     assert all("no partition of workflow/profiles/slurm/site.yaml fits it (main: " in line for line in lines), lines
     assert not any(line.startswith(("slurm-check: fetch", "slurm-check: evaluate@logreg")) for line in lines), lines
+
+
+def _on_slurm(work, *args: str, resources: tuple[str, ...] = (), check: bool = True, timeout: int = 600):
+    """snakemake through the project's SLURM profile with the site's options, as slurm_run runs it."""
+    return run([tool("snakemake"), "--profile", "workflow/profiles/slurm", *args, *SITE_ARGS,
+                "--set-resources", *NO_GPUS, *resources], cwd=work, timeout=timeout, check=check)
+
+
+def _submitted(log: str) -> list[str]:
+    """The SLURM job ids a snakemake run's output says it submitted, in order."""
+    return re.findall(r"submitted with SLURM jobid (\d+)", log)
+
+
+def _failure_names_the_job_and_its_logs(out: str, rule: str, variant: str, job_id: str) -> None:
+    slurm_log = f".snakemake/slurm_logs/rule_{rule}/{variant}/{job_id}.log"
+    assert f"Error in rule {rule}:" in out, out[-3000:]
+    assert f"logs/{rule}/{variant}.log" in out, out[-3000:]  # the stage's own log
+    assert slurm_log in out, out[-3000:]  # and the job's SLURM log
+
+
+def test_a_cancelled_job_leaves_no_output_and_a_plain_rerun_resubmits_only_what_is_missing(slurm_run):
+    """A run that has still to train and evaluate cnn (its model, bundle and results, and the comparison,
+    not made yet), and scancel of the running train job: Snakemake stops with an error naming the job and
+    both its logs, models/cnn is not there (nothing half-written is taken as done), and the next plain run
+    submits exactly train@cnn and what depends on it."""
+    work, _, _ = slurm_run
+    _on_slurm(work, "results/all")  # complete, whatever an earlier test removed
+    # what a first run has still to make: cnn's train and evaluate outputs and the comparison (Snakemake
+    # remakes a missing file only where something it is asked for needs it)
+    for folder in ("models/cnn", "bundles/cnn", "results/variants/cnn", "results/all"):
+        shutil.rmtree(work / folder)
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "SKINLESION_OFFLINE": "1"}
+    cmd = [tool("snakemake"), "--profile", "workflow/profiles/slurm", "results/all", *SITE_ARGS,
+           "--set-resources", *NO_GPUS]
+    before = set(_squeue_ids())
+    proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        job_id = _wait_for_running(before, "rule_train_wildcards_cnn", proc)
+        subprocess.run(["scancel", job_id], check=True)
+        out, _ = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0, out[-3000:]
+    assert "SLURM status is: 'CANCELLED'" in out, out[-3000:]
+    _failure_names_the_job_and_its_logs(out, "train", "cnn", job_id)
+    assert not (work / "models" / "cnn").exists(), "the cancelled job's output is there"
+
+    rerun = _on_slurm(work, "results/all")
+    held = _squeue_ids()
+    again = sorted(held[i][1] for i in _submitted(rerun.stdout + rerun.stderr))
+    assert again == ["rule_compare", "rule_evaluate_wildcards_cnn", "rule_train_wildcards_cnn"], again
+    assert all(held[i][0] == "COMPLETED" for i in _submitted(rerun.stdout + rerun.stderr))
+    assert (work / "models" / "cnn" / "model.keras").is_file()
+    assert _on_slurm(work, "-n", "results/all").stdout.count("rule ") == 0
+
+
+def _wait_for_running(before: set[str], comment: str, proc: subprocess.Popen, limit: float = 400) -> str:
+    """The id of the new SLURM job with this comment once it is RUNNING."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        for job_id, (state, note) in _squeue_ids().items():
+            if job_id not in before and note == comment and state == "RUNNING":
+                return job_id
+        if proc.poll() is not None:
+            raise AssertionError(f"snakemake ended before {comment} ran:\n{proc.stdout.read()[-3000:]}")
+        time.sleep(0.5)
+    raise AssertionError(f"no {comment} job running after {limit} s")
+
+
+def test_a_job_killed_for_memory_leaves_no_output_and_says_where_to_look(slurm_run):
+    """A train job over its memory request is killed by SLURM (.ci/slurm.sh samples memory each second and
+    kills over --mem, as a site's cgroups do): the run fails naming the job and its logs, the SLURM log says
+    the memory limit was exceeded, and the model folder is not there."""
+    work, _, _ = slurm_run
+    proc = _on_slurm(work, "models/logreg", "--force", resources=("train:mem_mb=60",), check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out[-3000:]
+    job_id = _submitted(out)[-1]
+    _failure_names_the_job_and_its_logs(out, "train", "logreg", job_id)
+    slurm_log = work / ".snakemake" / "slurm_logs" / "rule_train" / "logreg" / f"{job_id}.log"
+    assert "Exceeded job memory limit" in slurm_log.read_text(errors="replace"), slurm_log.read_text()[-2000:]
+    assert not (work / "models" / "logreg").exists()
 
 
 def test_a_request_no_partition_fits_is_refused_at_submission(slurm_run):
