@@ -907,13 +907,12 @@ class _Handler(BaseHTTPRequestHandler):
                 pass
 
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-
-
 def images_in(folder) -> list:
     """The finished images of a download folder (isic-cli's flat layout: <isic_id>.<ext> beside metadata.csv),
     sorted; hidden .part files and the small files left out. [] for a folder that does not exist."""
     from pathlib import Path
+
+    from skinlesion.raw_layout import IMAGE_SUFFIXES
 
     folder = Path(folder)
     if not folder.is_dir():

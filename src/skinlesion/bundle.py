@@ -56,7 +56,7 @@ from . import __version__, features, kinds, linear_model, params, tasks
 from .errors import PipelineError
 from .images import FLIPS, Decoding, flipped
 from .io import SNAKEMAKE_TIMESTAMP, atomic_path, write_json
-from .overlap import ID_COLUMNS, SEEN
+from .overlap import ID_COLUMNS, SEEN, SEEN_VALUE_CHARS
 
 log = logging.getLogger(__name__)
 MANIFEST = "bundle.json"
@@ -65,7 +65,6 @@ MAX_MANIFEST = 1 << 20  # bytes of bundle.json read at most
 MAX_FILE = 2 << 30  # bytes of any file of a bundle (the model's included)
 MAX_ENTRIES = 64  # files in a bundle folder (the schema's `files` bound)
 MAX_SEEN = 256 << 20  # bytes of seen.json read at most (about 2.5 million images' ids and hashes)
-SEEN_VALUE_CHARS = 64  # an id or a hash in seen.json: as raw_layout.ISIC_ID bounds an id
 RETRAIN = "re-run skinlesion train and evaluate (or recalibrate) to write a new bundle"
 CONVERT = ("if you trust where it came from, convert it: skinlesion convert-bundle OLD -o NEW "
            "(--trust-pickle for a model.joblib, which runs any code it holds when loaded)")

@@ -28,6 +28,7 @@ from .errors import PipelineError
 ID_COLUMNS = ("isic_id", "lesion_id", "patient_id")
 EXAMPLES = 3
 SEEN = "seen.json"  # in a bundle: what the model learned from or chose its decision on (see record())
+SEEN_VALUE_CHARS = 64  # an id or a hash in seen.json, as raw_layout.ISIC_ID bounds an id; longer ids are hashed
 SEEN_HASH_CHARS = 32  # of each pixel sha256 kept in seen.json: 128 bits, no collision among any real archive
 
 
@@ -63,8 +64,8 @@ def find(internal: list[Split], other: Split) -> dict[str, list[str]]:
 
 
 def _key(value: str) -> str:
-    """An id as seen.json keeps it: as it is up to 64 characters (a bundle's bound), else a hash of it."""
-    return value if len(value) <= 64 else "~" + hashlib.sha256(value.encode()).hexdigest()[:40]
+    """An id as seen.json keeps it: as it is up to SEEN_VALUE_CHARS characters, else a hash of it."""
+    return value if len(value) <= SEEN_VALUE_CHARS else "~" + hashlib.sha256(value.encode()).hexdigest()[:40]
 
 
 def _hits(known: dict[str, set], table: pd.DataFrame, hashes: pd.Series | None) -> dict[str, list[str]]:

@@ -29,7 +29,7 @@ from .layout import LicenseFetcher, write_small_files
 from .options import Options
 from .retry import RetryPolicy
 from .selection import Selection, describe, file_info, file_name, record_problem, select, url_problem
-from .transfer import Downloader, Job, Report, bytes_present, failure_message
+from .transfer import Downloader, Job, Report, bytes_present, failure_message, finished_name
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +65,7 @@ def adopt_images_folder(folder: Path) -> int:
         return 0
     moved = 0
     for entry in sorted(old.iterdir()):
-        name = entry.name[1:-len(".part")] if entry.name.startswith(".") and entry.name.endswith(".part") else entry.name
-        stem, suffix = os.path.splitext(name)
+        stem, suffix = os.path.splitext(finished_name(entry.name))
         if id_problem(stem) or suffix.lower() not in IMAGE_SUFFIXES or not entry.is_file() or entry.is_symlink():
             continue
         target = folder / entry.name

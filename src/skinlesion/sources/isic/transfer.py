@@ -53,7 +53,17 @@ class Job:
 
     @property
     def part(self) -> Path:
-        return self.dest.with_name(f".{self.dest.name}.part")
+        return self.dest.with_name(part_name(self.dest.name))
+
+
+def part_name(name: str) -> str:
+    """The hidden file an image is written to until it is complete: `.NAME.part`."""
+    return f".{name}.part"
+
+
+def finished_name(name: str) -> str:
+    """The image a `.NAME.part` file becomes (NAME); any other name as it is."""
+    return name[1:-len(".part")] if name.startswith(".") and name.endswith(".part") and len(name) > 6 else name
 
 
 @dataclass
