@@ -231,6 +231,18 @@ def test_two_images_of_one_id_are_refused_not_packed_over_each_other(make_raw):
 SECRET = b"root:x:0:0:OUTSIDE-SECRET-51d2e0:/root:/bin/bash\n" * 40  # stands for /etc/passwd
 
 
+def test_unpack_refuses_a_file_named_as_an_image_but_for_letter_case(plain_and_packed, tmp_path):
+    """A stray X.JPG at the top of a packed folder whose packs hold X.jpg: one file on a case-insensitive
+    file system, so unpack refuses in one line and writes nothing."""
+    _, packed, rows = plain_and_packed
+    stray = packed / f"{rows[0]['isic_id']}.JPG"
+    stray.write_bytes(b"not the image")
+    dest = tmp_path / "unpacked"
+    result = _unpack(packed, dest)
+    _refused_in_one_line(result, stray.name, "letter case")
+    assert not dest.exists()
+
+
 def _outside(tmp_path):
     path = tmp_path / "elsewhere" / "secret"
     path.parent.mkdir(exist_ok=True)

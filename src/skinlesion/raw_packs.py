@@ -266,10 +266,20 @@ def unpack(raw_dir: str | os.PathLike, dest: str | os.PathLike, suffixes: tuple[
     others = _other_files(raw_dir, raw_dir)  # every link refused here, before anything is written
     for ref in {r.path: r for r in refs if r.packed}.values():  # and every pack (each image checked as it goes)
         _open_in(raw_dir, ref).close()
-    names = {r.name for r in refs}
-    clash = next((p for p in others if p.parent == raw_dir and p.name in names | {UNPACKED}), None)
-    if clash is not None:  # flat, an image and another file of raw_dir would share a name
-        raise PipelineError(f"{clash} has the name of a file unpack writes itself; move it out of {raw_dir}.")
+    # Flat, an image and another file of raw_dir would share a name; compared case-folded, as a
+    # case-insensitive file system (macOS, Windows) would see X.JPG beside X.jpg.
+    names = {r.name.casefold() for r in refs} | {UNPACKED}
+    clash = next((p for p in others if p.parent == raw_dir and p.name.casefold() in names), None)
+    if clash is not None:
+        raise PipelineError(f"{clash} has the name of a file unpack writes itself (letter case aside); move it "
+                            f"out of {raw_dir}.")
+    if len(names) <= len(refs):  # two images whose names differ only in case
+        seen: dict[str, str] = {}
+        for ref in refs:
+            other = seen.setdefault(ref.name.casefold(), ref.name)
+            if other != ref.name:
+                raise PipelineError(f"{raw_dir} holds two images whose names differ only in letter case ({other}, "
+                                    f"{ref.name}): one file on a case-insensitive file system; keep one.")
     with atomic_path(dest, mark=UNPACKED) as tmp:
         tmp.mkdir(parents=True, exist_ok=True)
         source = None  # (path, file object) of the pack being read: refs come in name order, packs in runs
