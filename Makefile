@@ -10,7 +10,7 @@ CONSTRAINTS ?= constraints.txt
 # The stage commands (skinlesion, snakemake, dvc) come from the virtual environment.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install run test lint dag lock clean-outputs
+.PHONY: install run test lint dag lock clean-outputs exp-show
 
 $(BIN)/skinlesion: pyproject.toml $(wildcard $(CONSTRAINTS))
 	$(PYTHON) -m venv $(VENV)
@@ -47,3 +47,8 @@ lock:
 
 clean-outputs:
 	rm -rf data/raw data/interim data/processed models bundles logs .snakemake results/all/index.html results/all/roc.png
+
+## exp-show: the experiments in 200 columns: each variant's test ROC AUC per experiment, then the params that differ
+# (`dvc exp show` gives every metric and param its own column, thousands of characters wide)
+exp-show: install
+	$(BIN)/python workflow/scripts/exp-table.py

@@ -7,12 +7,13 @@ jobs a params or code edit touches; after `snakemake`, `dvc commit --force` make
 from __future__ import annotations
 
 import json
+import sys
 
 import pandas as pd
 import pytest
 import yaml
 
-from conftest import copy_workflow, dvc_changed, planned, run, tiny_params, tool, write_params
+from conftest import REPO, copy_workflow, dvc_changed, planned, run, tiny_params, tool, write_params
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1500)]
 VARIANTS = ("logreg", "mobilenet_frozen")
@@ -140,6 +141,13 @@ def test_dvc_experiment_shows_param_and_metric_changes(runs):
     assert thresholds, metrics_diff
     run([tool("dvc"), "plots", "diff", "-o", "plots_html"], cwd=dvc)
     assert (dvc / "plots_html" / "index.html").exists()
+    # make exp-show's view: a column for the workspace, the commit and the experiment, the changed params
+    table = run([sys.executable, str(REPO / "workflow" / "scripts" / "exp-table.py")], cwd=dvc).stdout.splitlines()
+    assert len(table[0].split()) == 4, table  # the metric's name, then workspace, the commit, the experiment
+    changed = {line.split()[0]: line.split()[1:] for line in table[table.index("params that differ:") + 1:]}
+    assert changed == {"evaluate.target_sensitivity": ["0.9900", "0.9000", "0.9900"],
+                       "evaluate.threshold": ["sensitivity", "youden", "sensitivity"]}, table
+    assert [line.split()[0] for line in table[1:3]] == ["logreg", "mobilenet_frozen"], table
 
 
 def test_snakemake_does_not_rerun_after_dvc_checkout(runs):
