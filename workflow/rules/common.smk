@@ -1,12 +1,12 @@
 # Config validation and helpers shared by all rules.
 
+import sys
 import yaml
 from pathlib import Path
 
-from snakemake.utils import validate
-
 from skinlesion import runners
-from skinlesion.params import read_yaml, schema_path
+from skinlesion.errors import PipelineError
+from skinlesion.params import read_yaml, validate
 from skinlesion.stages import STAGE_PARAMS, file_deps, values
 
 
@@ -14,8 +14,14 @@ from skinlesion.stages import STAGE_PARAMS, file_deps, values
 # file (skinlesion.params.read_yaml names the key and both lines), and so does this, before anything runs.
 CONFIG_FILES = {str(f): read_yaml(f) for f in [*workflow.overwrite_configfiles, *workflow.configfiles]
                 if Path(f).exists()}
-# set_default=False: the config stays exactly the params file, so the stage commands read it as is.
-validate(config, schema=str(schema_path()), set_default=False)
+# The stage commands' own check: one line naming the key, the value and what is allowed (snakemake.utils.validate
+# prints ten). It sets no defaults, so the config stays exactly the params file the stage commands read.
+try:
+    validate(config, origin=next((f for f, c in CONFIG_FILES.items() if c == config),
+                                 " + ".join([*CONFIG_FILES, "--config"])))
+except PipelineError as exc:
+    print(f"error: {exc}", file=sys.stderr)
+    sys.exit(1)
 
 VARIANTS = list(config["variants"])
 CHECKOUT = Path(workflow.basedir).parent  # workflow/Snakefile: the repository holding src/ and weights/
