@@ -43,9 +43,13 @@ def need(module: str, why: str) -> None:
         pytest.skip(f"{module} is not installed ({why}): pip install -e '.[test,cluster]' -c constraints.txt")
 
 
+def tool_env() -> dict[str, str]:
+    """The environment the pipeline's commands run in here: the virtual environment first on PATH, offline."""
+    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "SKINLESION_OFFLINE": "1"}
+
+
 def run(cmd: list[str], cwd: Path, timeout: int = 900, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "SKINLESION_OFFLINE": "1"}
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(cmd, cwd=cwd, env=tool_env(), capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
     return proc

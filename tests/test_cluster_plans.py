@@ -4,14 +4,13 @@ moto server the test starts (fake credentials, its own bucket)."""
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import BIN, REPO, copy_workflow, need as _need, tiny_params, tool, write_params
+from conftest import REPO, copy_workflow, need as _need, tiny_params, tool, tool_env, write_params
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 PLUGINS = {"slurm": "snakemake_executor_plugin_slurm", "kubernetes": "snakemake_executor_plugin_kubernetes"}
@@ -30,8 +29,7 @@ def workdir(tmp_path_factory):
 
 def _plan(work: Path, profile: str, *extra: str, env: dict | None = None) -> str:
     cmd = [tool("snakemake"), "--profile", str(REPO / "workflow" / "profiles" / profile), "-n", "results/all", *extra]
-    full_env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", **(env or {})}
-    proc = subprocess.run(cmd, cwd=work, env=full_env, capture_output=True, text=True, timeout=400)
+    proc = subprocess.run(cmd, cwd=work, env={**tool_env(), **(env or {})}, capture_output=True, text=True, timeout=400)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"{' '.join(cmd)} failed ({proc.returncode}):\n{out[-6000:]}"
     return out

@@ -6,22 +6,20 @@ then the params that differ. The experiment columns after `dvc exp run -S` are c
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 import yaml
 
-from conftest import BIN, REPO
+from conftest import REPO, tool_env
 
 SCRIPT = REPO / "workflow" / "scripts" / "exp-table.py"
 
 
 def _table(*args: str) -> list[str]:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}  # dvc from this environment
     proc = subprocess.run([sys.executable, str(SCRIPT), *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=600, env=env)
+                          timeout=600, env=tool_env())  # dvc from this environment
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.splitlines()
 

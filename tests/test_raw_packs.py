@@ -367,3 +367,16 @@ def test_unpack_streams_a_huge_sparse_member_in_blocks(tmp_path):
     with pytest.raises(raw_packs.DamagedPack, match="is not the image manifest.csv records"):
         raw_packs.unpack(raw, tmp_path / "dest", raw_layout.IMAGE_SUFFIXES)
     assert (tmp_path / "dest" / "ISIC_0000001.jpg").stat().st_size == size
+
+
+def test_unpack_refuses_two_images_whose_names_differ_only_in_letter_case(plain_and_packed, tmp_path):
+    """images/X.jpg and images/x.jpg: two files here, one on a case-insensitive file system, so unpack
+    names both in one line and writes nothing."""
+    plain, _, rows = plain_and_packed
+    first = plain / "images" / f"{rows[0]['isic_id']}.jpg"
+    twin = first.with_name(first.name.lower())
+    twin.write_bytes(first.read_bytes())
+    dest = tmp_path / "unpacked"
+    result = _unpack(plain, dest)
+    _refused_in_one_line(result, first.name, twin.name, "letter case")
+    assert not dest.exists()

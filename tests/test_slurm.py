@@ -27,7 +27,7 @@ import time
 import pytest
 import yaml
 
-from conftest import BIN, REPO, copy_workflow, run, tool, write_params
+from conftest import REPO, copy_workflow, run, tool, tool_env, write_params
 from test_baseline import METADATA_FITS, RANK_METRICS, RANK_TOLERANCE, TOLERANCE, _numbers
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slurm, pytest.mark.timeout(900)]
@@ -78,9 +78,7 @@ def slurm_run(cluster, tmp_path_factory):
                 cwd=work)
     assert f"all {len(_expected_jobs())} jobs fit a partition" in check.stdout, check.stdout
     before = _squeue_ids()
-    out = run([tool("snakemake"), "--profile", "workflow/profiles/slurm", "results/all", *SITE_ARGS,
-               "--set-resources", *NO_GPUS],
-              cwd=work, timeout=800)
+    out = _on_slurm(work, "results/all", timeout=800)
     return work, out.stdout + out.stderr, before
 
 
@@ -158,10 +156,14 @@ def test_the_check_refuses_what_no_partition_fits_with_the_numbers(slurm_run):
     assert not any(line.startswith(("slurm-check: fetch", "slurm-check: evaluate@logreg")) for line in lines), lines
 
 
+def _slurm_command(*args: str, resources: tuple[str, ...] = ()) -> list[str]:
+    """snakemake through the project's SLURM profile with the site's options (docs/cluster.md's command)."""
+    return [tool("snakemake"), "--profile", "workflow/profiles/slurm", *args, *SITE_ARGS,
+            "--set-resources", *NO_GPUS, *resources]
+
+
 def _on_slurm(work, *args: str, resources: tuple[str, ...] = (), check: bool = True, timeout: int = 600):
-    """snakemake through the project's SLURM profile with the site's options, as slurm_run runs it."""
-    return run([tool("snakemake"), "--profile", "workflow/profiles/slurm", *args, *SITE_ARGS,
-                "--set-resources", *NO_GPUS, *resources], cwd=work, timeout=timeout, check=check)
+    return run(_slurm_command(*args, resources=resources), cwd=work, timeout=timeout, check=check)
 
 
 def _submitted(log: str) -> list[str]:
@@ -187,11 +189,9 @@ def test_a_cancelled_job_leaves_no_output_and_a_plain_rerun_resubmits_only_what_
     # remakes a missing file only where something it is asked for needs it)
     for folder in ("models/cnn", "bundles/cnn", "results/variants/cnn", "results/all"):
         shutil.rmtree(work / folder)
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "SKINLESION_OFFLINE": "1"}
-    cmd = [tool("snakemake"), "--profile", "workflow/profiles/slurm", "results/all", *SITE_ARGS,
-           "--set-resources", *NO_GPUS]
     before = set(_squeue_ids())
-    proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(_slurm_command("results/all"), cwd=work, env=tool_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
     try:
         job_id = _wait_for_running(before, "rule_train_wildcards_cnn", proc)
         subprocess.run(["scancel", job_id], check=True)
@@ -245,8 +245,7 @@ def test_a_request_no_partition_fits_is_refused_at_submission(slurm_run):
     """More memory than any node has: the job fails at sbatch with the request in the message, within
     seconds, instead of waiting in the queue."""
     work, _, _ = slurm_run
-    proc = run([tool("snakemake"), "--profile", "workflow/profiles/slurm", "models/logreg", "--force",
-                *SITE_ARGS, "--set-resources", *NO_GPUS, "train:mem_mb=10000000"], cwd=work, timeout=300, check=False)
+    proc = _on_slurm(work, "models/logreg", "--force", resources=("train:mem_mb=10000000",), timeout=300, check=False)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0, out[-3000:]
     assert "No suitable partition found for job train" in out, out[-3000:]

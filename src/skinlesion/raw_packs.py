@@ -27,6 +27,7 @@ import io
 import os
 import shutil
 import tarfile
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -273,13 +274,11 @@ def unpack(raw_dir: str | os.PathLike, dest: str | os.PathLike, suffixes: tuple[
     if clash is not None:
         raise PipelineError(f"{clash} has the name of a file unpack writes itself (letter case aside); move it "
                             f"out of {raw_dir}.")
-    if len(names) <= len(refs):  # two images whose names differ only in case
-        seen: dict[str, str] = {}
-        for ref in refs:
-            other = seen.setdefault(ref.name.casefold(), ref.name)
-            if other != ref.name:
-                raise PipelineError(f"{raw_dir} holds two images whose names differ only in letter case ({other}, "
-                                    f"{ref.name}): one file on a case-insensitive file system; keep one.")
+    folded = Counter(r.name.casefold() for r in refs)
+    same = [r.name for r in refs if folded[r.name.casefold()] > 1]
+    if same:  # two images whose names differ only in letter case
+        raise PipelineError(f"{raw_dir} holds images whose names differ only in letter case ({', '.join(same[:2])}): "
+                            f"one file on a case-insensitive file system; keep one.")
     with atomic_path(dest, mark=UNPACKED) as tmp:
         tmp.mkdir(parents=True, exist_ok=True)
         source = None  # (path, file object) of the pack being read: refs come in name order, packs in runs

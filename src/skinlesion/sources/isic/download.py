@@ -24,6 +24,7 @@ from typing import Iterator
 from ...errors import PipelineError
 from ...io import write_json
 from ...raw_layout import IMAGE_SUFFIXES, id_problem
+from ...raw_packs import UNPACKED
 from .client import IsicClient
 from .layout import LicenseFetcher, write_small_files
 from .options import Options
@@ -92,7 +93,7 @@ def _written_by_download(folder: Path) -> bool:
         info = json.loads((folder / "source.json").read_text(encoding="utf-8")[:1_000_000])
     except (OSError, ValueError):
         return False
-    return isinstance(info, dict) and info.get("source") == "isic" and not (folder / "unpacked.json").exists()
+    return isinstance(info, dict) and info.get("source") == "isic" and not (folder / UNPACKED).exists()
 
 
 def jobs_for(records: list[dict], images: Path, thumbnails: bool) -> list[Job]:
