@@ -21,7 +21,7 @@ $(BIN)/skinlesion: pyproject.toml $(wildcard $(CONSTRAINTS))
 install: $(BIN)/skinlesion
 
 ## run: the whole pipeline on params.yaml (default: the embedded synthetic dataset, offline)
-# (Snakemake's onsuccess prints the summary: the best variant, random-weights warnings, the report.)
+# (Snakemake's onsuccess prints the summary: the variant chosen on validation, random-weights warnings, the report.)
 run: install
 	snakemake --cores $(CORES) results/all
 

@@ -89,7 +89,7 @@ def test_image_model_sees_the_planted_signal(runs):
 def test_snakemake_ends_with_a_summary(runs):
     smk, _ = runs
     out = run([tool("skinlesion"), "summary"], cwd=smk).stdout
-    assert "2 variant(s)" in out and "Highest test ROC AUC" in out and "results/all/index.html" in out
+    assert "2 variant(s)" in out and "Chosen on validation ROC AUC" in out and "results/all/index.html" in out
     assert "RANDOM" not in out
 
 

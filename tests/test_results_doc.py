@@ -81,3 +81,40 @@ def test_figure_check_catches_a_typed_figure_an_unknown_name_and_an_open_marker(
     page.write_text("a figure left open <!-- fig:ham10000.best.test_roc_auc -->0.902\n")
     proc = run([*FIGURES, "--check", str(page)], cwd=REPO, check=False)
     assert proc.returncode == 1 and "without its pair" in proc.stderr
+
+
+LOOKS = [sys.executable, "workflow/scripts/test-looks.py"]
+
+
+def test_the_committed_run_is_in_its_test_look_ledger():
+    proc = run(LOOKS + [str(EXPERIMENT), "--check"], cwd=REPO, check=False)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_a_rescored_test_split_without_a_ledger_entry_fails(tmp_path):
+    """A copy of the experiment's results with one evaluation changed (a new run): --check fails and names the
+    digest a new entry needs; with that entry added it passes; a look without its keys is named."""
+    import shutil
+
+    import yaml
+
+    copy = tmp_path / "ham10000"
+    shutil.copytree(EXPERIMENT / "results", copy / "results",
+                    ignore=shutil.ignore_patterns("plots", "figures", "*.csv", "all"))
+    evaluation = copy / "results" / "variants" / "logreg" / "evaluation.json"
+    e = json.loads(evaluation.read_text())
+    e["test_natural"]["roc_auc"] = round(e["test_natural"]["roc_auc"] - 0.01, 6)
+    evaluation.write_text(json.dumps(e))
+    proc = run(LOOKS + [str(copy), "--check"], cwd=REPO, check=False)
+    new = run(LOOKS + [str(copy), "--digest"], cwd=REPO).stdout.strip()
+    assert proc.returncode == 1 and f"evaluations_sha256: {new}" in proc.stderr, proc.stderr
+    ledger = copy / "results" / "test-looks.yaml"
+    looks = yaml.safe_load(ledger.read_text())["looks"]
+    looks.append({"date": "2026-12-08", "kind": "experiment run", "by": "a test", "what": "a rerun",
+                  "test_scored": "1 variant", "chosen_on_test": "none", "evaluations_sha256": new})
+    ledger.write_text(yaml.safe_dump({"looks": looks}))
+    assert run(LOOKS + [str(copy), "--check"], cwd=REPO, check=False).returncode == 0
+    looks.append({"date": "2026-12-09", "kind": "benchmark"})
+    ledger.write_text(yaml.safe_dump({"looks": looks}))
+    proc = run(LOOKS + [str(copy), "--check"], cwd=REPO, check=False)
+    assert proc.returncode == 1 and f"look {len(looks)} lacks" in proc.stderr and "chosen_on_test" in proc.stderr

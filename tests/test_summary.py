@@ -1,9 +1,10 @@
-"""The run's last lines (skinlesion.summary): what ran, the best variant, the report, and a loud warning for
+"""The run's last lines (skinlesion.summary): what ran, the variant chosen on validation, the report, and a loud warning for
 every image model that trained from random weights."""
 
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
 import sys
@@ -18,25 +19,55 @@ def _table(folder, rows):
     pd.DataFrame(rows).to_csv(folder / "metrics.csv", index=False)
 
 
-def test_summary_names_the_best_variant_and_warns_on_random_weights(tmp_path):
-    _table(tmp_path, [
+def _validation(results, variant, auc, low, high, task="binary"):
+    """results/variants/<variant>/evaluation.json beside results/all, with only its validation block."""
+    block = {"roc_auc": auc, "roc_auc_ci95": {"low": low, "high": high}}
+    folder = results.parent / "variants" / variant
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "evaluation.json").write_text(json.dumps(
+        {"val": block if task == "binary" else {"malignant_vs_benign": block}}))
+
+
+def test_summary_chooses_on_validation_and_warns_on_random_weights(tmp_path):
+    """The best TEST variant (mobilenet_frozen) is not the one named: the choice is the validation ROC AUC's
+    (multiclass_frozen, through its malignant-vs-benign view); its test and external figures follow; a
+    variant whose validation interval overlaps is named as not distinguishable, one whose does not is not."""
+    results = tmp_path / "results" / "all"
+    _table(results, [
         {"variant": "logreg", "task": "binary", "test_set": "natural", "roc_auc": 0.71, "roc_auc_ci_low": 0.6,
          "roc_auc_ci_high": 0.8, "imagenet_weights": None},
         {"variant": "resnet50_frozen", "task": "binary", "test_set": "natural", "roc_auc": 0.55,
          "roc_auc_ci_low": 0.5, "roc_auc_ci_high": 0.6, "imagenet_weights": False},
         {"variant": "mobilenet_frozen", "task": "binary", "test_set": "natural", "roc_auc": 0.95,
          "roc_auc_ci_low": 0.9, "roc_auc_ci_high": 0.99, "imagenet_weights": True},
-        {"variant": "mobilenet_frozen", "task": "binary", "test_set": "external:x", "roc_auc": 0.99,
-         "roc_auc_ci_low": 0.9, "roc_auc_ci_high": 1.0, "imagenet_weights": True},
+        {"variant": "multiclass_frozen", "task": "multiclass", "test_set": "natural", "roc_auc": 0.91,
+         "roc_auc_ci_low": 0.85, "roc_auc_ci_high": 0.96, "imagenet_weights": True},
+        {"variant": "multiclass_frozen", "task": "multiclass", "test_set": "external:clinic-b", "roc_auc": 0.7,
+         "roc_auc_ci_low": 0.6, "roc_auc_ci_high": 0.8, "imagenet_weights": True},
     ])
+    _validation(results, "logreg", 0.70, 0.60, 0.79)
+    _validation(results, "resnet50_frozen", 0.50, 0.40, 0.60)
+    _validation(results, "mobilenet_frozen", 0.88, 0.84, 0.92)
+    _validation(results, "multiclass_frozen", 0.90, 0.86, 0.94, task="multiclass")
     out = io.StringIO()
-    summary.print_summary(tmp_path, stream=out)
+    summary.print_summary(results, stream=out)
     text = out.getvalue()
-    assert "3 variant(s) trained and evaluated (3 binary)" in text  # external rows are not variants
-    assert "Highest test ROC AUC (natural distribution): mobilenet_frozen 0.950 (95% CI 0.900-0.990)" in text
+    assert "4 variant(s) trained and evaluated (3 binary, 1 multiclass)" in text  # external rows are not variants
+    assert "Chosen on validation ROC AUC: multiclass_frozen 0.900 (95% CI 0.860-0.940)" in text
+    assert "Its ROC AUC on test 0.910 (95% CI 0.850-0.960); clinic-b 0.700 (95% CI 0.600-0.800)." in text
+    assert "Not distinguishable from it on validation (95% intervals overlap): mobilenet_frozen." in text
+    assert "Highest test" not in text and "logreg" not in text.split("Not distinguishable")[1]
     warnings = [line for line in text.splitlines() if line.startswith("WARNING")]
     assert len(warnings) == 1 and "resnet50_frozen trained from RANDOM weights" in warnings[0]
-    assert text.rstrip().endswith(f"Report: {tmp_path / 'index.html'}")
+    assert text.rstrip().endswith(f"Report: {results / 'index.html'}")
+
+
+def test_summary_without_validation_blocks_chooses_nothing(tmp_path):
+    results = tmp_path / "all"
+    _table(results, [{"variant": "logreg", "task": "binary", "test_set": "natural", "roc_auc": 0.71,
+                      "roc_auc_ci_low": 0.6, "roc_auc_ci_high": 0.8, "imagenet_weights": None}])
+    text = "\n".join(summary.lines(results))
+    assert "No variant chosen: no validation ROC AUC" in text and "0.71" not in text
 
 
 def test_summary_without_a_comparison_says_what_to_run(tmp_path):

@@ -33,6 +33,8 @@ ENS = "benchmarks/ensembles.json"
 SCALE = "benchmarks/scale.json"
 ROB = "benchmarks/robustness.json"
 ISIC_DL = "benchmarks/isic_download.json"
+LOOKS = "experiments/ham10000/results/test-looks.yaml"
+RECAL = "benchmarks/recalibration.json"
 SCALE_UNPACKED = "git:6da80ab:benchmarks/scale.json"  # 2026-12-05 22:46 UTC, images as files under data/raw
 SCALE_FIXED_PACKS = "git:6a78a3b:benchmarks/scale.json"  # 2026-12-06 00:13 UTC, fixed 1,000-image packs
 
@@ -316,6 +318,7 @@ FIGURES: dict[str, tuple[str, callable]] = {
     "ham10000.ext_sensitivity_halfwidth": (HAM, lambda: span([
         (b["sensitivity_ci95"]["high"] - b["sensitivity_ci95"]["low"]) / 2 for b in _ext_binary_blocks()])),
     "ham10000.variants": (HAM, lambda: str(len(ham_variants()))),
+    "ham10000.test_looks": (LOOKS, lambda: str(len(load(LOOKS)["looks"]))),
     "ham10000.finetuned.test_roc_auc": (HAM, lambda: span(
         [ham(v)["test_natural"]["roc_auc"] for v in _finetuned_binary()], 3)),
     "ham10000.frozen.epochs": (HAM, lambda: _ints([_history_rows(v) for v in ham_variants()
