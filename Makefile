@@ -18,7 +18,11 @@ $(BIN)/skinlesion: pyproject.toml $(wildcard $(CONSTRAINTS))
 	$(BIN)/python -m pip install --quiet -e ".[test,cluster]" $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
 	touch $@
 
-install: $(BIN)/skinlesion
+# DVC's plots page with Vega inlined, so `dvc plots show/diff` draw offline (.dvc/config: plots.html_template)
+.dvc/offline-plots.html: $(BIN)/skinlesion workflow/scripts/dvc-plots-template.py
+	$(BIN)/python workflow/scripts/dvc-plots-template.py --out $@
+
+install: $(BIN)/skinlesion .dvc/offline-plots.html
 
 ## run: the whole pipeline on params.yaml (default: the embedded synthetic dataset, offline)
 # (Snakemake's onsuccess prints the summary: the variant chosen on validation, random-weights warnings, the report.)

@@ -233,6 +233,32 @@ def _scale_report() -> str:
     return module.report(load(SCALE)["results"])
 
 
+def _recal_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("recalibration_benchmark", REPO / "benchmarks" / "recalibration.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _recal_auc(*where: str) -> str:
+    """ROC AUC with its interval, "0.640 (0.612-0.667)", of a block of benchmarks/recalibration.json."""
+    block = load(RECAL)
+    for key in where:
+        block = block[key]
+    r = block["roc_auc"]
+    return f"{f(r['value'])} ({f(r['low'])}-{f(r['high'])})"
+
+
+def _recal_rate(path: tuple, key: str) -> str:
+    block = load(RECAL)["recalibration"]
+    for part in path:
+        block = block[part]
+    ci = block[f"{key}_ci95"]
+    return f"{f(block[key])} ({f(ci['low'])}-{f(ci['high'])})"
+
+
 def _isic_download():
     """benchmarks/isic_download.py as a module: its report() and medians, over the JSON it wrote."""
     import importlib.util
@@ -411,6 +437,23 @@ FIGURES: dict[str, tuple[str, callable]] = {
         ROB, lambda: f"{_arm('baseline')['seconds']['evaluate mobilenet_frozen']:.0f} s"),
     "robustness.seconds.evaluate_mobilenet_tta": (
         ROB, lambda: f"{_arm('baseline+tta')['seconds']['evaluate mobilenet_frozen']:.0f} s"),
+    # benchmarks/recalibration.json (docs/recalibration.md)
+    "recal.table": (RECAL, lambda: "\n" + _recal_module().markdown(load(RECAL)) + "\n"),
+    "recal.variant": (RECAL, lambda: load(RECAL)["variant"]),
+    "recal.held_out": (RECAL, lambda: load(RECAL)["held_out"]),
+    "recal.train_images": (RECAL, lambda: count(load(RECAL)["sources"]["train"]["images"])),
+    "recal.train_sources": (RECAL, lambda: ", ".join(load(RECAL)["sources"]["train"]["by_source"])),
+    "recal.held_images": (RECAL, lambda: count(load(RECAL)["recalibration"]["local_set"]["cases"])),
+    "recal.held_malignant": (RECAL, lambda: count(load(RECAL)["recalibration"]["local_set"]["malignant"])),
+    "recal.val_roc_auc": (RECAL, lambda: _recal_auc("val")),
+    "recal.test_roc_auc": (RECAL, lambda: _recal_auc("test_in_source")),
+    "recal.held_roc_auc": (RECAL, lambda: _recal_auc("external", f"ham10000-{load(RECAL)['held_out']}")),
+    "recal.ext_roc_auc": (RECAL, lambda: _recal_auc("external", "isic2017-val")),
+    "recal.transferred.sensitivity": (RECAL, lambda: _recal_rate(("cross_validation", "original_decision"), "sensitivity")),
+    "recal.transferred.specificity": (RECAL, lambda: _recal_rate(("cross_validation", "original_decision"), "specificity")),
+    "recal.cv.sensitivity": (RECAL, lambda: _recal_rate(("cross_validation", "pooled_out_of_fold"), "sensitivity")),
+    "recal.cv.specificity": (RECAL, lambda: _recal_rate(("cross_validation", "pooled_out_of_fold"), "specificity")),
+    "recal.minutes": (RECAL, lambda: f"{sum(load(RECAL)['seconds'].values()) / 60:.0f} min"),
     # benchmarks/ensembles.json
     # (ensembles: the paired ROC AUC difference to the best single model; depths: to the same variant without
     # pool_from; as ranges over the ensembles / the two pairs)
