@@ -117,6 +117,8 @@ def main(argv=None) -> int:
         "once_seconds": [round(t, 2) for t in times["once"]], "plain_seconds": [round(t, 2) for t in times["plain"]],
         "once_median_s": round(once_s, 2), "plain_median_s": round(plain_s, 2),
         "ratio_plain_over_once": round(plain_s / once_s, 2),
+        "command": " ".join(["python", "benchmarks/frozen_features.py", *(argv if argv is not None else sys.argv[1:])]),
+        "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), "processor": platform.processor() or None,
         "cpus": os.cpu_count(), "tensorflow": tf.__version__, "keras": keras.__version__,
         "python": platform.python_version(),
     }
@@ -125,7 +127,9 @@ def main(argv=None) -> int:
     print(f"  plain fit:     {plain_s:8.2f} s")
     print(f"  ratio plain / once: {plain_s / once_s:.1f}x")
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        tmp = Path(args.json).with_suffix(".tmp")
+        tmp.write_text(json.dumps(result, indent=2) + "\n")
+        tmp.replace(args.json)
     return 0
 
 

@@ -29,13 +29,15 @@ import copy
 import json
 import platform
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from stage_command import StageFailed, sh  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATE = REPO / "experiments" / "ham10000" / "params.yaml"
@@ -83,21 +85,6 @@ def params_for(variant: str, train_folder: Path, held_out: str, held_folder: Pat
     return p
 
 
-def sh(cmd: list[str], cwd: Path, log: Path) -> float:
-    """One stage command, its output appended to `log`; wall seconds. Stops with the log's tail on failure."""
-    started = time.time()
-    with open(log, "a") as out:
-        out.write(f"\n$ {' '.join(cmd)}\n")
-        out.flush()
-        rc = subprocess.run(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT).returncode
-    if rc:
-        tail = [line for line in log.read_text().splitlines() if line.strip()][-3:]
-        sys.exit(f"{' '.join(cmd[:2])} exited {rc}: {' | '.join(tail)} (log: {log})")
-    seconds = round(time.time() - started, 1)
-    print(f"[{time.strftime('%H:%M:%S')}] {' '.join(cmd[:3])}: {seconds} s", flush=True)
-    return seconds
-
-
 def interval(block: dict, key: str) -> dict | None:
     if not block or block.get(key) is None:
         return None
@@ -126,7 +113,7 @@ def markdown(result: dict) -> str:
     boot, cv = r["bootstrap"], r["cross_validation"]
     ci = boot.get("threshold_ci95")
     refit = f"{r['threshold']:.3f}" + (f" (bootstrap {ci['low']:.3f}-{ci['high']:.3f})" if ci else "")
-    rows = [(f"transferred from the training sources' validation", f"{r['previous_decision']['threshold']:.3f}",
+    rows = [("transferred from the training sources' validation", f"{r['previous_decision']['threshold']:.3f}",
              cv["original_decision"]),
             ("recalibrated, in-sample (optimistic)", refit, boot["in_sample"]),
             (f"recalibrated, {cv['k']}-fold CV (report this)", "per fold", cv["pooled_out_of_fold"])]
@@ -160,21 +147,21 @@ def main() -> None:
 
     seconds = {}
     table, summary = "data/interim/metadata.parquet", "data/interim/metadata_summary.json"
-    seconds["fetch"] = sh(["skinlesion", "fetch", "--out", "data/raw"], run, log)
-    seconds["metadata"] = sh(["skinlesion", "metadata", "--raw", "data/raw", "--out", table], run, log)
+    seconds["fetch"] = sh(["skinlesion", "fetch", "--out", "data/raw"], run, log, progress=True)
+    seconds["metadata"] = sh(["skinlesion", "metadata", "--raw", "data/raw", "--out", table], run, log, progress=True)
     seconds["images"] = sh(["skinlesion", "images", "--table", table, "--raw", "data/raw",
-                            "--out", "data/processed/shards"], run, log)
+                            "--out", "data/processed/shards"], run, log, progress=True)
     seconds["external"] = sh(["skinlesion", "external", "--metadata-summary", summary, "--out", "data/external"],
-                             run, log)
+                             run, log, progress=True)
     seconds["train"] = sh(["skinlesion", "train", v, "--table", table, "--shards", "data/processed/shards",
-                           "--metadata-summary", summary, "--out", f"models/{v}"], run, log)
+                           "--metadata-summary", summary, "--out", f"models/{v}"], run, log, progress=True)
     seconds["evaluate"] = sh(["skinlesion", "evaluate", v, "--model", f"models/{v}", "--table", table,
                               "--shards", "data/processed/shards", "--out", f"results/variants/{v}",
-                              "--external", "data/external", "--bundle", f"bundles/{v}"], run, log)
+                              "--external", "data/external", "--bundle", f"bundles/{v}"], run, log, progress=True)
     recal_cmd = ["skinlesion", "recalibrate", f"bundles/{v}", str(held_folder), "--layout", "ham10000",
                  "--target-sensitivity", str(args.target), "--cv", str(args.cv), "--bootstrap", str(args.bootstrap),
                  "--seed", "0", "-o", f"bundles/{v}_{held}", "--report", "recalibration.json"]
-    seconds["recalibrate"] = sh(recal_cmd, run, log)
+    seconds["recalibrate"] = sh(recal_cmd, run, log, progress=True)
 
     evaluation = json.loads((run / "results" / "variants" / v / "evaluation.json").read_text())
     report = json.loads((run / "recalibration.json").read_text())
@@ -201,4 +188,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except StageFailed as exc:
+        sys.exit(str(exc))

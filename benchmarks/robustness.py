@@ -32,12 +32,14 @@ import argparse
 import copy
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from stage_command import sh  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATE = REPO / "experiments" / "ham10000" / "params.yaml"
@@ -69,19 +71,6 @@ def params_for(args, images_options: dict, tta: str = "none", augment: bool = Fa
         chosen[AUGMENT_PAIR[1]] = {**copy.deepcopy(aug), "augment": {**aug["augment"], **COLOUR_JITTER}}
     p["variants"] = chosen
     return p
-
-
-def sh(cmd: list[str], cwd: Path, log: Path) -> float:
-    """Run one stage command; its output to `log`; wall seconds. Raises with the log's tail on failure."""
-    started = time.time()
-    with open(log, "a") as out:
-        out.write(f"\n$ {' '.join(cmd)}\n")
-        out.flush()
-        rc = subprocess.run(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT).returncode
-    if rc:
-        tail = [line for line in log.read_text().splitlines() if line.strip()][-3:]
-        raise RuntimeError(f"{' '.join(cmd[:2])} exited {rc}: {' | '.join(tail)}")
-    return round(time.time() - started, 1)
 
 
 def write_params(folder: Path, params: dict) -> None:

@@ -35,6 +35,7 @@ ROB = "benchmarks/robustness.json"
 ISIC_DL = "benchmarks/isic_download.json"
 LOOKS = "experiments/ham10000/results/test-looks.yaml"
 RECAL = "benchmarks/recalibration.json"
+FF = "benchmarks/frozen_features.json"
 HAM_FIRST = "git:8105de9:" + HAM  # the experiment's first committed run, the one the robustness baseline arm reran
 SCALE_UNPACKED = "git:6da80ab:benchmarks/scale.json"  # 2026-12-05 22:46 UTC, images as files under data/raw
 SCALE_FIXED_PACKS = "git:6a78a3b:benchmarks/scale.json"  # 2026-12-06 00:13 UTC, fixed 1,000-image packs
@@ -62,8 +63,34 @@ def load(path: str):
     return json.loads(text)
 
 
+@lru_cache(maxsize=None)
+def benchmark(name: str):
+    """benchmarks/NAME.py as a module (its table writers, over the JSON it wrote); benchmarks/ is no package."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"{name}_benchmark", REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def ham(variant: str) -> dict:
     return load(f"{HAM}/{variant}/evaluation.json")
+
+
+def _ff_table() -> str:
+    """benchmarks/frozen_features.json as the page's table: each repeat of both arms, medians, the ratio."""
+    r = load(FF)
+    rows = [("features once (one backbone pass over {n} images + {e} head epochs)", "once"),
+            ("plain fit ({e} epochs of the full model, backbone frozen)", "plain")]
+    head = "| | " + " | ".join(f"repeat {i + 1}" for i in range(r["repeats"])) + " | median |"
+    lines = [head, "|" + "---|" * (r["repeats"] + 2)]
+    for label, arm in rows:
+        cells = " | ".join(f"{t:.2f} s" for t in r[f"{arm}_seconds"])
+        text = label.format(n=f"{r['train'] + r['val']:,}", e=r["epochs"])
+        lines.append(f"| {text} | {cells} | {r[f'{arm}_median_s']:.2f} s |")
+    lines.append(f"| **ratio plain / once** |{' |' * r['repeats']} **{r['ratio_plain_over_once']:.1f}x** |")
+    return "\n" + "\n".join(lines) + "\n"
 
 
 def _rerun_moves() -> list[tuple[float, str]]:
@@ -77,8 +104,8 @@ def _rerun_moves() -> list[tuple[float, str]]:
     return sorted(moves, reverse=True)
 
 
-def _first_run_ba(variant: str) -> str:
-    return f(load(f"{HAM_FIRST}/{variant}/evaluation.json")["test_natural"]["balanced_accuracy"], 2)
+def _first_run_ba(variant: str, digits: int = 2) -> str:
+    return f(load(f"{HAM_FIRST}/{variant}/evaluation.json")["test_natural"]["balanced_accuracy"], digits)
 
 
 def ham_variants() -> list[str]:
@@ -174,11 +201,7 @@ def _singles(split: str, metadata: bool) -> list[float]:
 
 def _ensembles_tables() -> str:
     """benchmarks/ensembles.py's own tables (what it prints), from the JSON it wrote."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("ensembles_benchmark", REPO / "benchmarks" / "ensembles.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = benchmark("ensembles")
     results = load(ENS)
     return f"\n{module.markdown(results)}\n\n{module.pairs_markdown(results['pairs'])}\n"
 
@@ -241,21 +264,8 @@ def _gaps() -> tuple[float, float, float]:
 
 def _scale_report() -> str:
     """benchmarks/scale.py's own tables (its --report), from the JSON it wrote."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("scale_benchmark", REPO / "benchmarks" / "scale.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = benchmark("scale")
     return module.report(load(SCALE)["results"])
-
-
-def _recal_module():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("recalibration_benchmark", REPO / "benchmarks" / "recalibration.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _recal_auc(*where: str) -> str:
@@ -275,20 +285,10 @@ def _recal_rate(path: tuple, key: str) -> str:
     return f"{f(block[key])} ({f(ci['low'])}-{f(ci['high'])})"
 
 
-def _isic_download():
-    """benchmarks/isic_download.py as a module: its report() and medians, over the JSON it wrote."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("isic_download_benchmark", REPO / "benchmarks" / "isic_download.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _dl_ratio(key: str) -> str:
     """isic-cli's median seconds over ours in one cell of the download benchmark: the throughput ratio."""
     runs = load(ISIC_DL)["cells"][key]["runs"]
-    median = _isic_download().median
+    median = benchmark("isic_download").median
     return f"{median(runs['isic-cli']) / median(runs['ours']):.2f}x"
 
 
@@ -327,11 +327,7 @@ def _rob_seconds(pick) -> list[float]:
 
 
 def _rob_tables(which: str) -> str:
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("robustness_benchmark", REPO / "benchmarks" / "robustness.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = benchmark("robustness")
     rows = load(ROB)["arms"]
     return "\n" + (module.markdown(rows) if which == "arms" else module.paired_markdown(rows)) + "\n"
 
@@ -366,6 +362,9 @@ FIGURES: dict[str, tuple[str, callable]] = {
         "dual_mobilenet_finetune_top_flip"])),
     "ham10000.rerun.multiclass_finetune_ba": (HAM, lambda: _first_run_ba("multiclass_finetune") + " to " + f(
         ham("multiclass_finetune")["test_natural"]["balanced_accuracy"], 2)),
+    "ham10000.rerun.class_weight_ba_move": (HAM, lambda: f(max(
+        abs(ham(v)["test_natural"]["balanced_accuracy"] - float(_first_run_ba(v, 6)))
+        for v in ham_variants() if v.startswith("multiclass") and v.endswith("class_weight")))),
     "ham10000.test_looks": (LOOKS, lambda: str(len(load(LOOKS)["looks"]))),
     "ham10000.finetuned.test_roc_auc": (HAM, lambda: span(
         [ham(v)["test_natural"]["roc_auc"] for v in _finetuned_binary()], 3)),
@@ -406,7 +405,7 @@ FIGURES: dict[str, tuple[str, callable]] = {
     "scale.dvc_peaks": (SCALE, lambda: span([r[k]["peak_mb"] for r in _scale() for k in ("dvc_status", "dvc_commit")],
                                             0) + " MB"),
     "scale.tables": (SCALE, lambda: "\n" + _scale_report() + "\n"),
-    "isic_download.tables": (ISIC_DL, lambda: "\n" + _isic_download().report(load(ISIC_DL)["cells"]) + "\n"),
+    "isic_download.tables": (ISIC_DL, lambda: "\n" + benchmark("isic_download").report(load(ISIC_DL)["cells"]) + "\n"),
     "isic_download.ratio.300_50": (ISIC_DL, lambda: _dl_ratio("300img-50ms-clean-10w")),
     "isic_download.ratio.3000_50": (ISIC_DL, lambda: _dl_ratio("3000img-50ms-clean-10w")),
     "isic_download.ratio.300_100": (ISIC_DL, lambda: _dl_ratio("300img-100ms-clean-10w")),
@@ -459,8 +458,15 @@ FIGURES: dict[str, tuple[str, callable]] = {
         ROB, lambda: f"{_arm('baseline')['seconds']['evaluate mobilenet_frozen']:.0f} s"),
     "robustness.seconds.evaluate_mobilenet_tta": (
         ROB, lambda: f"{_arm('baseline+tta')['seconds']['evaluate mobilenet_frozen']:.0f} s"),
+    # benchmarks/frozen_features.json
+    "ff.table": (FF, _ff_table),
+    "ff.ratio": (FF, lambda: f"{load(FF)['ratio_plain_over_once']:.1f}x"),
+    "ff.setup": (FF, lambda: (f"{load(FF)['data']} ({count(load(FF)['train'])} train, {count(load(FF)['val'])} val) "
+                              f"at {load(FF)['size']} px, {load(FF)['epochs']} epochs, {load(FF)['cpus']} CPUs, "
+                              f"TensorFlow {load(FF)['tensorflow']}, Keras {load(FF)['keras']}, "
+                              f"Python {load(FF)['python']}")),
     # benchmarks/recalibration.json (docs/recalibration.md)
-    "recal.table": (RECAL, lambda: "\n" + _recal_module().markdown(load(RECAL)) + "\n"),
+    "recal.table": (RECAL, lambda: "\n" + benchmark("recalibration").markdown(load(RECAL)) + "\n"),
     "recal.variant": (RECAL, lambda: load(RECAL)["variant"]),
     "recal.held_out": (RECAL, lambda: load(RECAL)["held_out"]),
     "recal.train_images": (RECAL, lambda: count(load(RECAL)["sources"]["train"]["images"])),
